@@ -1,0 +1,52 @@
+"""chatport: a self-hosted API server for LLM chatbots and prompt automations."""
+import os
+
+from flask import Flask
+
+__version__ = "0.1.0"
+
+
+def create_app(test_config=None):
+    """Build the WSGI app.
+
+    Configuration layers, later wins: ``app.config.DEFAULTS``, the instance
+    folder's ``config.py`` (optional), ``CHATPORT_*`` environment variables,
+    then ``test_config``. The instance folder is ``./instance`` beside the
+    package unless ``CHATPORT_INSTANCE_PATH`` names another.
+    """
+    instance_path = os.environ.get("CHATPORT_INSTANCE_PATH")
+    if test_config and test_config.get("INSTANCE_PATH"):
+        instance_path = test_config["INSTANCE_PATH"]
+    app = Flask(
+        __name__,
+        instance_path=os.path.abspath(instance_path) if instance_path else None,
+        instance_relative_config=True,
+    )
+    from .config import DEFAULTS
+
+    app.config.from_mapping(DEFAULTS)
+    app.config.from_pyfile("config.py", silent=True)
+    app.config.from_prefixed_env("CHATPORT")
+    if test_config:
+        app.config.from_mapping(test_config)
+    os.makedirs(app.instance_path, exist_ok=True)
+
+    from . import db, errors
+
+    db.init_app(app)
+    errors.init_app(app)
+
+    from .api import init_api
+
+    init_api(app)
+
+    if app.config["AUTO_UPGRADE"]:
+        from .migrations import upgrade
+
+        upgrade()
+    if app.config.get("ADMIN_KEY"):
+        from .services.keys import ensure_env_admin_key
+
+        with db.db.connection_context():
+            ensure_env_admin_key(app.config["ADMIN_KEY"])
+    return app

@@ -1,0 +1,72 @@
+"""Dialect blueprints: wire format in, service call, wire format out.
+
+Each module is one surface. ``init_api`` mounts them, sets up OpenAPI
+(``/api/openapi.json``, docs at ``/api/docs``) and the health check.
+"""
+from flask import jsonify
+from flask_smorest import Api
+from marshmallow import Schema, fields
+
+from ..db import db
+
+
+class ErrorSchema(Schema):
+    """The one error body of the chatport API."""
+
+    code = fields.Int(metadata={"description": "HTTP status code"})
+    status = fields.Str(metadata={"description": "HTTP status name"})
+    error = fields.Str(metadata={"description": "Stable error code, e.g. not_found"})
+    message = fields.Str(metadata={"description": "What went wrong, for a person"})
+    errors = fields.Dict(keys=fields.Str(), values=fields.Str(),
+                         metadata={"description": "Invalid fields and why"})
+
+
+class ChatportApi(Api):
+    """flask-smorest Api whose error handling is chatport's (see app.errors)."""
+
+    ERROR_SCHEMA = ErrorSchema
+
+    def _register_error_handlers(self):
+        pass  # app.errors.init_app installs the one handler for every dialect
+
+
+def init_api(app):
+    app.config.setdefault("API_TITLE", "chatport API")
+    app.config.setdefault("API_VERSION", "v1")
+    app.config.setdefault("OPENAPI_VERSION", "3.0.3")
+    app.config.setdefault("OPENAPI_URL_PREFIX", "/api")
+    app.config.setdefault("OPENAPI_JSON_PATH", "openapi.json")
+    app.config.setdefault("OPENAPI_SWAGGER_UI_PATH", "/docs")
+    app.config.setdefault(
+        "OPENAPI_SWAGGER_UI_URL", "https://cdn.jsdelivr.net/npm/swagger-ui-dist/"
+    )
+    app.config.setdefault("API_SPEC_OPTIONS", {
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "security": [{"bearer": []}],
+        "info": {"description": "chatport's own API: management, conversations, knowledge, "
+                                "workflows, users, models, analytics, account."},
+    })
+    api = ChatportApi(app)
+    app.extensions["chatport_api"] = api
+
+    from . import account, bots, keys, users
+
+    prefix = app.config["API_PREFIX"]
+    for module in (bots, keys, users, account):
+        api.register_blueprint(module.blp, url_prefix=prefix + module.blp.url_prefix)
+
+    @app.get("/healthz")
+    def healthz():
+        """Process up and database reachable."""
+        try:
+            with db.connection_context():
+                db.execute_sql("SELECT 1")
+        except Exception as exc:  # noqa: BLE001 - report, don't crash
+            return jsonify({"status": "error", "database": "unreachable",
+                            "detail": type(exc).__name__}), 503
+        return jsonify({"status": "ok", "database": "ok"})
+
+    @app.after_request
+    def _security_headers(response):
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response

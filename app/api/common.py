@@ -1,0 +1,81 @@
+"""Pieces every chatport-API blueprint shares: the blueprint class, auth, schemas."""
+from flask import current_app, g, request
+from flask_smorest import Blueprint as _SmorestBlueprint
+from marshmallow import Schema, fields, validate
+from webargs.flaskparser import FlaskParser
+
+from .. import clock
+from ..services import keys
+
+
+class Parser(FlaskParser):
+    """Bad bodies are 400s (webargs defaults to 422)."""
+
+    DEFAULT_VALIDATION_STATUS = 400
+
+
+class Blueprint(_SmorestBlueprint):
+    ARGUMENTS_PARSER = Parser()
+
+
+def bearer_token():
+    """The key from ``Authorization: Bearer <key>`` (never from the query string)."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
+
+
+def current_key():
+    """Authenticate the request once; raises Unauthorized."""
+    if "api_key" not in g:
+        g.api_key = keys.authenticate(
+            bearer_token(), last_used_interval=current_app.config["KEY_LAST_USED_INTERVAL"]
+        )
+    return g.api_key
+
+
+def admin_only():
+    """``before_request`` hook for management blueprints: 401 / 403 before any parsing."""
+    keys.require_admin(current_key())
+
+
+def any_key():
+    """``before_request`` hook for blueprints open to client keys."""
+    current_key()
+
+
+class Timestamp(fields.Field):
+    """ISO 8601 UTC with milliseconds and ``Z``."""
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        return clock.iso(value)
+
+
+class PageArgs(Schema):
+    limit = fields.Int(load_default=10, validate=validate.Range(1, 100),
+                       metadata={"description": "Page size, 1..100"})
+    cursor = fields.Str(load_default=None, validate=validate.Length(max=64),
+                        metadata={"description": "The `last` id of the previous page"})
+
+
+class Pagination(Schema):
+    total = fields.Int()
+    last = fields.Str(allow_none=True)
+
+
+def page_schema(item_schema, name):
+    """A ``{data: [items], pagination: {total, last}}`` schema class."""
+    return Schema.from_dict(
+        {"data": fields.List(fields.Nested(item_schema)), "pagination": fields.Nested(Pagination)},
+        name=name,
+    )
+
+
+def page(items, pagination):
+    return {"data": items, "pagination": pagination}
+
+
+def name_field(required=False, **kw):
+    return fields.Str(required=required, validate=validate.Length(1, 200), **kw)

@@ -1,0 +1,331 @@
+"""The ``chatport`` command (click, through Flask's CLI)."""
+import json
+import os
+import sys
+
+import click
+from flask import current_app
+from flask.cli import FlaskGroup, with_appcontext
+
+from .db import db
+
+
+def _create_app():
+    from . import create_app
+
+    return create_app()
+
+
+@click.group(cls=FlaskGroup, create_app=_create_app, add_version_option=False)
+def main():
+    """chatport: LLM chatbots and prompt automations behind your own REST API.
+
+    Start with `chatport init`, then `chatport serve`. Every command reads the
+    same configuration as the server (instance/config.py, CHATPORT_* variables).
+    """
+
+
+def _emit(as_json, payload, human):
+    if as_json:
+        click.echo(json.dumps(payload, indent=2))
+    else:
+        click.echo(human)
+
+
+def _dump(schema_cls, obj, many=False):
+    return schema_cls().dump(obj, many=many)
+
+
+# ---------------------------------------------------------------- init / serve
+
+
+@main.command("init")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@with_appcontext
+def init_command(as_json):
+    """Create the database, a first admin key (printed once) and a demo bot.
+
+    Safe to run again: an initialised instance is left as it is and no new
+    key is printed.
+    """
+    from .migrations import upgrade
+    from .models import ApiKey, Bot
+    from .services import bots, keys
+
+    upgrade()
+    result = {"database": current_app.config["DATABASE_URL"], "admin_key": None, "demo_bot": None}
+    with db.connection_context():
+        if not ApiKey.select().where(ApiKey.kind == "admin").exists():
+            row, plaintext = keys.create_key(kind="admin", name="first admin key")
+            result["admin_key"] = plaintext
+        if not Bot.select().exists():
+            bot = bots.create_bot(
+                name="Demo bot",
+                model=current_app.config.get("DEMO_MODEL") or current_app.config["DEFAULT_MODEL"],
+                instructions="You are chatport's demo bot. Answer briefly and helpfully.",
+                greeting="Hello! I am chatport's demo bot. Ask me anything.",
+            )
+            result["demo_bot"] = bot.id
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(f"Database: {result['database']}")
+    if result["admin_key"]:
+        click.echo("Admin API key (shown once, store it now):")
+        click.echo(f"  {result['admin_key']}")
+    else:
+        click.echo("Already initialised: existing admin key kept (no new key printed).")
+    if result["demo_bot"]:
+        click.echo(f"Demo bot created: {result['demo_bot']}")
+
+
+@main.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
+@click.option("--workers", default=1, show_default=True, type=int,
+              help="gunicorn worker processes (each holds thousands of streams).")
+@click.option("--worker-connections", default=4096, show_default=True, type=int,
+              help="Concurrent connections per worker.")
+@click.option("--stream-timeout", default=600, show_default=True, type=int,
+              help="Longest a stream may run; reloads wait this long for streams.")
+@click.argument("gunicorn_args", nargs=-1, type=click.UNPROCESSED)
+def serve_command(host, port, workers, worker_connections, stream_timeout, gunicorn_args):
+    """Serve chatport with gunicorn and the gevent worker (no preload).
+
+    Anything after `--` is passed to gunicorn, e.g.
+    `chatport serve -- --no-control-socket --access-logfile -`.
+    """
+    argv = [
+        sys.executable, "-m", "gunicorn",
+        "--worker-class", "gevent",
+        "--workers", str(workers),
+        "--worker-connections", str(worker_connections),
+        "--bind", f"{host}:{port}",
+        "--timeout", "60",
+        "--graceful-timeout", str(stream_timeout),
+        *gunicorn_args,
+        "wsgi:app",
+    ]
+    os.environ.setdefault("CHATPORT_STREAM_TIMEOUT", str(stream_timeout))
+    click.echo(f"chatport serving on http://{host}:{port} ({workers} gevent worker(s))", err=True)
+    os.execv(sys.executable, argv)
+
+
+# ---------------------------------------------------------------- db
+
+
+@main.group("db")
+def db_group():
+    """Database schema commands."""
+
+
+@db_group.command("upgrade")
+@with_appcontext
+def db_upgrade_command():
+    """Upgrade the database schema in place to this version of chatport."""
+    from .migrations import upgrade
+
+    before, after = upgrade()
+    if before == after:
+        click.echo(f"Schema already at version {after}.")
+    elif before is None:
+        click.echo(f"Created schema at version {after}.")
+    else:
+        click.echo(f"Upgraded schema from version {before} to {after}.")
+
+
+# ---------------------------------------------------------------- keys
+
+
+@main.group("keys")
+def keys_group():
+    """Create and manage API keys."""
+
+
+@keys_group.command("create")
+@click.option("--name", default="", help="A label for the key.")
+@click.option("--admin", "kind", flag_value="admin", help="An admin key (manages everything).")
+@click.option("--client", "kind", flag_value="client", default=True,
+              help="A client key (uses bots and automations). The default.")
+@click.option("--bot", "bot_ids", multiple=True, help="Limit a client key to this bot id (repeatable).")
+@click.option("--credit-quota", type=int, default=None, help="Credits per calendar month.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@with_appcontext
+def keys_create(name, kind, bot_ids, credit_quota, as_json):
+    """Create an API key and print it once (only its hash is stored)."""
+    from .api.keys import KeyCreated
+    from .errors import ApiError
+    from .services import keys
+
+    with db.connection_context():
+        try:
+            row, plaintext = keys.create_key(kind=kind, name=name, bot_ids=bot_ids,
+                                             credit_quota=credit_quota)
+        except ApiError as exc:
+            raise click.ClickException(exc.message)
+        row.key = plaintext
+        _emit(as_json, _dump(KeyCreated, row),
+              f"{row.kind} key {row.id} created. Store it now, it is not shown again:\n  {plaintext}")
+
+
+@keys_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@with_appcontext
+def keys_list(as_json):
+    """List API keys (prefix and last 4 characters only)."""
+    from .api.keys import KeyOut
+    from .services import keys
+
+    with db.connection_context():
+        rows = list(keys.list_keys())
+        lines = [f"{r.id}  {r.kind:6}  {r.prefix}…{r.last4}  {'enabled ' if r.enabled else 'disabled'}  {r.name}"
+                 for r in rows]
+        _emit(as_json, _dump(KeyOut, rows, many=True), "\n".join(lines) or "No keys.")
+
+
+def _key_action(action, key_id):
+    from .errors import ApiError
+    from .services import keys
+
+    with db.connection_context():
+        try:
+            if action == "delete":
+                keys.delete_key(key_id)
+            else:
+                keys.set_enabled(key_id, action == "enable")
+        except ApiError as exc:
+            raise click.ClickException(exc.message)
+    click.echo(f"Key {key_id} {action}d.")
+
+
+@keys_group.command("disable")
+@click.argument("key_id")
+@with_appcontext
+def keys_disable(key_id):
+    """Disable a key: its calls get 401 until it is enabled again."""
+    _key_action("disable", key_id)
+
+
+@keys_group.command("enable")
+@click.argument("key_id")
+@with_appcontext
+def keys_enable(key_id):
+    """Enable a disabled key."""
+    _key_action("enable", key_id)
+
+
+@keys_group.command("delete")
+@click.argument("key_id")
+@with_appcontext
+def keys_delete(key_id):
+    """Delete a key for good."""
+    _key_action("delete", key_id)
+
+
+# ---------------------------------------------------------------- bots
+
+
+@main.group("bots")
+def bots_group():
+    """Create and inspect bots."""
+
+
+@bots_group.command("create")
+@click.option("--name", required=True, help="The bot's name.")
+@click.option("--model", default=None, help="provider/model, e.g. echo/echo or openai/gpt-4o-mini.")
+@click.option("--instructions", default="", help="System prompt.")
+@click.option("--greeting", default="", help="First message of a new conversation.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@with_appcontext
+def bots_create(name, model, instructions, greeting, as_json):
+    """Create a bot."""
+    from .api.bots import BotOut
+    from .errors import ApiError
+    from .services import bots
+
+    with db.connection_context():
+        try:
+            bot = bots.create_bot(name=name, model=model, instructions=instructions, greeting=greeting,
+                                  default_model=current_app.config["DEFAULT_MODEL"])
+        except ApiError as exc:
+            raise click.ClickException(exc.message)
+        _emit(as_json, _dump(BotOut, bot), f"Bot {bot.id} created ({bot.model}).")
+
+
+@bots_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@with_appcontext
+def bots_list(as_json):
+    """List bots."""
+    from .api.bots import BotOut
+    from .models import Bot
+
+    with db.connection_context():
+        rows = list(Bot.select().order_by(Bot.created_at, Bot.id))
+        lines = [f"{b.id}  {b.model:24}  {'enabled ' if b.enabled else 'disabled'}  {b.name}" for b in rows]
+        _emit(as_json, _dump(BotOut, rows, many=True), "\n".join(lines) or "No bots.")
+
+
+@bots_group.command("show")
+@click.argument("bot_id")
+@with_appcontext
+def bots_show(bot_id):
+    """Show one bot as JSON."""
+    from .api.bots import BotOut
+    from .errors import ApiError
+    from .services import bots
+
+    with db.connection_context():
+        try:
+            bot = bots.find_bot(bot_id)
+        except ApiError as exc:
+            raise click.ClickException(exc.message)
+        click.echo(json.dumps(_dump(BotOut, bot), indent=2))
+
+
+# ---------------------------------------------------------------- channels
+
+
+@main.group("channels")
+def channels_group():
+    """Create and list a bot's API channels (the channel API)."""
+
+
+@channels_group.command("create")
+@click.argument("bot_id")
+@click.option("--name", default="API", help="A label for the channel.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@with_appcontext
+def channels_create(bot_id, name, as_json):
+    """Create an API channel for a bot and print its secret once."""
+    from .api.bots import ChannelWithSecret
+    from .errors import ApiError
+    from .services import channels
+
+    with db.connection_context():
+        try:
+            row, secret = channels.create_channel(bot_id, name=name)
+        except ApiError as exc:
+            raise click.ClickException(exc.message)
+        row.secret = secret
+        _emit(as_json, _dump(ChannelWithSecret, row),
+              f"Channel {row.id} created. Secret (shown once):\n  {secret}")
+
+
+@channels_group.command("list")
+@click.argument("bot_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@with_appcontext
+def channels_list(bot_id, as_json):
+    """List a bot's API channels."""
+    from .api.bots import ChannelOut
+    from .models import Channel
+
+    with db.connection_context():
+        rows = list(Channel.select().where(Channel.bot == bot_id).order_by(Channel.created_at, Channel.id))
+        lines = [f"{c.id}  {c.secret_prefix}…  {'enabled ' if c.enabled else 'disabled'}  {c.name}" for c in rows]
+        _emit(as_json, _dump(ChannelOut, rows, many=True), "\n".join(lines) or "No channels.")
+
+
+if __name__ == "__main__":  # python -m app.cli
+    main()

@@ -1,0 +1,37 @@
+"""Configuration defaults.
+
+Layering (see ``create_app``): these defaults, then ``instance/config.py``,
+then ``CHATPORT_*`` environment variables (values parsed as JSON when they
+can be), then the ``test_config`` mapping.
+"""
+
+DEFAULTS = {
+    "INSTANCE_NAME": "chatport",
+    # None means a SQLite file ``chatport.db`` in the instance folder.
+    "DATABASE_URL": None,
+    # Checked before any work is done: a larger body is a 413.
+    "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
+    # An admin key accepted from the environment (stored hashed like any other).
+    "ADMIN_KEY": None,
+    # Write ``last_used_at`` at most once per this many seconds per key.
+    "KEY_LAST_USED_INTERVAL": 60,
+    # SQLite: milliseconds a writer waits for the lock before failing.
+    "SQLITE_BUSY_TIMEOUT_MS": 5000,
+    # SQLite: NORMAL loses nothing on a process crash; FULL also survives power loss.
+    "SQLITE_SYNCHRONOUS": "NORMAL",
+    # Upgrade the schema in place when the app starts.
+    "AUTO_UPGRADE": True,
+    # Pagination (DESIGN.md wire conventions).
+    "PAGE_DEFAULT": 10,
+    "PAGE_MAX": 100,
+    # Bounds on what a request may ask.
+    "MAX_NAME_LENGTH": 200,
+    "MAX_INSTRUCTIONS_LENGTH": 32000,
+    "MAX_MESSAGE_LENGTH": 32000,
+    "MAX_MESSAGES": 200,
+    "MAX_PROPERTIES": 50,
+    # Model used by new bots when none is given.
+    "DEFAULT_MODEL": "echo/echo",
+    # Mount points of the dialects.
+    "API_PREFIX": "/api/v1",
+}

@@ -1,0 +1,221 @@
+"""One error taxonomy for services, rendered by each dialect in its own shape.
+
+Services raise ``ApiError`` subclasses (no Flask in them). The app routes
+every error — raised ones, werkzeug's 404/405/413, webargs' validation
+errors and unexpected exceptions — to the renderer of the dialect that owns
+the request path (longest registered prefix wins). Nothing answers with an
+HTML page or a stack trace.
+"""
+import logging
+
+from flask import current_app, request
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger("chatport.errors")
+
+
+class ApiError(Exception):
+    """An error with an HTTP status, a stable code and a human message."""
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message=None, *, status=None, code=None, fields=None, headers=None):
+        super().__init__(message or self.__class__.__doc__ or self.code)
+        self.message = message or (self.__class__.__doc__ or self.code).strip()
+        if status is not None:
+            self.status = status
+        if code is not None:
+            self.code = code
+        self.fields = fields or {}
+        self.headers = dict(headers or {})
+
+
+class BadRequest(ApiError):
+    """The request is malformed or a field is invalid."""
+
+    status, code = 400, "bad_request"
+
+
+class Unauthorized(ApiError):
+    """A valid API key is required."""
+
+    status, code = 401, "unauthorized"
+
+
+class Forbidden(ApiError):
+    """This key may not do that."""
+
+    status, code = 403, "forbidden"
+
+
+class NotFound(ApiError):
+    """Not found."""
+
+    status, code = 404, "not_found"
+
+
+class Conflict(ApiError):
+    """Conflicts with the current state."""
+
+    status, code = 409, "conflict"
+
+
+class TooLarge(ApiError):
+    """The request body is too large."""
+
+    status, code = 413, "payload_too_large"
+
+
+class RateLimited(ApiError):
+    """Too many requests."""
+
+    status, code = 429, "rate_limited"
+
+
+class QuotaExceeded(ApiError):
+    """Out of credits."""
+
+    status, code = 429, "quota_exceeded"
+
+
+# Provider errors: one taxonomy, mapped once (DESIGN.md, dify).
+class ProviderError(ApiError):
+    """The model provider failed."""
+
+    status, code = 502, "provider_error"
+
+
+class ProviderAuthError(ProviderError):
+    """The model provider rejected chatport's credentials."""
+
+    status, code = 502, "provider_auth"
+
+
+class ProviderRateLimited(ProviderError):
+    """The model provider is rate limiting or overloaded."""
+
+    status, code = 429, "provider_rate_limited"
+
+
+class ProviderBadRequest(ProviderError):
+    """The model provider rejected the request."""
+
+    status, code = 400, "provider_bad_request"
+
+
+class ProviderUnavailable(ProviderError):
+    """The model provider is unavailable."""
+
+    status, code = 502, "provider_unavailable"
+
+
+class ProviderTimeout(ProviderError):
+    """The model provider did not answer in time."""
+
+    status, code = 504, "provider_timeout"
+
+
+# ---------------------------------------------------------------- rendering
+
+_DIALECTS = "chatport.dialect_renderers"
+
+
+def register_dialect(app, prefix, renderer):
+    """Make ``renderer(error: ApiError) -> Response`` answer errors under ``prefix``."""
+    app.extensions.setdefault(_DIALECTS, []).append((prefix, renderer))
+    app.extensions[_DIALECTS].sort(key=lambda item: -len(item[0]))
+
+
+def _renderer_for(path):
+    for prefix, renderer in current_app.extensions.get(_DIALECTS, []):
+        if path == prefix or path.startswith(prefix.rstrip("/") + "/") or prefix == "":
+            return renderer
+    return render_chatport
+
+
+def _flatten_fields(messages, path=""):
+    """webargs messages {"json": {"name": ["..."]}} -> {"name": "..."}."""
+    out = {}
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            if path == "" and key in ("json", "query", "form", "headers", "view_args", "files"):
+                out.update(_flatten_fields(value, ""))
+            else:
+                out.update(_flatten_fields(value, f"{path}.{key}" if path else str(key)))
+    elif isinstance(messages, list) and messages and all(isinstance(m, str) for m in messages):
+        out[path or "_body"] = " ".join(messages)
+    elif isinstance(messages, list):
+        for i, value in enumerate(messages):
+            out.update(_flatten_fields(value, f"{path}.{i}" if path else str(i)))
+    else:
+        out[path or "_body"] = str(messages)
+    return out
+
+
+def from_http_exception(exc):
+    """Translate a werkzeug/webargs HTTPException into an ApiError."""
+    data = getattr(exc, "data", None) or {}
+    messages = data.get("messages") or data.get("errors")
+    fields = _flatten_fields(messages) if messages else {}
+    if exc.code == 422:  # webargs default; chatport answers 400 for bad bodies
+        status = 400
+    else:
+        status = exc.code or 500
+    if fields:
+        names = ", ".join(sorted(fields))
+        detail = "; ".join(f"{k}: {v}" for k, v in sorted(fields.items()))
+        message = f"Invalid field(s) {names} — {detail}"
+    elif data.get("message"):
+        message = data["message"]
+    elif status == 405:
+        message = f"Method {request.method} is not allowed for {request.path}"
+    elif status == 404:
+        message = f"No route for {request.path}"
+    elif status == 413:
+        max_len = current_app.config.get("MAX_CONTENT_LENGTH")
+        message = f"Request body is larger than {max_len} bytes"
+    else:
+        message = exc.description or exc.name
+    codes = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+             405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type",
+             429: "rate_limited"}
+    err = ApiError(message, status=status, code=codes.get(status, "error"), fields=fields,
+                   headers=data.get("headers"))
+    if status == 405 and getattr(exc, "valid_methods", None):
+        err.headers["Allow"] = ", ".join(exc.valid_methods)
+    return err
+
+
+def render_chatport(error):
+    """chatport API error schema: {code, status, message, errors}."""
+    from http import HTTPStatus
+
+    try:
+        status_name = HTTPStatus(error.status).phrase
+    except ValueError:
+        status_name = "Error"
+    body = {"code": error.status, "status": status_name, "message": error.message,
+            "error": error.code}
+    if error.fields:
+        body["errors"] = error.fields
+    return body, error.status, error.headers
+
+
+def handle_any(exc):
+    """App-wide error handler: normalise, then render in the path's dialect."""
+    if isinstance(exc, ApiError):
+        err = exc
+    elif isinstance(exc, HTTPException):
+        err = from_http_exception(exc)
+    else:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        err = ApiError("Internal server error", status=500, code="internal_error")
+    return _renderer_for(request.path)(err)
+
+
+def init_app(app):
+    """Install ``handle_any`` for every exception (replaces flask-smorest's handler)."""
+    app.register_error_handler(Exception, handle_any)
+    app.register_error_handler(HTTPException, handle_any)
+    app.register_error_handler(ApiError, handle_any)

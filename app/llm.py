@@ -1,0 +1,136 @@
+"""What a provider model is, and how the core finds one.
+
+A model turns a ``ChatRequest`` into an iterator of text deltas (``str``)
+that ends with one ``Usage``. Non-streaming callers drain the same iterator
+(``collect``): one shape, no "result or generator" union. Providers raise
+the ``app.errors.Provider*`` taxonomy, never their SDK's exceptions.
+"""
+from dataclasses import dataclass, field
+from typing import Iterator, Optional, Union
+
+from .errors import BadRequest
+
+
+@dataclass
+class ChatRequest:
+    messages: list  # [{"role": "system"|"user"|"assistant", "content": str}]
+    temperature: Optional[float] = None
+    max_tokens: Optional[int] = None
+    stop: Optional[list] = None
+    user: Optional[str] = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    estimated: bool = False
+
+    @property
+    def total_tokens(self):
+        return self.prompt_tokens + self.completion_tokens
+
+
+Delta = Union[str, Usage]
+
+
+class Model:
+    """Base class for chat models. Subclasses set ``provider`` and ``model_id``."""
+
+    provider: str = ""
+    model_id: str = ""
+    description: str = ""
+
+    @property
+    def name(self):
+        return f"{self.provider}/{self.model_id}"
+
+    def stream(self, request: ChatRequest) -> Iterator[Delta]:
+        """Yield text deltas, then exactly one ``Usage``. Close upstream on ``GeneratorExit``."""
+        raise NotImplementedError
+
+
+class EmbeddingModel:
+    """Base class for embedding models (optional second kind of model)."""
+
+    provider: str = ""
+    model_id: str = ""
+    dimensions: int = 0
+
+    @property
+    def name(self):
+        return f"{self.provider}/{self.model_id}"
+
+    def embed(self, texts: list) -> list:
+        """Return one vector (list of floats) per text."""
+        raise NotImplementedError
+
+
+def estimate_tokens(text):
+    """Rough token count (~4 characters a token) for providers that report none."""
+    return max(1, (len(text) + 3) // 4) if text else 0
+
+
+def collect(deltas):
+    """Drain a delta iterator into ``(text, usage)``."""
+    parts, usage = [], None
+    for delta in deltas:
+        if isinstance(delta, Usage):
+            usage = delta
+        else:
+            parts.append(delta)
+    return "".join(parts), usage
+
+
+class ModelRegistry:
+    """The models one app can use, built once from the loaded plugins."""
+
+    def __init__(self, config):
+        from .plugins import get_plugin_manager
+
+        self.config = config
+        self.models = {}
+        self.embedding_models = {}
+        pm = get_plugin_manager()
+        pm.hook.register_models(register=self._add(self.models), config=config)
+        pm.hook.register_embedding_models(register=self._add(self.embedding_models), config=config)
+        self.aliases = dict(config.get("MODEL_ALIASES") or {})
+
+    @staticmethod
+    def _add(target):
+        def register(model):
+            target[model.name] = model
+
+        return register
+
+    def resolve_name(self, name):
+        """Alias → ``provider/model``."""
+        seen = set()
+        while name in self.aliases and name not in seen:
+            seen.add(name)
+            name = self.aliases[name]
+        return name
+
+    def get(self, name, field_name="model"):
+        """The model for ``name`` (or an alias). Raises BadRequest listing what exists."""
+        resolved = self.resolve_name(name or "")
+        model = self.models.get(resolved)
+        if model is None:
+            known = sorted(self.models) + sorted(self.aliases)
+            raise BadRequest(
+                f"Unknown model {name!r}. Available: {', '.join(known) or 'none'}",
+                code="model_not_found", fields={field_name: "unknown model"},
+            )
+        return model
+
+
+def registry(app=None):
+    """The current app's ModelRegistry (created on first use)."""
+    from flask import current_app
+
+    app = app or current_app
+    reg = app.extensions.get("chatport_models")
+    if reg is None:
+        reg = app.extensions["chatport_models"] = ModelRegistry(app.config)
+    return reg

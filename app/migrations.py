@@ -1,0 +1,83 @@
+"""Schema versions and forward migrations (``playhouse.migrate``).
+
+A new database gets every table at ``LATEST``. An older one is upgraded in
+place, one step at a time, at start-up (``AUTO_UPGRADE``) or by
+``chatport db upgrade``. Each step is a function of a migrator; add a step
+and bump ``LATEST`` whenever a model changes, and keep old steps untouched.
+
+History:
+  1  the first schema.
+  2  end users remember when they were last seen; message ratings carry a comment.
+"""
+from peewee import DateTimeField, TextField
+from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
+
+from .db import db, is_sqlite
+from .models import ALL_MODELS, SchemaVersion
+from . import clock
+
+
+def _v2(migrator):
+    migrate(
+        migrator.add_column("end_user", "last_seen_at", DateTimeField(null=True)),
+        migrator.add_column("message", "rating_comment", TextField(null=True)),
+    )
+
+
+STEPS = {2: _v2}
+LATEST = 2
+
+
+def _migrator():
+    return SqliteMigrator(db) if is_sqlite() else PostgresqlMigrator(db)
+
+
+def _lock():
+    """Serialise upgrades across processes (several workers start at once)."""
+    if is_sqlite():
+        return db.atomic("IMMEDIATE")
+    txn = db.atomic()
+    txn.__enter__()
+    db.execute_sql("SELECT pg_advisory_xact_lock(424242)")
+
+    class _Held:
+        def __enter__(self):
+            return txn
+
+        def __exit__(self, *exc):
+            return txn.__exit__(*exc)
+
+    return _Held()
+
+
+def current_version():
+    """The stored schema version, or None for a database without chatport tables."""
+    if not db.table_exists(SchemaVersion._meta.table_name):
+        return None
+    row = SchemaVersion.select().order_by(SchemaVersion.version.desc()).first()
+    return row.version if row else None
+
+
+def upgrade():
+    """Create or upgrade the schema to ``LATEST``; return (before, after) versions.
+
+    Raises RuntimeError when the database is newer than this code.
+    """
+    with db.connection_context():
+        with _lock():
+            before = current_version()
+            if before is None:
+                db.create_tables(ALL_MODELS, safe=True)
+                SchemaVersion.create(version=LATEST, upgraded_at=clock.now())
+                return None, LATEST
+            if before > LATEST:
+                raise RuntimeError(
+                    f"database schema is version {before}, newer than this chatport ({LATEST})"
+                )
+            migrator = _migrator()
+            for version in range(before + 1, LATEST + 1):
+                STEPS[version](migrator)
+            if before != LATEST:
+                SchemaVersion.delete().execute()
+                SchemaVersion.create(version=LATEST, upgraded_at=clock.now())
+            return before, LATEST

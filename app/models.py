@@ -1,0 +1,329 @@
+"""Peewee models for the whole domain (DESIGN.md "Domain").
+
+Models hold data and small query helpers; rules live in ``app/services``.
+Ids are time-ordered UUID strings; times are naive UTC datetimes.
+"""
+import json
+
+from peewee import (
+    BooleanField,
+    CharField,
+    DateTimeField,
+    FloatField,
+    ForeignKeyField,
+    IntegerField,
+    Model,
+    TextField,
+)
+
+from . import clock
+from .db import db
+from .ids import new_id
+
+
+class JSONField(TextField):
+    """JSON stored as text: portable across SQLite and PostgreSQL."""
+
+    def db_value(self, value):
+        return None if value is None else json.dumps(value, separators=(",", ":"))
+
+    def python_value(self, value):
+        return None if value is None else json.loads(value)
+
+
+def IdField(**kw):
+    return CharField(primary_key=True, max_length=36, default=new_id, **kw)
+
+
+class BaseModel(Model):
+    class Meta:
+        database = db
+        legacy_table_names = False
+
+
+class SchemaVersion(BaseModel):
+    """One row: the schema version this database is at."""
+
+    version = IntegerField()
+    upgraded_at = DateTimeField(default=clock.now)
+
+    class Meta:
+        table_name = "chatport_schema"
+
+
+class Bot(BaseModel):
+    id = IdField()
+    name = CharField(max_length=200)
+    instructions = TextField(default="")
+    model = CharField(max_length=200)
+    temperature = FloatField(null=True)
+    max_tokens = IntegerField(null=True)
+    greeting = TextField(default="")
+    # Knowledge retrieval settings: {"top_k": int, "max_chars": int, ...}
+    knowledge = JSONField(default=dict)
+    # Models a caller may switch to per request (chat API `model`); empty: only `model`.
+    allowed_models = JSONField(default=list)
+    enabled = BooleanField(default=True)
+    created_at = DateTimeField(default=clock.now, index=True)
+    updated_at = DateTimeField(default=clock.now)
+
+
+class Channel(BaseModel):
+    """A bot's API channel (channel API): a secret key, hashed."""
+
+    id = IdField()
+    bot = ForeignKeyField(Bot, backref="channels", on_delete="CASCADE")
+    name = CharField(max_length=200, default="API")
+    secret_hash = CharField(max_length=64, unique=True)
+    secret_prefix = CharField(max_length=16)
+    enabled = BooleanField(default=True)
+    created_at = DateTimeField(default=clock.now, index=True)
+    updated_at = DateTimeField(default=clock.now)
+
+
+class ApiKey(BaseModel):
+    """Bearer keys. Only a SHA-256 hash and a display prefix/last4 are stored."""
+
+    id = IdField()
+    name = CharField(max_length=200, default="")
+    kind = CharField(max_length=10)  # "admin" | "client"
+    key_hash = CharField(max_length=64, unique=True)
+    prefix = CharField(max_length=16)
+    last4 = CharField(max_length=4)
+    enabled = BooleanField(default=True)
+    # Client keys: ids of bots / automations this key may use (empty = all).
+    bot_ids = JSONField(default=list)
+    automation_ids = JSONField(default=list)
+    # Rate-limit plan name and per-key overrides {category: requests_per_minute}.
+    plan = CharField(max_length=50, null=True)
+    rate_limits = JSONField(default=dict)
+    # Credits per calendar month (None = unlimited).
+    credit_quota = IntegerField(null=True)
+    created_at = DateTimeField(default=clock.now, index=True)
+    last_used_at = DateTimeField(null=True)
+
+
+class EndUser(BaseModel):
+    """An external user id with properties: a label, never an identity."""
+
+    id = IdField()
+    external_id = CharField(max_length=200, unique=True)
+    properties = JSONField(default=dict)
+    created_at = DateTimeField(default=clock.now, index=True)
+    updated_at = DateTimeField(default=clock.now)
+    last_seen_at = DateTimeField(null=True)
+
+
+class Conversation(BaseModel):
+    id = IdField()
+    bot = ForeignKeyField(Bot, backref="conversations", on_delete="CASCADE")
+    channel = ForeignKeyField(Channel, null=True, backref="conversations", on_delete="SET NULL")
+    # Where it came from: "api", "channel", "chat", "openai".
+    surface = CharField(max_length=20, default="api")
+    end_user = ForeignKeyField(EndUser, null=True, backref="conversations", on_delete="SET NULL")
+    api_key = ForeignKeyField(ApiKey, null=True, backref="conversations", on_delete="SET NULL")
+    title = CharField(max_length=200, default="")
+    created_at = DateTimeField(default=clock.now, index=True)
+    updated_at = DateTimeField(default=clock.now)
+
+
+class Message(BaseModel):
+    id = IdField()
+    conversation = ForeignKeyField(Conversation, backref="messages", on_delete="CASCADE")
+    role = CharField(max_length=20)  # "user" | "assistant" | "system"
+    content = TextField(default="")
+    # "complete" | "incomplete" | "error"
+    status = CharField(max_length=20, default="complete")
+    error = TextField(null=True)
+    model = CharField(max_length=200, null=True)
+    prompt_tokens = IntegerField(default=0)
+    completion_tokens = IntegerField(default=0)
+    tokens_estimated = BooleanField(default=False)
+    # Knowledge passages the answer was grounded on.
+    citations = JSONField(default=list)
+    rating = CharField(max_length=10, null=True)  # "like" | "dislike"
+    rating_comment = TextField(null=True)
+    created_at = DateTimeField(default=clock.now, index=True)
+
+
+class GenerationStop(BaseModel):
+    """A request to stop an in-flight generation, visible to every worker."""
+
+    id = CharField(primary_key=True, max_length=36)  # the generation (assistant message) id
+    created_at = DateTimeField(default=clock.now)
+
+
+class KnowledgeSource(BaseModel):
+    """A data source ("folder"): MANUAL rows, one TEXT body, or a URL."""
+
+    id = IdField()
+    name = CharField(max_length=200)
+    type = CharField(max_length=10, default="MANUAL")  # MANUAL | TEXT | URL
+    url = TextField(null=True)
+    sync_interval = CharField(max_length=10, null=True)  # day | week | month | None
+    status = CharField(max_length=20, default="not_synced")
+    error = TextField(null=True)
+    last_sync = DateTimeField(null=True)
+    next_sync_at = DateTimeField(null=True, index=True)
+    sync_started_at = DateTimeField(null=True)
+    created_at = DateTimeField(default=clock.now, index=True)
+    updated_at = DateTimeField(default=clock.now)
+
+
+class BotSource(BaseModel):
+    """Which sources a bot retrieves from."""
+
+    bot = ForeignKeyField(Bot, backref="source_links", on_delete="CASCADE")
+    source = ForeignKeyField(KnowledgeSource, backref="bot_links", on_delete="CASCADE")
+
+    class Meta:
+        indexes = ((("bot", "source"), True),)
+
+
+class Tag(BaseModel):
+    id = IdField()
+    name = CharField(max_length=100, unique=True)
+    created_at = DateTimeField(default=clock.now)
+
+
+class KnowledgeRow(BaseModel):
+    """A document in a source: name, markdown content, tags."""
+
+    id = IdField()
+    source = ForeignKeyField(KnowledgeSource, backref="rows", on_delete="CASCADE")
+    name = CharField(max_length=500, default="")
+    content = TextField(default="")
+    char_count = IntegerField(default=0)
+    status = CharField(max_length=20, default="not_synced")
+    error = TextField(null=True)
+    last_sync = DateTimeField(null=True)
+    created_at = DateTimeField(default=clock.now, index=True)
+    updated_at = DateTimeField(default=clock.now)
+
+
+class RowTag(BaseModel):
+    row = ForeignKeyField(KnowledgeRow, backref="tag_links", on_delete="CASCADE")
+    tag = ForeignKeyField(Tag, backref="row_links", on_delete="CASCADE")
+
+    class Meta:
+        indexes = ((("row", "tag"), True),)
+
+
+class KnowledgeChunk(BaseModel):
+    """A passage of a row, the unit that search ranks."""
+
+    id = IdField()
+    row = ForeignKeyField(KnowledgeRow, backref="chunks", on_delete="CASCADE")
+    source = ForeignKeyField(KnowledgeSource, backref="chunks", on_delete="CASCADE")
+    position = IntegerField(default=0)
+    heading = TextField(default="")
+    content = TextField()
+
+
+class Automation(BaseModel):
+    """A flow: named prompt steps; reachable by id and by endpoint slug."""
+
+    id = IdField()
+    name = CharField(max_length=200)
+    description = TextField(default="")
+    endpoint = CharField(max_length=100, null=True, unique=True)
+    api_enabled = BooleanField(default=True)
+    # [{"name": "user_name", "default": "..."?}, ...]
+    inputs = JSONField(default=list)
+    returns = JSONField(default=lambda: ["response"])
+    created_at = DateTimeField(default=clock.now, index=True)
+    updated_at = DateTimeField(default=clock.now)
+
+
+class AutomationStep(BaseModel):
+    id = IdField()
+    automation = ForeignKeyField(Automation, backref="steps", on_delete="CASCADE")
+    position = IntegerField()
+    name = CharField(max_length=100, default="")
+    prompt = TextField()
+    model = CharField(max_length=200)
+    options = JSONField(default=dict)
+    output = CharField(max_length=100, default="response")
+    result_type = CharField(max_length=10, default="text")  # text | list
+    # {"sources": [ids or names], "tags": [ids or names], "top_k": n} or None
+    context = JSONField(null=True)
+
+
+class AutomationRun(BaseModel):
+    """The log row every run leaves (the flows API's logId)."""
+
+    id = IdField()
+    automation = ForeignKeyField(Automation, null=True, backref="runs", on_delete="SET NULL")
+    api_key = ForeignKeyField(ApiKey, null=True, backref="runs", on_delete="SET NULL")
+    end_user = CharField(max_length=200, null=True)
+    dialect = CharField(max_length=20, default="api")
+    inputs = JSONField(default=dict)
+    outputs = JSONField(default=dict)
+    steps = JSONField(default=list)
+    status = CharField(max_length=20, default="running")  # running | succeeded | failed
+    error = TextField(null=True)
+    prompt_length = IntegerField(default=0)
+    prompt_tokens = IntegerField(default=0)
+    completion_tokens = IntegerField(default=0)
+    credits = IntegerField(default=0)
+    duration_ms = IntegerField(default=0)
+    rating = IntegerField(null=True)
+    rating_comment = TextField(null=True)
+    created_at = DateTimeField(default=clock.now, index=True)
+    finished_at = DateTimeField(null=True)
+
+
+class Usage(BaseModel):
+    """One row per API call of every dialect."""
+
+    id = IdField()
+    created_at = DateTimeField(default=clock.now, index=True)
+    # Plain ids, not foreign keys: usage outlives the keys and bots it names.
+    key_id = CharField(max_length=36, null=True, index=True)
+    dialect = CharField(max_length=20)
+    category = CharField(max_length=20)
+    endpoint = CharField(max_length=200, default="")
+    bot_id = CharField(max_length=36, null=True)
+    automation_id = CharField(max_length=36, null=True)
+    model = CharField(max_length=200, null=True)
+    prompt_tokens = IntegerField(default=0)
+    completion_tokens = IntegerField(default=0)
+    tokens_estimated = BooleanField(default=False)
+    credits = IntegerField(default=1)
+    status = IntegerField(default=200)
+    latency_ms = FloatField(default=0)
+
+
+class RateLimitState(BaseModel):
+    """GCRA state per key and API category, shared by every worker."""
+
+    key_id = CharField(max_length=36)
+    category = CharField(max_length=20)
+    tat = FloatField(default=0)  # theoretical arrival time, epoch seconds
+
+    class Meta:
+        primary_key = False
+        indexes = ((("key_id", "category"), True),)
+
+
+ALL_MODELS = [
+    SchemaVersion,
+    Bot,
+    Channel,
+    ApiKey,
+    EndUser,
+    Conversation,
+    Message,
+    GenerationStop,
+    KnowledgeSource,
+    BotSource,
+    Tag,
+    KnowledgeRow,
+    RowTag,
+    KnowledgeChunk,
+    Automation,
+    AutomationStep,
+    AutomationRun,
+    Usage,
+    RateLimitState,
+]

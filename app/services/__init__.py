@@ -1,0 +1,1 @@
+"""Services hold the rules: dialect blueprints parse and render, services decide."""

@@ -1,0 +1,70 @@
+"""Bots: instructions + model + knowledge settings. Scoped by API key."""
+from .. import clock
+from ..errors import BadRequest, NotFound
+from ..models import Bot
+from ..pagination import paginate
+
+EDITABLE = ("name", "instructions", "model", "temperature", "max_tokens", "greeting",
+            "knowledge", "allowed_models", "enabled")
+
+
+def _validate(fields):
+    if "temperature" in fields and fields["temperature"] is not None:
+        if not 0 <= float(fields["temperature"]) <= 2:
+            raise BadRequest("temperature must be between 0 and 2", fields={"temperature": "out of range"})
+    if "max_tokens" in fields and fields["max_tokens"] is not None:
+        if int(fields["max_tokens"]) < 1:
+            raise BadRequest("max_tokens must be at least 1", fields={"max_tokens": "out of range"})
+    if "name" in fields and not str(fields["name"]).strip():
+        raise BadRequest("name must not be empty", fields={"name": "empty"})
+
+
+def scoped(key=None):
+    """Bots the key may see (all for admin or unscoped keys)."""
+    query = Bot.select()
+    if key is not None and key.kind != "admin" and key.bot_ids:
+        query = query.where(Bot.id.in_(key.bot_ids))
+    return query
+
+
+def create_bot(*, name, model=None, default_model="echo/echo", **fields):
+    """Create a bot. Raises BadRequest for invalid values."""
+    data = {k: v for k, v in fields.items() if k in EDITABLE and v is not None}
+    data["name"] = name
+    _validate(data)
+    return Bot.create(model=model or default_model, **data)
+
+
+def get_bot(bot_id, key=None):
+    """Raises NotFound when the bot does not exist or is outside the key's scope."""
+    bot = scoped(key).where(Bot.id == bot_id).first()
+    if bot is None:
+        raise NotFound(f"Bot {bot_id} not found")
+    return bot
+
+
+def find_bot(ref, key=None):
+    """A bot by id or by exact name. Raises NotFound."""
+    bot = scoped(key).where((Bot.id == ref) | (Bot.name == ref)).order_by(Bot.created_at).first()
+    if bot is None:
+        raise NotFound(f"Bot {ref} not found")
+    return bot
+
+
+def update_bot(bot_id, key=None, **changes):
+    bot = get_bot(bot_id, key)
+    changes = {k: v for k, v in changes.items() if k in EDITABLE}
+    _validate(changes)
+    for field, value in changes.items():
+        setattr(bot, field, value)
+    bot.updated_at = clock.now()
+    bot.save()
+    return bot
+
+
+def delete_bot(bot_id, key=None):
+    get_bot(bot_id, key).delete_instance()
+
+
+def list_bots(key=None, *, limit=10, cursor=None):
+    return paginate(scoped(key), Bot, limit=limit, cursor=cursor)

@@ -1,0 +1,147 @@
+"""API keys: creation (shown once), authentication, management.
+
+Admin keys manage everything; client keys use bots and automations,
+optionally scoped to some of them. Only a SHA-256 hash, a short display
+prefix and the last 4 characters are stored.
+"""
+from datetime import timedelta
+
+from peewee import IntegrityError
+
+from .. import clock, secrets_util
+from ..errors import BadRequest, Forbidden, NotFound, Unauthorized
+from ..models import ApiKey, Automation, Bot
+
+KEY_PREFIX = "cp_"
+KINDS = ("admin", "client")
+
+
+def create_key(*, kind="client", name="", bot_ids=(), automation_ids=(), plan=None,
+               rate_limits=None, credit_quota=None, secret=None):
+    """Create a key; return ``(row, plaintext)``. The plaintext is never stored.
+
+    Raises BadRequest for an unknown kind or a scope naming bots or
+    automations that do not exist.
+    """
+    if kind not in KINDS:
+        raise BadRequest(f"kind must be one of {', '.join(KINDS)}", fields={"kind": "invalid"})
+    bot_ids, automation_ids = list(bot_ids or []), list(automation_ids or [])
+    if kind == "admin" and (bot_ids or automation_ids):
+        raise BadRequest("admin keys cannot be scoped", fields={"bot_ids": "admin keys see everything"})
+    _check_exist(Bot, bot_ids, "bot_ids")
+    _check_exist(Automation, automation_ids, "automation_ids")
+    plaintext = secret or secrets_util.generate(KEY_PREFIX)
+    row = ApiKey.create(
+        kind=kind,
+        name=name or "",
+        key_hash=secrets_util.digest(plaintext),
+        prefix=plaintext[:10],
+        last4=plaintext[-4:],
+        bot_ids=bot_ids,
+        automation_ids=automation_ids,
+        plan=plan,
+        rate_limits=rate_limits or {},
+        credit_quota=credit_quota,
+    )
+    return row, plaintext
+
+
+def _check_exist(model, ids, field):
+    if not ids:
+        return
+    found = {r.id for r in model.select(model.id).where(model.id.in_(ids))}
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise BadRequest(f"{field}: unknown id(s) {', '.join(map(str, missing))}",
+                         fields={field: "unknown id"})
+
+
+def ensure_env_admin_key(plaintext):
+    """Store ``CHATPORT_ADMIN_KEY`` hashed as an admin key if it is not stored yet."""
+    if not plaintext:
+        return None
+    digest = secrets_util.digest(plaintext)
+    row = ApiKey.get_or_none(ApiKey.key_hash == digest)
+    if row:
+        return row
+    try:
+        row, _ = create_key(kind="admin", name="CHATPORT_ADMIN_KEY", secret=plaintext)
+    except IntegrityError:  # another worker stored it first
+        row = ApiKey.get(ApiKey.key_hash == digest)
+    return row
+
+
+def authenticate(token, *, last_used_interval=60):
+    """Return the enabled ApiKey for a bearer token.
+
+    Raises Unauthorized when the token is missing, unknown or disabled.
+    ``last_used_at`` is written at most once per ``last_used_interval`` seconds.
+    """
+    if not token:
+        raise Unauthorized("Missing API key: send 'Authorization: Bearer <key>'")
+    digest = secrets_util.digest(token)
+    row = ApiKey.get_or_none(ApiKey.key_hash == digest)
+    if row is None or not secrets_util.matches(token, row.key_hash):
+        raise Unauthorized("Invalid API key")
+    if not row.enabled:
+        raise Unauthorized("This API key is disabled")
+    now = clock.now()
+    if row.last_used_at is None or now - row.last_used_at > timedelta(seconds=last_used_interval):
+        ApiKey.update(last_used_at=now).where(ApiKey.id == row.id).execute()
+        row.last_used_at = now
+    return row
+
+
+def require_admin(key):
+    """Raises Forbidden unless ``key`` is an admin key."""
+    if key is None or key.kind != "admin":
+        raise Forbidden("This endpoint needs an admin key")
+
+
+def can_use_bot(key, bot_id):
+    """True when ``key`` may use the bot (admin, unscoped client, or in scope)."""
+    return key.kind == "admin" or not key.bot_ids or bot_id in key.bot_ids
+
+
+def can_use_automation(key, automation_id):
+    """True when ``key`` may use the automation."""
+    return key.kind == "admin" or not key.automation_ids or automation_id in key.automation_ids
+
+
+def get_key(key_id):
+    """Raises NotFound for an unknown id."""
+    row = ApiKey.get_or_none(ApiKey.id == key_id)
+    if row is None:
+        raise NotFound(f"API key {key_id} not found")
+    return row
+
+
+def set_enabled(key_id, enabled):
+    row = get_key(key_id)
+    ApiKey.update(enabled=bool(enabled)).where(ApiKey.id == row.id).execute()
+    row.enabled = bool(enabled)
+    return row
+
+
+def update_key(key_id, **changes):
+    """Update name / scope / plan / limits / quota. Raises NotFound, BadRequest."""
+    row = get_key(key_id)
+    if row.kind == "admin" and (changes.get("bot_ids") or changes.get("automation_ids")):
+        raise BadRequest("admin keys cannot be scoped", fields={"bot_ids": "admin keys see everything"})
+    if "bot_ids" in changes:
+        _check_exist(Bot, changes["bot_ids"], "bot_ids")
+    if "automation_ids" in changes:
+        _check_exist(Automation, changes["automation_ids"], "automation_ids")
+    for field, value in changes.items():
+        setattr(row, field, value)
+    row.save()
+    return row
+
+
+def delete_key(key_id):
+    row = get_key(key_id)
+    row.delete_instance()
+
+
+def list_keys():
+    return ApiKey.select().order_by(ApiKey.created_at, ApiKey.id)

@@ -1,0 +1,148 @@
+"""Shared fixtures: an app on a real SQLite file (and on PostgreSQL when
+CHATPORT_TEST_POSTGRES_URL is set), a client, keys, and a helper that
+starts a real ``chatport serve`` (gunicorn + gevent) process.
+"""
+import os
+import uuid
+
+import pytest
+
+from app import create_app
+from app.db import db
+
+PG_URL = os.environ.get("CHATPORT_TEST_POSTGRES_URL")
+PG_SKIP_REASON = "CHATPORT_TEST_POSTGRES_URL is not set: PostgreSQL variant skipped"
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch):
+    """Tests see only the configuration they set."""
+    for name in list(os.environ):
+        if name.startswith("CHATPORT_") and name != "CHATPORT_TEST_POSTGRES_URL":
+            monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def backend(request):
+    """Both databases: storage and API tests run on each."""
+    if request.param == "postgres" and not PG_URL:
+        pytest.skip(PG_SKIP_REASON)
+    return request.param
+
+
+def pg_schema_url(schema):
+    """The test server URL with ``search_path`` set to ``schema``."""
+    sep = "&" if "?" in PG_URL else "?"
+    return f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture
+def database_url(backend, tmp_path):
+    """A fresh database: a SQLite file, or a new PostgreSQL schema dropped afterwards."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path}/chatport.db"
+        return
+    import psycopg2
+
+    schema = "t_" + uuid.uuid4().hex[:12]
+    conn = psycopg2.connect(PG_URL)
+    conn.autocommit = True
+    conn.cursor().execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield pg_schema_url(schema)
+    finally:
+        if db.obj is not None and hasattr(db.obj, "close_all"):
+            db.obj.close_all()
+        conn.cursor().execute(f"DROP SCHEMA {schema} CASCADE")
+        conn.close()
+
+
+def make_app(database_url, tmp_path, **config):
+    return create_app({
+        "TESTING": True,
+        "DATABASE_URL": database_url,
+        "INSTANCE_PATH": str(tmp_path / "instance"),
+        **config,
+    })
+
+
+@pytest.fixture
+def app(database_url, tmp_path):
+    application = make_app(database_url, tmp_path)
+    yield application
+    if not db.is_closed():
+        db.close()
+
+
+@pytest.fixture
+def sqlite_app(tmp_path):
+    """An app on a SQLite file only (for tests about SQLite itself)."""
+    application = make_app(f"sqlite:///{tmp_path}/chatport.db", tmp_path)
+    yield application
+    if not db.is_closed():
+        db.close()
+
+
+class Api:
+    """A test client that sends a bearer key (or none) with every request."""
+
+    def __init__(self, client, key=None, headers=None):
+        self.client = client
+        self.key = key
+        self.headers = dict(headers or {})
+
+    def _headers(self, extra):
+        headers = dict(self.headers)
+        if self.key:
+            headers["Authorization"] = f"Bearer {self.key}"
+        headers.update(extra or {})
+        return headers
+
+    def request(self, method, path, headers=None, **kw):
+        return self.client.open(path, method=method, headers=self._headers(headers), **kw)
+
+    def get(self, path, **kw):
+        return self.request("GET", path, **kw)
+
+    def post(self, path, **kw):
+        return self.request("POST", path, **kw)
+
+    def put(self, path, **kw):
+        return self.request("PUT", path, **kw)
+
+    def patch(self, path, **kw):
+        return self.request("PATCH", path, **kw)
+
+    def delete(self, path, **kw):
+        return self.request("DELETE", path, **kw)
+
+
+def create_key(app, **kw):
+    """Create an API key directly through the service; return its plaintext."""
+    from app.services.keys import create_key as _create
+
+    with app.app_context(), db.connection_context():
+        _, plaintext = _create(**kw)
+    return plaintext
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def admin_key(app):
+    return create_key(app, kind="admin", name="test admin")
+
+
+@pytest.fixture
+def admin(client, admin_key):
+    """The chatport API as an admin."""
+    return Api(client, admin_key)
+
+
+@pytest.fixture
+def anon(client):
+    """The chatport API without a key."""
+    return Api(client)

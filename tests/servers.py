@@ -1,0 +1,68 @@
+"""Start real processes for tests: ``chatport serve`` (gunicorn + gevent).
+
+Every server listens on 127.0.0.1 only and is stopped by its own pid.
+"""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+
+import requests
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url, timeout=20.0, proc=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited early with {proc.returncode}")
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.RequestException:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout}s")
+
+
+@contextmanager
+def chatport_server(instance_path, *, workers=1, env=None, extra_args=(), log_path=None):
+    """Run ``chatport serve`` on a free port; yield its base URL; stop it by pid.
+
+    The instance folder is initialised first (``chatport init``).
+    """
+    port = free_port()
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("CHATPORT_")}
+    environ.update({"CHATPORT_INSTANCE_PATH": str(instance_path)})
+    environ.update(env or {})
+    cli = [sys.executable, "-m", "app.cli"]
+    subprocess.run([*cli, "init", "--json"], env=environ, cwd=ROOT, check=True,
+                   capture_output=True, timeout=60)
+    log = open(log_path or os.path.join(str(instance_path), "server.log"), "ab")
+    proc = subprocess.Popen(
+        [*cli, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+         "--", "--no-control-socket", *extra_args],
+        env=environ, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(base + "/healthz", proc=proc)
+        yield base
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()

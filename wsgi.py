@@ -1,0 +1,16 @@
+"""WSGI entry point for gunicorn: ``gunicorn -k gevent wsgi:app``.
+
+gevent must patch before anything imports ssl, socket or peewee.
+"""
+from gevent import monkey; monkey.patch_all()  # noqa: E702,I001 - must be first
+
+try:  # make psycopg2 cooperative when PostgreSQL is used
+    from psycogreen.gevent import patch_psycopg
+
+    patch_psycopg()
+except ImportError:  # pragma: no cover - psycogreen is only in the postgres extra
+    pass
+
+from app import create_app  # noqa: E402
+
+app = create_app()
