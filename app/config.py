@@ -30,6 +30,10 @@ DEFAULTS = {
     "MAX_MESSAGE_LENGTH": 32000,
     "MAX_MESSAGES": 200,
     "MAX_PROPERTIES": 50,
+    # Credits per 1,000 tokens per model ("*" = default); see app/services/credits.py.
+    "MODEL_PRICES": {"*": {"prompt": 1, "completion": 1}},
+    # Aliases: {"fast": "openai/gpt-4o-mini"}.
+    "MODEL_ALIASES": {},
     # Model used by new bots when none is given.
     "DEFAULT_MODEL": "echo/echo",
     # Mount points of the dialects.

@@ -24,8 +24,14 @@ def _v2(migrator):
     )
 
 
+# Called after a fresh database's tables are created (e.g. full-text indexes
+# that are not peewee models). Migration steps that add such things call the
+# same function for existing databases.
+AFTER_CREATE = []
+
+# Version numbers may have gaps (parallel branches reserve their own numbers).
 STEPS = {2: _v2}
-LATEST = 2
+LATEST = max(STEPS)
 
 
 def _migrator():
@@ -68,6 +74,8 @@ def upgrade():
             before = current_version()
             if before is None:
                 db.create_tables(ALL_MODELS, safe=True)
+                for hook in AFTER_CREATE:
+                    hook()
                 SchemaVersion.create(version=LATEST, upgraded_at=clock.now())
                 return None, LATEST
             if before > LATEST:
@@ -75,7 +83,7 @@ def upgrade():
                     f"database schema is version {before}, newer than this chatport ({LATEST})"
                 )
             migrator = _migrator()
-            for version in range(before + 1, LATEST + 1):
+            for version in sorted(v for v in STEPS if before < v <= LATEST):
                 STEPS[version](migrator)
             if before != LATEST:
                 SchemaVersion.delete().execute()
