@@ -13,11 +13,19 @@ from .errors import BadRequest
 
 @dataclass
 class ChatRequest:
+    """What the core asks of a model.
+
+    ``stream`` is a hint: False means the caller will drain the iterator
+    anyway (a JSON reply), so a provider may make one non-streaming upstream
+    call and yield the whole text once. The iterator's shape is the same.
+    """
+
     messages: list  # [{"role": "system"|"user"|"assistant", "content": str}]
     temperature: Optional[float] = None
     max_tokens: Optional[int] = None
     stop: Optional[list] = None
     user: Optional[str] = None
+    stream: bool = True
     extra: dict = field(default_factory=dict)
 
 
@@ -84,7 +92,13 @@ def collect(deltas):
 
 
 class ModelRegistry:
-    """The models one app can use, built once from the loaded plugins."""
+    """The models one app can use, built once from the loaded plugins.
+
+    ``models`` / ``embedding_models`` map ``provider/model`` to the model;
+    ``plugins`` maps each name to the plugin that registered it; ``aliases``
+    comes from config ``MODEL_ALIASES``. A later registration of the same
+    name replaces the earlier one (plugins load in entry-point order).
+    """
 
     def __init__(self, config):
         from .plugins import get_plugin_manager
@@ -92,17 +106,25 @@ class ModelRegistry:
         self.config = config
         self.models = {}
         self.embedding_models = {}
+        self.plugins = {}
         pm = get_plugin_manager()
-        pm.hook.register_models(register=self._add(self.models), config=config)
-        pm.hook.register_embedding_models(register=self._add(self.embedding_models), config=config)
+        self._call(pm.hook.register_models, self.models)
+        self._call(pm.hook.register_embedding_models, self.embedding_models)
         self.aliases = dict(config.get("MODEL_ALIASES") or {})
 
-    @staticmethod
-    def _add(target):
-        def register(model):
-            target[model.name] = model
+    def _call(self, hook, target):
+        """Call each implementation with its own ``register``, to know who registered what."""
+        for impl in reversed(hook.get_hookimpls()):  # pluggy's call order
+            def register(model, _plugin=impl.plugin_name):
+                target[model.name] = model
+                self.plugins[model.name] = _plugin
 
-        return register
+            available = {"register": register, "config": self.config}
+            impl.function(**{name: available[name] for name in impl.argnames})
+
+    def aliases_of(self, name):
+        """Aliases that resolve to ``name``."""
+        return sorted(a for a in self.aliases if self.resolve_name(a) == name)
 
     def resolve_name(self, name):
         """Alias → ``provider/model``."""

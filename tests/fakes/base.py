@@ -172,6 +172,17 @@ class Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_DELETE = _handle
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+
+    def handle_error(self, request, client_address):
+        import sys
+
+        if not isinstance(sys.exc_info()[1], OSError):  # resets by clients are normal here
+            super().handle_error(request, client_address)
+
+
 class FakeUpstream:
     """Base of FakeOpenAI / FakeAnthropic: lifecycle, script, request log."""
 
@@ -191,9 +202,7 @@ class FakeUpstream:
 
     def start(self, port=0):
         """Listen on 127.0.0.1 and ``port`` (0: a free one), serve in a daemon thread; return self."""
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self._server.daemon_threads = True
-        self._server.block_on_close = False
+        self._server = _Server(("127.0.0.1", port), Handler)
         self._server.fake = self
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         kwargs={"poll_interval": 0.05}, daemon=True)

@@ -1,0 +1,89 @@
+"""Helpers shared by provider plugins (built-in and third-party).
+
+- ``setting``: a value from the app config, else an environment variable.
+- ``LazyClient``: one SDK client per process, created on first use (after
+  gunicorn forks), never per request.
+- ``retry_after``, ``upstream_message``: pieces of error mapping.
+"""
+import math
+import os
+import threading
+
+from .llm import Usage, estimate_tokens
+
+
+def setting(config, name, default=None, env=None):
+    """``config[name]`` if set, else ``os.environ[env]`` if set, else ``default``."""
+    value = config.get(name)
+    if value is None and env:
+        value = os.environ.get(env)
+    return default if value is None else value
+
+
+def as_list(value):
+    """A list from a list, a JSON-parsed list, or a comma-separated string."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return list(value)
+
+
+class LazyClient:
+    """Holds one client built by ``factory()``; rebuilt if the process forked.
+
+    ``get()`` raises whatever ``factory`` raises (plugins map it).
+    """
+
+    def __init__(self, factory):
+        self._factory = factory
+        self._client = None
+        self._pid = None
+        self._lock = threading.Lock()
+
+    def get(self):
+        if self._client is None or self._pid != os.getpid():
+            with self._lock:
+                if self._client is None or self._pid != os.getpid():
+                    self._client = self._factory()
+                    self._pid = os.getpid()
+        return self._client
+
+    @property
+    def created(self):
+        """True once a client exists in this process."""
+        return self._client is not None and self._pid == os.getpid()
+
+
+def retry_after(headers):
+    """Upstream ``Retry-After`` (or ``retry-after-ms``, rounded up) as a header dict, or {}."""
+    if headers is None:
+        return {}
+    value = headers.get("retry-after")
+    if value:
+        return {"Retry-After": value.strip()}
+    millis = headers.get("retry-after-ms")
+    try:
+        return {"Retry-After": str(max(1, math.ceil(float(millis) / 1000)))} if millis else {}
+    except ValueError:
+        return {}
+
+
+def upstream_message(exc, limit=300):
+    """A short, single-line description of an upstream error."""
+    body = getattr(exc, "body", None)
+    message = None
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict):
+            message = error.get("message")
+    text = " ".join(str(message or getattr(exc, "message", None) or exc).split())
+    return text[:limit] or type(exc).__name__
+
+
+def usage_or_estimate(prompt_tokens, completion_tokens, request, text):
+    """The provider's usage when it reported one, else an estimate marked ``estimated``."""
+    if prompt_tokens or completion_tokens:
+        return Usage(prompt_tokens=prompt_tokens or 0, completion_tokens=completion_tokens or 0)
+    prompt = sum(estimate_tokens(m.get("content") or "") for m in request.messages)
+    return Usage(prompt_tokens=prompt, completion_tokens=estimate_tokens(text), estimated=True)

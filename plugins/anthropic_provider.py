@@ -1,0 +1,169 @@
+"""Built-in ``anthropic`` provider: the anthropic SDK (Messages API).
+
+Configuration (app config / ``CHATPORT_*``; key and URL also from the usual
+``ANTHROPIC_API_KEY`` / ``ANTHROPIC_BASE_URL``):
+
+- ``ANTHROPIC_API_KEY``, ``ANTHROPIC_BASE_URL``
+- ``ANTHROPIC_MODELS``: ids registered as ``anthropic/<id>`` (default a few
+  Claude models when a key is set, else none)
+- ``ANTHROPIC_MAX_TOKENS`` (1024): sent when a request sets none (the API
+  requires it)
+- ``ANTHROPIC_CONNECT_TIMEOUT`` (5 s), ``ANTHROPIC_READ_TIMEOUT`` (60 s),
+  ``ANTHROPIC_MAX_RETRIES`` (1; a 429 is passed on, never slept on)
+
+System messages become the ``system`` parameter. An ``error`` event after
+HTTP 200 and a stream without ``message_stop`` are provider errors.
+"""
+import anthropic
+import httpx
+
+from app import errors
+from app.hookspecs import hookimpl
+from app.llm import Model
+from app.providers import (LazyClient, as_list, retry_after, setting, upstream_message,
+                           usage_or_estimate)
+
+DEFAULT_MODELS = ["claude-sonnet-4-5", "claude-haiku-4-5"]
+# Error event types (sent after HTTP 200) → the status they stand for.
+EVENT_STATUS = {"invalid_request_error": 400, "authentication_error": 401, "permission_error": 403,
+                "not_found_error": 404, "request_too_large": 413, "rate_limit_error": 429,
+                "api_error": 500, "overloaded_error": 529}
+
+
+class _Client(anthropic.Anthropic):
+    """The SDK client, except that a 429 is not retried: the caller gets it with Retry-After."""
+
+    def _should_retry(self, response):
+        if response.status_code == 429:
+            return False
+        return super()._should_retry(response)
+
+
+def map_error(exc, provider="anthropic"):
+    """Translate an anthropic/httpx exception into the ``app.errors`` Provider* taxonomy."""
+    if isinstance(exc, errors.ProviderError):
+        return exc
+    if isinstance(exc, (anthropic.APITimeoutError, httpx.TimeoutException)):
+        return errors.ProviderTimeout(f"{provider}: no answer within the configured timeout")
+    if isinstance(exc, anthropic.APIStatusError):
+        status, headers = exc.status_code, exc.response.headers
+        if status < 400:  # an ``error`` event inside a 200 stream
+            body = exc.body if isinstance(exc.body, dict) else {}
+            error = body.get("error") if isinstance(body.get("error"), dict) else {}
+            status, headers = EVENT_STATUS.get(error.get("type"), 500), {}
+        if status in (401, 403):
+            return errors.ProviderAuthError(
+                f"{provider} rejected chatport's credentials (HTTP {status})")
+        if status == 429:
+            return errors.ProviderRateLimited(f"{provider}: {upstream_message(exc)}",
+                                              headers=retry_after(headers))
+        if status == 408:
+            return errors.ProviderTimeout(f"{provider}: upstream request timeout (HTTP 408)")
+        if 400 <= status < 500 and status != 409:
+            return errors.ProviderBadRequest(f"{provider}: {upstream_message(exc)}")
+        return errors.ProviderUnavailable(f"{provider}: HTTP {status}: {upstream_message(exc)}")
+    if isinstance(exc, (anthropic.APIConnectionError, httpx.TransportError)):
+        return errors.ProviderUnavailable(f"{provider}: connection failed: {upstream_message(exc)}")
+    return errors.ProviderUnavailable(f"{provider}: malformed or failed reply: {upstream_message(exc)}")
+
+
+UPSTREAM_ERRORS = (anthropic.AnthropicError, httpx.HTTPError, ValueError)
+
+
+class AnthropicChatModel(Model):
+    """A Claude model through the Messages API."""
+
+    provider = "anthropic"
+
+    def __init__(self, model_id, client, default_max_tokens=1024, description=""):
+        self.model_id = model_id
+        self.client = client
+        self.default_max_tokens = int(default_max_tokens)
+        self.description = description
+
+    def _params(self, request):
+        system = "\n\n".join(m["content"] for m in request.messages if m["role"] == "system")
+        params = {"model": self.model_id,
+                  "messages": [{"role": m["role"], "content": m["content"]}
+                               for m in request.messages if m["role"] != "system"],
+                  "max_tokens": request.max_tokens or self.default_max_tokens}
+        if system:
+            params["system"] = system
+        if request.temperature is not None:
+            params["temperature"] = request.temperature
+        if request.stop:
+            params["stop_sequences"] = list(request.stop)
+        if request.user:
+            params["metadata"] = {"user_id": request.user}
+        return params
+
+    def stream(self, request):
+        """Yield text deltas then one Usage. Raises Provider* errors (app.errors)."""
+        try:
+            client = self.client.get()
+            if not request.stream:
+                reply = client.messages.create(**self._params(request))
+        except UPSTREAM_ERRORS as exc:
+            raise map_error(exc) from exc
+        if not request.stream:
+            text = "".join(block.text for block in reply.content if block.type == "text")
+            if text:
+                yield text
+            yield usage_or_estimate(reply.usage.input_tokens, reply.usage.output_tokens,
+                                    request, text)
+            return
+        yield from self._from_stream(client, request)
+
+    def _from_stream(self, client, request):
+        try:
+            upstream = client.messages.create(**self._params(request), stream=True)
+        except UPSTREAM_ERRORS as exc:
+            raise map_error(exc) from exc
+        parts, prompt, completion, finished = [], None, None, False
+        try:
+            for event in upstream:
+                if event.type == "message_start":
+                    prompt = event.message.usage.input_tokens
+                    completion = event.message.usage.output_tokens
+                elif event.type == "content_block_delta":
+                    text = getattr(event.delta, "text", None)
+                    if text:
+                        parts.append(text)
+                        yield text
+                elif event.type == "message_delta":
+                    completion = event.usage.output_tokens
+                    if getattr(event.usage, "input_tokens", None):
+                        prompt = event.usage.input_tokens
+                elif event.type == "message_stop":
+                    finished = True
+        except UPSTREAM_ERRORS as exc:
+            raise map_error(exc) from exc
+        finally:
+            upstream.close()  # also on GeneratorExit: releases the HTTP connection
+        if not finished:
+            raise errors.ProviderUnavailable("anthropic: the stream ended before message_stop")
+        yield usage_or_estimate(prompt, completion, request, "".join(parts))
+
+
+@hookimpl
+def register_models(register, config):
+    key = setting(config, "ANTHROPIC_API_KEY", env="ANTHROPIC_API_KEY")
+    models = config.get("ANTHROPIC_MODELS")
+    models = as_list(models) if models is not None else (DEFAULT_MODELS if key else [])
+    if not models:
+        return
+    base_url = setting(config, "ANTHROPIC_BASE_URL", env="ANTHROPIC_BASE_URL")
+    connect = float(config.get("ANTHROPIC_CONNECT_TIMEOUT", 5))
+    read = float(config.get("ANTHROPIC_READ_TIMEOUT", 60))
+    retries = int(config.get("ANTHROPIC_MAX_RETRIES", 1))
+
+    def factory():
+        if not key:
+            raise errors.ProviderAuthError("anthropic: no API key configured (ANTHROPIC_API_KEY)")
+        return _Client(api_key=key, base_url=base_url, max_retries=retries,
+                       timeout=httpx.Timeout(read, connect=connect))
+
+    client = LazyClient(factory)
+    for model_id in models:
+        register(AnthropicChatModel(model_id, client, config.get("ANTHROPIC_MAX_TOKENS", 1024),
+                                    description=f"Anthropic model at {base_url or 'api.anthropic.com'}"))

@@ -1,0 +1,182 @@
+"""Built-in ``openai`` provider: the openai SDK against OpenAI or any
+OpenAI-compatible server (vLLM, Ollama, llama.cpp server, ...).
+
+Configuration (app config / ``CHATPORT_*``; key and URL also from the usual
+``OPENAI_API_KEY`` / ``OPENAI_BASE_URL``):
+
+- ``OPENAI_API_KEY``, ``OPENAI_BASE_URL`` (default: the SDK's, api.openai.com)
+- ``OPENAI_MODELS``: model ids registered as ``openai/<id>`` (list or comma
+  string; default a few OpenAI models when a key is set, else none)
+- ``OPENAI_CONNECT_TIMEOUT`` (5 s), ``OPENAI_READ_TIMEOUT`` (60 s: longest
+  silence between bytes), ``OPENAI_MAX_RETRIES`` (1; connection errors and
+  5xx before the first delta; a 429 is passed on, never slept on)
+- ``OPENAI_COMPATIBLE``: more servers, ``{"ollama": {"base_url": ...,
+  "api_key": ..., "models": [...], "connect_timeout", "read_timeout",
+  "max_retries", "stream_usage": true}}`` registering ``ollama/<model>``.
+"""
+import httpx
+import openai
+
+from app import errors
+from app.hookspecs import hookimpl
+from app.llm import Model
+from app.providers import (LazyClient, as_list, retry_after, setting, upstream_message,
+                           usage_or_estimate)
+
+DEFAULT_MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini"]
+
+
+class _Client(openai.OpenAI):
+    """The SDK client, except that a 429 is not retried: the caller gets it with Retry-After."""
+
+    def _should_retry(self, response):
+        if response.status_code == 429:
+            return False
+        return super()._should_retry(response)
+
+
+def map_error(exc, provider="openai"):
+    """Translate an openai/httpx exception into the ``app.errors`` Provider* taxonomy."""
+    if isinstance(exc, errors.ProviderError):
+        return exc
+    if isinstance(exc, (openai.APITimeoutError, httpx.TimeoutException)):
+        return errors.ProviderTimeout(f"{provider}: no answer within the configured timeout")
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        if status in (401, 403):
+            return errors.ProviderAuthError(
+                f"{provider} rejected chatport's credentials (HTTP {status})")
+        if status == 429:
+            return errors.ProviderRateLimited(f"{provider}: {upstream_message(exc)}",
+                                              headers=retry_after(exc.response.headers))
+        if status == 408:
+            return errors.ProviderTimeout(f"{provider}: upstream request timeout (HTTP 408)")
+        if 400 <= status < 500 and status != 409:
+            return errors.ProviderBadRequest(f"{provider}: {upstream_message(exc)}")
+        return errors.ProviderUnavailable(f"{provider}: HTTP {status}: {upstream_message(exc)}")
+    if isinstance(exc, (openai.APIConnectionError, httpx.TransportError)):
+        return errors.ProviderUnavailable(f"{provider}: connection failed: {upstream_message(exc)}")
+    if isinstance(exc, openai.OpenAIError) and "api_key" in str(exc):
+        return errors.ProviderAuthError(f"{provider}: no API key configured")
+    # openai.APIError from an error inside a stream, undecodable JSON, ...
+    return errors.ProviderUnavailable(f"{provider}: malformed or failed reply: {upstream_message(exc)}")
+
+
+UPSTREAM_ERRORS = (openai.OpenAIError, httpx.HTTPError, ValueError)
+
+
+class OpenAIChatModel(Model):
+    """A chat model served by an OpenAI-compatible Chat Completions endpoint."""
+
+    def __init__(self, provider, model_id, client, stream_usage=True, description=""):
+        self.provider = provider
+        self.model_id = model_id
+        self.client = client
+        self.stream_usage = stream_usage
+        self.description = description
+
+    def _params(self, request):
+        params = {"model": self.model_id, "messages": request.messages}
+        for name in ("temperature", "max_tokens", "stop", "user"):
+            value = getattr(request, name)
+            if value is not None:
+                params[name] = value
+        return params
+
+    def stream(self, request):
+        """Yield text deltas then one Usage. Raises Provider* errors (app.errors)."""
+        try:
+            client = self.client.get()
+            if not request.stream:
+                reply = client.chat.completions.create(**self._params(request))
+        except UPSTREAM_ERRORS as exc:
+            raise map_error(exc, self.provider) from exc
+        if not request.stream:
+            yield from self._from_completion(reply, request)
+            return
+        yield from self._from_stream(client, request)
+
+    def _from_completion(self, reply, request):
+        if not getattr(reply, "choices", None):
+            raise errors.ProviderUnavailable(f"{self.provider}: reply without choices")
+        text = reply.choices[0].message.content or ""
+        if text:
+            yield text
+        usage = reply.usage
+        yield usage_or_estimate(usage and usage.prompt_tokens, usage and usage.completion_tokens,
+                                request, text)
+
+    def _from_stream(self, client, request):
+        extra = {"stream_options": {"include_usage": True}} if self.stream_usage else {}
+        try:
+            upstream = client.chat.completions.create(**self._params(request), stream=True, **extra)
+        except UPSTREAM_ERRORS as exc:
+            raise map_error(exc, self.provider) from exc
+        parts, usage, finished = [], None, False
+        try:
+            for chunk in upstream:
+                if getattr(chunk, "usage", None):
+                    usage = chunk.usage
+                for choice in chunk.choices or ():
+                    if choice.index != 0:
+                        continue
+                    content = choice.delta.content if choice.delta else None
+                    if content:
+                        parts.append(content)
+                        yield content
+                    if choice.finish_reason:
+                        finished = True
+        except UPSTREAM_ERRORS as exc:
+            raise map_error(exc, self.provider) from exc
+        finally:
+            upstream.close()  # also on GeneratorExit: releases the HTTP connection
+        if not finished:
+            raise errors.ProviderUnavailable(f"{self.provider}: the stream ended before the reply did")
+        yield usage_or_estimate(usage and usage.prompt_tokens, usage and usage.completion_tokens,
+                                request, "".join(parts))
+
+
+def _client_factory(base_url, api_key, connect_timeout, read_timeout, max_retries):
+    def factory():
+        timeout = httpx.Timeout(float(read_timeout), connect=float(connect_timeout))
+        return _Client(base_url=base_url, api_key=api_key, timeout=timeout,
+                       max_retries=int(max_retries))
+
+    return factory
+
+
+def _servers(config):
+    """(provider name, settings) for OpenAI itself and each OPENAI_COMPATIBLE server."""
+    key = setting(config, "OPENAI_API_KEY", env="OPENAI_API_KEY")
+    models = config.get("OPENAI_MODELS")
+    models = as_list(models) if models is not None else (DEFAULT_MODELS if key else [])
+    yield "openai", {
+        "base_url": setting(config, "OPENAI_BASE_URL", env="OPENAI_BASE_URL"),
+        "api_key": key, "models": models,
+        "connect_timeout": config.get("OPENAI_CONNECT_TIMEOUT", 5),
+        "read_timeout": config.get("OPENAI_READ_TIMEOUT", 60),
+        "max_retries": config.get("OPENAI_MAX_RETRIES", 1),
+    }
+    for name, server in (config.get("OPENAI_COMPATIBLE") or {}).items():
+        yield name, {"connect_timeout": config.get("OPENAI_CONNECT_TIMEOUT", 5),
+                     "read_timeout": config.get("OPENAI_READ_TIMEOUT", 60),
+                     "max_retries": config.get("OPENAI_MAX_RETRIES", 1),
+                     "api_key": "not-needed", **server}
+
+
+@hookimpl
+def register_models(register, config):
+    for provider, server in _servers(config):
+        models = as_list(server.get("models"))
+        if not models:
+            continue
+        # A local server usually needs no key; the SDK insists on one.
+        api_key = server.get("api_key") or ("not-needed" if server.get("base_url") else None)
+        client = LazyClient(_client_factory(server.get("base_url"), api_key,
+                                            server["connect_timeout"], server["read_timeout"],
+                                            server["max_retries"]))
+        where = server.get("base_url") or "api.openai.com"
+        for model_id in models:
+            register(OpenAIChatModel(provider, model_id, client,
+                                     stream_usage=server.get("stream_usage", True),
+                                     description=f"OpenAI-compatible model at {where}"))
