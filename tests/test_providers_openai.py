@@ -1,0 +1,225 @@
+"""The openai plugin through the real openai SDK against a fake upstream
+speaking the Chat Completions wire format (tests/fakes/openai_server.py)."""
+import time
+
+import pytest
+
+from app import errors
+from app.llm import ChatRequest, ModelRegistry, Usage, collect, estimate_tokens
+from tests.fakes import FakeOpenAI
+
+MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there"}]
+
+
+@pytest.fixture
+def fake():
+    with FakeOpenAI() as server:
+        yield server
+
+
+def openai_model(fake, name="openai/gpt-test", **config):
+    settings = {"OPENAI_BASE_URL": fake.base_url, "OPENAI_API_KEY": "sk-test",
+                "OPENAI_MODELS": ["gpt-test"], "OPENAI_MAX_RETRIES": 0,
+                "OPENAI_READ_TIMEOUT": 5, "OPENAI_CONNECT_TIMEOUT": 2, **config}
+    return ModelRegistry(settings).get(name)
+
+
+def request(**kw):
+    return ChatRequest(messages=kw.pop("messages", MESSAGES), **kw)
+
+
+def test_json_reply_passes_options(fake):
+    fake.script(text="Short answer.", prompt_tokens=12, completion_tokens=3)
+    model = openai_model(fake)
+    text, usage = collect(model.stream(request(stream=False, temperature=0.2, max_tokens=50,
+                                               stop=["END"], user="user-1")))
+    assert text == "Short answer."
+    assert usage == Usage(prompt_tokens=12, completion_tokens=3, estimated=False)
+    body = fake.last.body
+    assert fake.last.path == "/v1/chat/completions"
+    assert not body.get("stream")
+    assert body["model"] == "gpt-test"
+    assert body["messages"] == MESSAGES
+    assert (body["temperature"], body["max_tokens"], body["stop"], body["user"]) == \
+        (0.2, 50, ["END"], "user-1")
+    assert fake.last.headers["authorization"] == "Bearer sk-test"
+
+
+def test_unset_options_are_not_sent(fake):
+    collect(openai_model(fake).stream(request()))
+    assert not {"temperature", "max_tokens", "stop", "user"} & set(fake.last.body)
+
+
+def test_stream_yields_deltas_then_streamed_usage(fake):
+    fake.script(chunks=["Hel", "lo", " world"], prompt_tokens=21, completion_tokens=3)
+    items = list(openai_model(fake).stream(request()))
+    assert items == ["Hel", "lo", " world", Usage(21, 3, estimated=False)]
+    assert fake.last.body["stream"] is True
+    assert fake.last.body["stream_options"] == {"include_usage": True}
+
+
+def test_stream_without_usage_is_estimated(fake):
+    fake.script(text="one two three", usage=False)
+    text, usage = collect(openai_model(fake).stream(request()))
+    assert text == "one two three"
+    assert usage.estimated is True
+    assert usage.completion_tokens == estimate_tokens("one two three")
+    assert usage.prompt_tokens == estimate_tokens("Be brief.") + estimate_tokens("Hi there")
+
+
+def test_json_without_usage_is_estimated(fake):
+    fake.script(text="abc", usage=False)
+    _, usage = collect(openai_model(fake).stream(request(stream=False)))
+    assert usage.estimated is True and usage.completion_tokens == 1
+
+
+def test_stream_usage_can_be_disabled_for_servers_without_it(fake):
+    model = openai_model(fake, "local/m", OPENAI_COMPATIBLE={
+        "local": {"base_url": fake.base_url, "models": ["m"], "stream_usage": False,
+                  "max_retries": 0}})
+    _, usage = collect(model.stream(request()))
+    assert "stream_options" not in fake.last.body
+    assert usage.estimated is True
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "json"])
+@pytest.mark.parametrize("status, cls, http", [
+    (401, errors.ProviderAuthError, 502),
+    (403, errors.ProviderAuthError, 502),
+    (429, errors.ProviderRateLimited, 429),
+    (400, errors.ProviderBadRequest, 400),
+    (404, errors.ProviderBadRequest, 400),
+    (500, errors.ProviderUnavailable, 502),
+    (503, errors.ProviderUnavailable, 502),
+])
+def test_upstream_errors_map_to_taxonomy(fake, stream, status, cls, http):
+    fake.script(status=status, error_message="upstream says no", retry_after="7")
+    with pytest.raises(cls) as info:
+        collect(openai_model(fake).stream(request(stream=stream)))
+    assert type(info.value) is cls
+    assert info.value.status == http
+    if status == 429:
+        assert info.value.headers["Retry-After"] == "7"
+        assert "upstream says no" in info.value.message
+    if status in (401, 403):
+        assert "sk-test" not in info.value.message
+
+
+def test_wrong_key_is_auth_error(fake):
+    fake.api_key = "sk-right"
+    with pytest.raises(errors.ProviderAuthError):
+        collect(openai_model(fake).stream(request()))
+
+
+def test_429_is_passed_on_not_retried(fake):
+    fake.script(status=429, retry_after="30")
+    started = time.monotonic()
+    with pytest.raises(errors.ProviderRateLimited) as info:
+        collect(openai_model(fake, OPENAI_MAX_RETRIES=2).stream(request()))
+    assert time.monotonic() - started < 2
+    assert len(fake.requests) == 1
+    assert info.value.headers == {"Retry-After": "30"}
+
+
+def test_5xx_is_retried_before_the_stream_starts(fake):
+    fake.script_once(status=500)
+    items = list(openai_model(fake, OPENAI_MAX_RETRIES=1).stream(request()))
+    assert "".join(i for i in items if isinstance(i, str)) == "Hello from the fake upstream."
+    assert len(fake.requests) == 2
+
+
+def test_stream_cut_midway_is_unavailable_after_partial_deltas(fake):
+    fake.script(chunks=["a", "b", "c", "d"], break_after=2)
+    received = []
+    with pytest.raises(errors.ProviderUnavailable) as info:
+        for item in openai_model(fake).stream(request()):
+            received.append(item)
+    assert received == ["a", "b"]
+    assert info.value.status == 502
+
+
+def test_never_answering_server_times_out_quickly(fake):
+    fake.script(hang=float("inf"))
+    started = time.monotonic()
+    with pytest.raises(errors.ProviderTimeout) as info:
+        collect(openai_model(fake, OPENAI_READ_TIMEOUT=0.3).stream(request()))
+    assert time.monotonic() - started < 2
+    assert info.value.status == 504
+
+
+def test_stream_that_stalls_times_out_after_partial_deltas(fake):
+    fake.script(chunks=["a", "b", "c"], hang=float("inf"), hang_after=1)
+    received = []
+    with pytest.raises(errors.ProviderTimeout):
+        for item in openai_model(fake, OPENAI_READ_TIMEOUT=0.3).stream(request()):
+            received.append(item)
+    assert received == ["a"]
+
+
+def test_connection_refused_is_unavailable(fake):
+    url = fake.base_url
+    fake.stop()
+    settings = {"OPENAI_BASE_URL": url, "OPENAI_API_KEY": "k", "OPENAI_MODELS": ["m"],
+                "OPENAI_MAX_RETRIES": 0}
+    with pytest.raises(errors.ProviderUnavailable):
+        collect(ModelRegistry(settings).get("openai/m").stream(request()))
+
+
+def test_closing_the_generator_closes_the_upstream_connection(fake):
+    fake.script(chunks=[f" t{i}" for i in range(300)], chunk_delay=0.01)
+    deltas = openai_model(fake).stream(request())
+    assert next(deltas) == " t0"
+    assert next(deltas) == " t1"
+    deltas.close()  # what a vanished client causes (GeneratorExit)
+    assert fake.last.client_gone.wait(3), "upstream kept streaming to a closed client"
+    assert not fake.last.finished.is_set()
+
+
+def test_one_lazy_client_per_process(fake):
+    model = openai_model(fake)
+    assert not model.client.created  # registering creates no client
+    collect(model.stream(request()))
+    first = model.client.get()
+    collect(model.stream(request()))
+    assert model.client.get() is first
+    timeout = first.timeout
+    assert (timeout.read, timeout.connect, first.max_retries) == (5.0, 2.0, 0)
+
+
+def test_default_timeouts_are_explicit_not_the_sdk_defaults(fake):
+    model = ModelRegistry({"OPENAI_BASE_URL": fake.base_url, "OPENAI_API_KEY": "k",
+                           "OPENAI_MODELS": "a,b"}).get("openai/b")
+    client = model.client.get()
+    assert client.timeout.read == 60 and client.timeout.connect == 5 and client.max_retries == 1
+
+
+def test_compatible_server_models_are_registered_under_their_name(fake):
+    model = openai_model(fake, "ollama/llama3", OPENAI_COMPATIBLE={
+        "ollama": {"base_url": fake.base_url, "models": ["llama3"], "max_retries": 0}})
+    assert model.name == "ollama/llama3"
+    text, _ = collect(model.stream(request()))
+    assert text == "Hello from the fake upstream."
+    assert fake.last.body["model"] == "llama3"
+    assert fake.last.headers["authorization"] == "Bearer not-needed"
+
+
+def test_no_key_is_an_auth_error(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    model = ModelRegistry({"OPENAI_MODELS": ["gpt-x"]}).get("openai/gpt-x")
+    with pytest.raises(errors.ProviderAuthError):
+        collect(model.stream(request()))
+
+
+def test_key_and_url_from_usual_environment_variables(fake, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-env")
+    monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)
+    registry = ModelRegistry({"OPENAI_MAX_RETRIES": 0})
+    assert "openai/gpt-4o-mini" in registry.models  # defaults registered when a key is set
+    collect(registry.get("openai/gpt-4o-mini").stream(request()))
+    assert fake.last.headers["authorization"] == "Bearer sk-env"
+
+
+def test_no_models_without_configuration(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    assert not [n for n, p in ModelRegistry({}).plugins.items() if p == "openai"]
