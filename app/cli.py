@@ -327,5 +327,27 @@ def channels_list(bot_id, as_json):
         _emit(as_json, _dump(ChannelOut, rows, many=True), "\n".join(lines) or "No channels.")
 
 
+# ---------------------------------------------------------------- models
+
+
+@main.command("models")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@with_appcontext
+def models_command(as_json):
+    """List every registered model with its provider, plugin and aliases."""
+    from .services import models
+
+    items = models.list_models()
+    if as_json:
+        click.echo(json.dumps({"data": items, "aliases": models.aliases()}, indent=2))
+        return
+    for item in items:
+        aliases = f"  aliases: {', '.join(item['aliases'])}" if item["aliases"] else ""
+        kind = "" if item["kind"] == "chat" else f"  [{item['kind']}]"
+        click.echo(f"{item['id']}  (plugin {item['plugin']}){kind}{aliases}")
+    if not items:
+        click.echo("No models. Configure a provider (see README, Providers).")
+
+
 if __name__ == "__main__":  # python -m app.cli
     main()

@@ -49,10 +49,10 @@ def init_api(app):
     api = ChatportApi(app)
     app.extensions["chatport_api"] = api
 
-    from . import account, bots, keys, users
+    from . import account, bots, keys, models, users
 
     prefix = app.config["API_PREFIX"]
-    for module in (bots, keys, users, account):
+    for module in (bots, keys, users, account, models):
         api.register_blueprint(module.blp, url_prefix=prefix + module.blp.url_prefix)
 
     @app.get("/healthz")

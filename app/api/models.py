@@ -1,0 +1,34 @@
+"""chatport API: the models this instance offers (any valid key)."""
+from flask.views import MethodView
+from marshmallow import Schema, fields
+
+from ..services import models
+from .common import Blueprint, any_key
+
+blp = Blueprint("models", __name__, url_prefix="/models", description="Models")
+blp.before_request(any_key)
+
+
+class ModelOut(Schema):
+    id = fields.Str(metadata={"description": "provider/model, the name bots and requests use"})
+    kind = fields.Str(metadata={"description": "chat or embedding"})
+    provider = fields.Str()
+    model_id = fields.Str()
+    plugin = fields.Str(metadata={"description": "The plugin that registered it"})
+    description = fields.Str()
+    aliases = fields.List(fields.Str(), metadata={"description": "Aliases resolving to it"})
+    dimensions = fields.Int(metadata={"description": "Embedding models only"})
+
+
+class ModelList(Schema):
+    data = fields.List(fields.Nested(ModelOut))
+    aliases = fields.Dict(keys=fields.Str(), values=fields.Str(),
+                          metadata={"description": "Configured aliases: alias → model"})
+
+
+@blp.route("")
+class Models(MethodView):
+    @blp.response(200, ModelList)
+    def get(self):
+        """List every registered model with its provider and aliases (not paginated)"""
+        return {"data": models.list_models(), "aliases": models.aliases()}
