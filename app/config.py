@@ -36,6 +36,24 @@ DEFAULTS = {
     "MODEL_ALIASES": {},
     # Model used by new bots when none is given.
     "DEFAULT_MODEL": "echo/echo",
+    # Provider plugins (see README "Providers"). Keys and URLs fall back to the
+    # usual OPENAI_API_KEY / OPENAI_BASE_URL / ANTHROPIC_* environment variables.
+    # *_MODELS: ids to register (None: a default list when a key is set).
+    "OPENAI_API_KEY": None,
+    "OPENAI_BASE_URL": None,
+    "OPENAI_MODELS": None,
+    "OPENAI_CONNECT_TIMEOUT": 5,
+    "OPENAI_READ_TIMEOUT": 60,  # longest silence while reading a reply
+    "OPENAI_MAX_RETRIES": 1,  # connection errors and 5xx, before a stream starts; never 429
+    # More OpenAI-compatible servers: {"ollama": {"base_url": ..., "models": [...]}}.
+    "OPENAI_COMPATIBLE": {},
+    "ANTHROPIC_API_KEY": None,
+    "ANTHROPIC_BASE_URL": None,
+    "ANTHROPIC_MODELS": None,
+    "ANTHROPIC_MAX_TOKENS": 1024,  # the Messages API requires max_tokens
+    "ANTHROPIC_CONNECT_TIMEOUT": 5,
+    "ANTHROPIC_READ_TIMEOUT": 60,
+    "ANTHROPIC_MAX_RETRIES": 1,
     # Mount points of the dialects.
     "API_PREFIX": "/api/v1",
 }

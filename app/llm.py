@@ -64,6 +64,7 @@ class EmbeddingModel:
 
     provider: str = ""
     model_id: str = ""
+    description: str = ""
     dimensions: int = 0
 
     @property

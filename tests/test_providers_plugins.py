@@ -1,0 +1,285 @@
+"""Plugin loading and discovery, aliases, unknown models, the hooks, the
+README's example plugin, and the model listings (API and CLI)."""
+import json
+import os
+import re
+import subprocess
+import sys
+import types
+
+import pytest
+
+from app import errors, hookspecs, plugins
+from app.cli import main as cli_main
+from app.llm import ChatRequest, EmbeddingModel, Model, ModelRegistry, Usage, collect
+from app.plugins import get_plugin_manager
+
+from .conftest import Api, create_key, make_app
+from .fakes import FakeOpenAI
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+README = os.path.join(ROOT, "README.md")
+HELLO = [{"role": "user", "content": "hello there"}]
+
+
+@pytest.fixture
+def fresh_plugins():
+    """A plugin manager loaded anew (CHATPORT_PLUGINS is read at load), reset afterwards."""
+    plugins.reset()
+    yield
+    plugins.reset()
+
+
+class ScriptedModel(Model):
+    provider = "scripted"
+    model_id = "one"
+
+    def stream(self, request):
+        yield "scripted"
+        yield Usage(1, 1)
+
+
+class TinyEmbedder(EmbeddingModel):
+    provider = "scripted"
+    model_id = "embed"
+    dimensions = 2
+
+    def embed(self, texts):
+        return [[float(len(t)), 1.0] for t in texts]
+
+
+def registered(name, **hooks):
+    """A throwaway plugin object implementing ``hooks``."""
+    plugin = types.SimpleNamespace(**{k: hookspecs.hookimpl(v) for k, v in hooks.items()})
+    get_plugin_manager().register(plugin, name=name)
+    return plugin
+
+
+# ---------------------------------------------------------------- the hooks
+
+
+def test_hook_register_models():
+    seen = {}
+
+    def register_models(register, config):
+        seen["config"] = config
+        register(ScriptedModel())
+
+    registered("scripted-chat", register_models=register_models)
+    try:
+        reg = ModelRegistry({"X": 1})
+        assert seen["config"]["X"] == 1
+        assert reg.plugins["scripted/one"] == "scripted-chat"
+        assert collect(reg.get("scripted/one").stream(ChatRequest(HELLO))) == ("scripted", Usage(1, 1))
+    finally:
+        get_plugin_manager().unregister(name="scripted-chat")
+    assert "scripted/one" not in ModelRegistry({}).models
+
+
+def test_hook_register_embedding_models():
+    def register_embedding_models(register):  # fewer arguments than the spec is fine
+        register(TinyEmbedder())
+
+    registered("scripted-embed", register_embedding_models=register_embedding_models)
+    try:
+        reg = ModelRegistry({})
+        assert reg.embedding_models["scripted/embed"].embed(["abc"]) == [[3.0, 1.0]]
+        from app.services.models import list_models
+
+        item = next(i for i in list_models(reg) if i["id"] == "scripted/embed")
+        assert (item["kind"], item["dimensions"], item["plugin"]) == ("embedding", 2, "scripted-embed")
+    finally:
+        get_plugin_manager().unregister(name="scripted-embed")
+
+
+def _hookspec_names():
+    return sorted(name for name, fn in vars(hookspecs).items()
+                  if callable(fn) and hasattr(fn, "chatport_spec"))
+
+
+def test_every_hook_has_a_test_and_is_documented():
+    names = _hookspec_names()
+    assert names == ["register_embedding_models", "register_models"]
+    readme = open(README).read()
+    import inspect
+
+    for name in names:
+        assert f"test_hook_{name}" in globals(), f"no test named test_hook_{name}"
+        signature = f"{name}{inspect.signature(getattr(hookspecs, name))}".replace("'", "")
+        assert signature in readme, f"README does not document {signature}"
+
+
+# ---------------------------------------------------------------- loading
+
+
+def test_builtin_plugins_load_from_entry_points(fresh_plugins):
+    names = {name for name, _ in get_plugin_manager().list_name_plugin()}
+    assert {"echo", "openai", "anthropic"} <= names
+
+
+def test_chatport_plugins_restricts_what_loads(fresh_plugins, monkeypatch):
+    monkeypatch.setenv("CHATPORT_PLUGINS", "echo, anthropic")
+    names = {name for name, _ in get_plugin_manager().list_name_plugin()}
+    assert names == {"echo", "anthropic"}
+    reg = ModelRegistry({"OPENAI_API_KEY": "k", "OPENAI_MODELS": ["m"]})
+    assert "openai/m" not in reg.models
+    assert "echo/echo" in reg.models
+
+
+def test_plugins_load_once(fresh_plugins):
+    assert get_plugin_manager() is get_plugin_manager()
+
+
+def test_aliases_resolve_through_chains():
+    reg = ModelRegistry({"MODEL_ALIASES": {"fast": "cheap", "cheap": "echo/echo"}})
+    assert reg.get("fast") is reg.models["echo/echo"]
+    assert reg.aliases_of("echo/echo") == ["cheap", "fast"]
+
+
+def test_unknown_model_is_a_bad_request_listing_models_and_aliases():
+    reg = ModelRegistry({"MODEL_ALIASES": {"fast": "echo/echo", "broken": "nope/nope"}})
+    for name in ("nope/model", "broken", "", None):
+        with pytest.raises(errors.BadRequest) as info:
+            reg.get(name)
+        err = info.value
+        assert (err.status, err.code) == (400, "model_not_found")
+        assert "echo/echo" in err.message and "fast" in err.message
+        assert err.fields == {"model": "unknown model"}
+
+
+# ---------------------------------------------------------------- README example
+
+
+def readme_block(language, after="## Writing a provider plugin"):
+    text = open(README).read()
+    section = text[text.index(after):]
+    return re.search(rf"```{language}\n(.*?)```", section, re.S).group(1)
+
+
+def test_readme_example_plugin_streams():
+    source = readme_block("python")
+    module = types.ModuleType("chatport_shout")
+    exec(compile(source, "README.md:chatport_shout", "exec"), module.__dict__)
+    pm = get_plugin_manager()
+    pm.register(module, name="shout")
+    try:
+        reg = ModelRegistry({"SHOUT_SUFFIX": "?!"})
+        model = reg.get("shout/loud")
+        items = list(model.stream(ChatRequest([{"role": "system", "content": "x"}, *HELLO])))
+        assert items[:-1] == ["HELLO", " THERE?!"]
+        assert items[-1] == Usage(prompt_tokens=4, completion_tokens=2)
+        with pytest.raises(errors.ProviderBadRequest):
+            collect(model.stream(ChatRequest([{"role": "system", "content": "x"}])))
+    finally:
+        pm.unregister(name="shout")
+
+
+def test_third_party_distribution_is_discovered_without_code_change(tmp_path):
+    """Build the README's plugin as its own distribution, install it with
+    ``pip --target`` and let a fresh chatport process find it."""
+    src = tmp_path / "chatport-shout"
+    src.mkdir()
+    (src / "chatport_shout.py").write_text(readme_block("python"))
+    (src / "pyproject.toml").write_text(readme_block("toml"))
+    target = tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target)]
+    # Offline first (needs setuptools>=70.1 or wheel in this venv), else pip's isolated build.
+    built = subprocess.run([*pip, "--no-index", "--no-build-isolation", str(src)],
+                           capture_output=True, timeout=120)
+    if built.returncode != 0:
+        built = subprocess.run([*pip, str(src)], capture_output=True, text=True, timeout=180)
+        assert built.returncode == 0, built.stderr[-2000:]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATPORT_")}
+    env.update(PYTHONPATH=os.pathsep.join([str(target), ROOT]),
+               CHATPORT_INSTANCE_PATH=str(tmp_path / "instance"))
+    # One fresh process: `chatport models --json`, then a stream from the plugin's model.
+    script = ("import sys\nfrom app.cli import main\n"
+              "main(['models', '--json'], standalone_mode=False)\nsys.stdout.write('\\x1e')\n"
+              "from app import create_app\nfrom app.llm import registry, collect, ChatRequest\n"
+              "app = create_app()\nwith app.app_context():\n"
+              "    print(collect(registry().get('shout/loud').stream("
+              "ChatRequest([{'role': 'user', 'content': 'psst'}])))[0])\n")
+    out = subprocess.run([sys.executable, "-c", script], env=env, cwd=str(tmp_path),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    listing, streamed = out.stdout.split("\x1e")
+    listed = {m["id"]: m for m in json.loads(listing)["data"]}
+    assert listed["shout/loud"]["plugin"] == "shout"
+    assert "echo/echo" in listed
+    assert streamed.strip() == "PSST!"
+
+
+# ---------------------------------------------------------------- listings
+
+
+@pytest.fixture
+def fake_openai():
+    with FakeOpenAI() as server:
+        yield server
+
+
+@pytest.fixture
+def models_app(database_url, tmp_path, fake_openai):
+    from app.db import db
+
+    application = make_app(database_url, tmp_path, OPENAI_BASE_URL=fake_openai.base_url,
+                           OPENAI_MODELS=["gpt-test"],
+                           OPENAI_COMPATIBLE={"ollama": {"base_url": fake_openai.base_url,
+                                                         "models": ["llama3"]}},
+                           MODEL_ALIASES={"fast": "openai/gpt-test", "demo": "echo/echo"})
+    yield application
+    if not db.is_closed():
+        db.close()
+
+
+def test_models_api_lists_models_with_provider_and_aliases(models_app):
+    key = create_key(models_app, kind="client", name="client")
+    resp = Api(models_app.test_client(), key).get("/api/v1/models")
+    assert resp.status_code == 200, resp.get_json()
+    body = resp.get_json()
+    by_id = {m["id"]: m for m in body["data"]}
+    assert by_id["openai/gpt-test"] == {
+        "id": "openai/gpt-test", "kind": "chat", "provider": "openai", "model_id": "gpt-test",
+        "plugin": "openai", "aliases": ["fast"],
+        "description": by_id["openai/gpt-test"]["description"]}
+    assert (by_id["ollama/llama3"]["provider"], by_id["ollama/llama3"]["plugin"]) == ("ollama", "openai")
+    assert by_id["echo/echo"]["aliases"] == ["demo"]
+    assert body["aliases"] == {"demo": "echo/echo", "fast": "openai/gpt-test"}
+    assert [m["id"] for m in body["data"]] == sorted(by_id)
+
+
+def test_models_api_needs_a_valid_key(models_app):
+    client = models_app.test_client()
+    for api in (Api(client), Api(client, "cp_not_a_real_key")):
+        resp = api.get("/api/v1/models")
+        assert resp.status_code == 401
+        assert resp.get_json()["error"] == "unauthorized"
+
+
+def test_models_cli(models_app):
+    runner = models_app.test_cli_runner()
+    result = runner.invoke(cli_main, ["models", "--json"])
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.output)
+    assert "ollama/llama3" in [m["id"] for m in body["data"]]
+    assert body["aliases"]["fast"] == "openai/gpt-test"
+    human = runner.invoke(cli_main, ["models"])
+    assert human.exit_code == 0
+    assert "openai/gpt-test  (plugin openai)  aliases: fast" in human.output
+    assert "echo/echo  (plugin echo)  aliases: demo" in human.output
+
+
+def test_provider_settings_from_chatport_environment(tmp_path, monkeypatch, fake_openai):
+    monkeypatch.setenv("CHATPORT_OPENAI_BASE_URL", fake_openai.base_url)
+    monkeypatch.setenv("CHATPORT_OPENAI_MODELS", "a,b")
+    monkeypatch.setenv("CHATPORT_OPENAI_COMPATIBLE",
+                       json.dumps({"vllm": {"base_url": fake_openai.base_url, "models": ["m"]}}))
+    monkeypatch.setenv("CHATPORT_MODEL_ALIASES", json.dumps({"fast": "vllm/m"}))
+    application = make_app(f"sqlite:///{tmp_path}/c.db", tmp_path)
+    from app.llm import registry
+
+    with application.app_context():
+        reg = registry()
+        assert {"openai/a", "openai/b", "vllm/m"} <= set(reg.models)
+        assert collect(reg.get("fast").stream(ChatRequest(HELLO)))[0] == "Hello from the fake upstream."
+    assert fake_openai.last.body["model"] == "m"
