@@ -21,8 +21,10 @@ hang_after, chunk_delay, error_event (Anthropic), error_event_after.
 ``Recorded`` has method, path, headers (lower-case keys), body (parsed
 JSON), and the events ``client_gone`` and ``finished``.
 
-Standalone: ``python -m tests.fakes.openai_server --port 9000 --tokens 50
---delay 0.02`` prints its base URL and serves until SIGINT/SIGTERM.
+Standalone (e.g. a benchmark's upstream in its own process):
+``python -m tests.fakes openai --port 9000 --tokens 50 --delay 0.02``
+(or ``anthropic``) prints its base URL on the first line of stdout and
+serves until SIGINT/SIGTERM.
 """
 from .anthropic_server import FakeAnthropic
 from .base import Recorded, Reply, wait_until

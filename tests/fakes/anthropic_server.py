@@ -9,7 +9,7 @@
 sends an ``error`` SSE event after HTTP 200. ``max_tokens`` truncates the
 reply (stop_reason ``max_tokens``); ``stop_sequences`` are recorded only.
 
-Run standalone: ``python -m tests.fakes.anthropic_server --port 9001``.
+Run standalone: ``python -m tests.fakes anthropic --port 9001``.
 """
 import json
 import time
@@ -97,19 +97,3 @@ class FakeAnthropic(FakeUpstream):
                     headers)
         return True
 
-
-def main(argv=None):
-    """Serve forever on 127.0.0.1 (for benchmarks run as a separate process)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--tokens", type=int, default=0, help="reply of N tokens t1 t2 ...")
-    parser.add_argument("--delay", type=float, default=0.0, help="seconds between deltas")
-    args = parser.parse_args(argv)
-    chunks = [("t%d" % i if i == 1 else " t%d" % i) for i in range(1, args.tokens + 1)] or None
-    FakeAnthropic(chunks=chunks, chunk_delay=args.delay).serve_forever_cli(args.port)
-
-
-if __name__ == "__main__":
-    main()

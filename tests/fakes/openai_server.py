@@ -7,7 +7,7 @@ OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``.
 ``GET /v1/models`` lists ``models``. ``max_tokens`` (or
 ``max_completion_tokens``) truncates the reply (finish_reason ``length``).
 
-Run standalone (benchmarks): ``python -m tests.fakes.openai_server --port 9000
+Run standalone (benchmarks): ``python -m tests.fakes openai --port 9000
 --tokens 50 --delay 0.02``.
 """
 import json
@@ -106,19 +106,3 @@ class FakeOpenAI(FakeUpstream):
                                              "param": None, "code": code}}, headers)
         return True
 
-
-def main(argv=None):
-    """Serve forever on 127.0.0.1 (for benchmarks run as a separate process)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--tokens", type=int, default=0, help="reply of N tokens t1 t2 ...")
-    parser.add_argument("--delay", type=float, default=0.0, help="seconds between deltas")
-    args = parser.parse_args(argv)
-    chunks = [("t%d" % i if i == 1 else " t%d" % i) for i in range(1, args.tokens + 1)] or None
-    FakeOpenAI(chunks=chunks, chunk_delay=args.delay).serve_forever_cli(args.port)
-
-
-if __name__ == "__main__":
-    main()
