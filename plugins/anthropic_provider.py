@@ -67,7 +67,9 @@ def map_error(exc, provider="anthropic"):
     return errors.ProviderUnavailable(f"{provider}: malformed or failed reply: {upstream_message(exc)}")
 
 
-UPSTREAM_ERRORS = (anthropic.AnthropicError, httpx.HTTPError, ValueError)
+# Undecodable JSON is a ValueError; JSON of the wrong shape surfaces as the others.
+UPSTREAM_ERRORS = (anthropic.AnthropicError, httpx.HTTPError, ValueError, AttributeError,
+                   TypeError, KeyError, IndexError)
 
 
 class AnthropicChatModel(Model):
@@ -106,11 +108,15 @@ class AnthropicChatModel(Model):
         except UPSTREAM_ERRORS as exc:
             raise map_error(exc) from exc
         if not request.stream:
-            text = "".join(block.text for block in reply.content if block.type == "text")
+            try:
+                text = "".join(block.text for block in reply.content if block.type == "text")
+                usage = usage_or_estimate(reply.usage.input_tokens, reply.usage.output_tokens,
+                                          request, text)
+            except UPSTREAM_ERRORS as exc:
+                raise map_error(exc) from exc
             if text:
                 yield text
-            yield usage_or_estimate(reply.usage.input_tokens, reply.usage.output_tokens,
-                                    request, text)
+            yield usage
             return
         yield from self._from_stream(client, request)
 

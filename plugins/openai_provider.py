@@ -62,7 +62,9 @@ def map_error(exc, provider="openai"):
     return errors.ProviderUnavailable(f"{provider}: malformed or failed reply: {upstream_message(exc)}")
 
 
-UPSTREAM_ERRORS = (openai.OpenAIError, httpx.HTTPError, ValueError)
+# Undecodable JSON is a ValueError; JSON of the wrong shape surfaces as the others.
+UPSTREAM_ERRORS = (openai.OpenAIError, httpx.HTTPError, ValueError, AttributeError, TypeError,
+                   KeyError, IndexError)
 
 
 class OpenAIChatModel(Model):
@@ -92,19 +94,24 @@ class OpenAIChatModel(Model):
         except UPSTREAM_ERRORS as exc:
             raise map_error(exc, self.provider) from exc
         if not request.stream:
-            yield from self._from_completion(reply, request)
+            try:
+                text, usage = self._parse_completion(reply, request)
+            except UPSTREAM_ERRORS as exc:
+                raise map_error(exc, self.provider) from exc
+            if text:
+                yield text
+            yield usage
             return
         yield from self._from_stream(client, request)
 
-    def _from_completion(self, reply, request):
+    def _parse_completion(self, reply, request):
+        """``(text, Usage)`` of a ``chat.completion``. Raises ProviderUnavailable if it has no choices."""
         if not getattr(reply, "choices", None):
             raise errors.ProviderUnavailable(f"{self.provider}: reply without choices")
         text = reply.choices[0].message.content or ""
-        if text:
-            yield text
         usage = reply.usage
-        yield usage_or_estimate(usage and usage.prompt_tokens, usage and usage.completion_tokens,
-                                request, text)
+        return text, usage_or_estimate(usage and usage.prompt_tokens,
+                                       usage and usage.completion_tokens, request, text)
 
     def _from_stream(self, client, request):
         extra = {"stream_options": {"include_usage": True}} if self.stream_usage else {}

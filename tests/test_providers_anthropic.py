@@ -160,3 +160,11 @@ def test_no_key_is_an_auth_error(fake, monkeypatch):
     with pytest.raises(errors.ProviderAuthError):
         collect(model.stream(request()))
     assert fake.requests == []
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "json"])
+@pytest.mark.parametrize("raw", ["{not json", '{"unexpected": 1}', "[]"])
+def test_malformed_reply_is_unavailable(fake, stream, raw):
+    fake.script(raw=raw)
+    with pytest.raises(errors.ProviderUnavailable):
+        collect(claude(fake).stream(request(stream=stream)))

@@ -223,3 +223,22 @@ def test_key_and_url_from_usual_environment_variables(fake, monkeypatch):
 def test_no_models_without_configuration(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     assert not [n for n, p in ModelRegistry({}).plugins.items() if p == "openai"]
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "json"])
+@pytest.mark.parametrize("raw", ["{not json", '{"unexpected": 1}', "[]"])
+def test_malformed_reply_is_unavailable(fake, stream, raw):
+    fake.script(raw=raw)
+    with pytest.raises(errors.ProviderUnavailable):
+        collect(openai_model(fake).stream(request(stream=stream)))
+
+
+def test_error_inside_a_stream_is_unavailable_after_partial_deltas(fake):
+    fake.script(chunks=["a", "b", "c"], error_event={"type": "server_error", "message": "boom"},
+                error_event_after=2)
+    received = []
+    with pytest.raises(errors.ProviderUnavailable) as info:
+        for item in openai_model(fake).stream(request()):
+            received.append(item)
+    assert received == ["a", "b"]
+    assert "boom" in info.value.message

@@ -35,6 +35,9 @@ class FakeAnthropic(FakeUpstream):
         if rec.method != "POST" or path != "/v1/messages":
             return self._error(h, Reply(status=404, error_message=f"Unknown path {path}"))
         body = rec.body or {}
+        if reply.raw is not None:
+            h.send_raw(reply.raw, bool(body.get("stream")))
+            return True
         deltas = reply.deltas()
         stop_reason = "end_turn"
         if body.get("max_tokens") and len(deltas) > body["max_tokens"]:

@@ -32,8 +32,11 @@ class Reply:
       that never answers. With ``hang_after=N`` (stream) it stalls after N deltas.
     - ``chunk_delay``: seconds between stream deltas (use it to observe a
       client that goes away mid-stream).
-    - ``error_event``: Anthropic only; after ``error_event_after`` deltas send
-      an SSE ``error`` event with this ``{"type": ..., "message": ...}`` (after HTTP 200).
+    - ``error_event``: after ``error_event_after`` deltas send an in-stream
+      error ``{"type": ..., "message": ...}`` after HTTP 200 (Anthropic: an SSE
+      ``error`` event; OpenAI/vLLM: a ``data: {"error": {...}}`` line).
+    - ``raw``: answer HTTP 200 with this text instead: the JSON body, or for a
+      stream one SSE ``data:`` line then the end (malformed replies).
     """
 
     text: str = "Hello from the fake upstream."
@@ -52,6 +55,7 @@ class Reply:
     chunk_delay: float = 0.0
     error_event: Optional[dict] = None
     error_event_after: int = 1
+    raw: Optional[str] = None
 
     def deltas(self):
         if self.chunks is not None:
@@ -94,8 +98,17 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- helpers used by the API-specific handlers
 
-    def send_json(self, status, payload, headers=None):
-        data = json.dumps(payload).encode()
+    def send_raw(self, raw, stream):
+        """A 200 whose body (or single SSE data line) is ``raw`` verbatim."""
+        if stream:
+            self.start_sse()
+            self.sse(raw)
+            self.end_sse()
+        else:
+            self.send_json(200, None, raw=raw)
+
+    def send_json(self, status, payload, headers=None, raw=None):
+        data = raw.encode() if raw is not None else json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -175,6 +188,7 @@ class Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    request_queue_size = 1024  # listen backlog: many clients connect at once
 
     def handle_error(self, request, client_address):
         import sys

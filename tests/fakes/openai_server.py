@@ -42,6 +42,9 @@ class FakeOpenAI(FakeUpstream):
         if rec.method != "POST" or path != "/v1/chat/completions":
             return self._error(h, Reply(status=404, error_message=f"Unknown path {path}"))
         body = rec.body or {}
+        if reply.raw is not None:
+            h.send_raw(reply.raw, bool(body.get("stream")))
+            return True
         deltas = reply.deltas()
         finish = "stop"
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
@@ -79,6 +82,12 @@ class FakeOpenAI(FakeUpstream):
         h.start_sse(reply.headers)
         h.sse(chunk({"role": "assistant", "content": ""}))
         for i, text in enumerate(deltas):
+            if reply.error_event is not None and i >= reply.error_event_after:
+                h.sse(json.dumps({"error": {"message": reply.error_event.get("message", "error"),
+                                            "type": reply.error_event.get("type", "server_error"),
+                                            "param": None, "code": None}}))
+                h.end_sse()
+                return True
             if reply.break_after is not None and i >= reply.break_after:
                 h.drop_connection()
                 return False

@@ -1,0 +1,56 @@
+"""The provider plugins under gevent (how ``chatport serve`` runs them):
+many streams share one process and one SDK client without blocking each other."""
+import json
+import os
+import subprocess
+import sys
+
+from .fakes import FakeAnthropic, FakeOpenAI
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SCRIPT = r"""
+from gevent import monkey; monkey.patch_all()
+import json, sys, time
+import gevent
+from app.llm import ChatRequest, ModelRegistry, collect
+
+name, config = sys.argv[1], json.loads(sys.argv[2])
+model = ModelRegistry(config).get(name)
+request = ChatRequest([{"role": "user", "content": "hi"}])
+started = time.monotonic()
+jobs = [gevent.spawn(lambda: collect(model.stream(request))) for _ in range(40)]
+gevent.joinall(jobs, raise_error=True)
+texts = {job.value[0] for job in jobs}
+print(json.dumps({"elapsed": time.monotonic() - started, "texts": sorted(texts),
+                  "clients": len({id(model.client.get())})}))
+"""
+
+
+def run_concurrently(name, config):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATPORT_")}
+    env["PYTHONPATH"] = ROOT
+    out = subprocess.run([sys.executable, "-c", SCRIPT, name, json.dumps(config)], env=env,
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_openai_streams_run_concurrently_under_gevent():
+    # 40 streams of 10 deltas 50 ms apart: 0.5 s each, 20 s if they blocked each other.
+    with FakeOpenAI(chunks=[f"t{i} " for i in range(10)], chunk_delay=0.05) as fake:
+        result = run_concurrently("openai/m", {"OPENAI_BASE_URL": fake.base_url,
+                                               "OPENAI_MODELS": ["m"], "OPENAI_MAX_RETRIES": 0})
+    assert result["texts"] == ["".join(f"t{i} " for i in range(10))]
+    assert result["elapsed"] < 5, result
+    assert len(fake.requests) == 40
+
+
+def test_anthropic_streams_run_concurrently_under_gevent():
+    with FakeAnthropic(chunks=[f"t{i} " for i in range(10)], chunk_delay=0.05) as fake:
+        result = run_concurrently("anthropic/c", {"ANTHROPIC_BASE_URL": fake.url,
+                                                  "ANTHROPIC_API_KEY": "k",
+                                                  "ANTHROPIC_MODELS": ["c"],
+                                                  "ANTHROPIC_MAX_RETRIES": 0})
+    assert result["texts"] == ["".join(f"t{i} " for i in range(10))]
+    assert result["elapsed"] < 5, result
