@@ -5,10 +5,13 @@ that ends with one ``Usage``. Non-streaming callers drain the same iterator
 (``collect``): one shape, no "result or generator" union. Providers raise
 the ``app.errors.Provider*`` taxonomy, never their SDK's exceptions.
 """
+import logging
 from dataclasses import dataclass, field
 from typing import Iterator, Optional, Union
 
 from .errors import BadRequest
+
+log = logging.getLogger("chatport.llm")
 
 
 @dataclass
@@ -97,8 +100,9 @@ class ModelRegistry:
 
     ``models`` / ``embedding_models`` map ``provider/model`` to the model;
     ``plugins`` maps each name to the plugin that registered it; ``aliases``
-    comes from config ``MODEL_ALIASES``. A later registration of the same
-    name replaces the earlier one (plugins load in entry-point order).
+    comes from config ``MODEL_ALIASES``. On a name clash the plugin
+    registered later wins (a ``tryfirst`` implementation over all others)
+    and a warning is logged.
     """
 
     def __init__(self, config):
@@ -115,8 +119,14 @@ class ModelRegistry:
 
     def _call(self, hook, target):
         """Call each implementation with its own ``register``, to know who registered what."""
-        for impl in reversed(hook.get_hookimpls()):  # pluggy's call order
+        for impl in hook.get_hookimpls():  # trylast, then registration order, then tryfirst
+            if impl.hookwrapper or impl.wrapper:
+                continue
+
             def register(model, _plugin=impl.plugin_name):
+                if model.name in target:
+                    log.warning("model %s from plugin %s replaces the one from %s",
+                                model.name, _plugin, self.plugins.get(model.name))
                 target[model.name] = model
                 self.plugins[model.name] = _plugin
 

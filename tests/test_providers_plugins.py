@@ -283,3 +283,29 @@ def test_provider_settings_from_chatport_environment(tmp_path, monkeypatch, fake
         assert {"openai/a", "openai/b", "vllm/m"} <= set(reg.models)
         assert collect(reg.get("fast").stream(ChatRequest(HELLO)))[0] == "Hello from the fake upstream."
     assert fake_openai.last.body["model"] == "m"
+
+
+def test_later_plugin_replaces_a_model_of_the_same_name():
+    class LoudEcho(ScriptedModel):
+        provider, model_id = "echo", "echo"
+
+    registered("echo-override", register_models=lambda register: register(LoudEcho()))
+    try:
+        reg = ModelRegistry({})
+        assert reg.plugins["echo/echo"] == "echo-override"
+        assert collect(reg.get("echo/echo").stream(ChatRequest(HELLO)))[0] == "scripted"
+    finally:
+        get_plugin_manager().unregister(name="echo-override")
+
+
+def test_provider_errors_render_with_their_status_and_retry_after(models_app):
+    from app.errors import (ProviderAuthError, ProviderBadRequest, ProviderRateLimited,
+                            ProviderTimeout, ProviderUnavailable, render_chatport)
+
+    cases = [(ProviderAuthError(), 502), (ProviderBadRequest(), 400), (ProviderUnavailable(), 502),
+             (ProviderTimeout(), 504), (ProviderRateLimited(headers={"Retry-After": "7"}), 429)]
+    with models_app.test_request_context("/api/v1/models"):
+        for err, status in cases:
+            body, code, headers = render_chatport(err)
+            assert (code, body["code"], body["error"]) == (status, status, err.code)
+    assert headers == {"Retry-After": "7"}
