@@ -17,7 +17,7 @@ from a daemon thread, speaking the provider's wire format::
 ``script``/``script_once`` take the fields of ``tests.fakes.base.Reply``:
 text, chunks, prompt_tokens, completion_tokens, usage, status,
 error_message, error_type, retry_after, headers, break_after, hang,
-hang_after, chunk_delay, error_event (Anthropic), error_event_after.
+hang_after, chunk_delay, error_event, error_event_after, raw.
 ``Recorded`` has method, path, headers (lower-case keys), body (parsed
 JSON), and the events ``client_gone`` and ``finished``.
 
