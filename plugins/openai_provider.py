@@ -14,6 +14,8 @@ Configuration (app config / ``CHATPORT_*``; key and URL also from the usual
   "api_key": ..., "models": [...], "connect_timeout", "read_timeout",
   "max_retries", "stream_usage": true}}`` registering ``ollama/<model>``.
 """
+import json
+
 import httpx
 import openai
 
@@ -114,33 +116,59 @@ class OpenAIChatModel(Model):
                                        usage and usage.completion_tokens, request, text)
 
     def _from_stream(self, client, request):
+        # The SDK sends the request (auth, timeouts, retries before the stream starts,
+        # status errors); the chunks are parsed here with json.loads: building the SDK's
+        # pydantic objects for every chunk was over half the CPU time of a stream.
         extra = {"stream_options": {"include_usage": True}} if self.stream_usage else {}
         try:
-            upstream = client.chat.completions.create(**self._params(request), stream=True, **extra)
+            response = client.chat.completions.with_streaming_response.create(
+                **self._params(request), stream=True, **extra).__enter__()
         except UPSTREAM_ERRORS as exc:
             raise map_error(exc, self.provider) from exc
         parts, usage, finished = [], None, False
         try:
-            for chunk in upstream:
-                if getattr(chunk, "usage", None):
-                    usage = chunk.usage
-                for choice in chunk.choices or ():
-                    if choice.index != 0:
+            for data in sse_data(response.iter_lines()):
+                if data.startswith("[DONE]"):
+                    break
+                chunk = json.loads(data)
+                if chunk.get("error"):
+                    error = chunk["error"]
+                    message = error.get("message") if isinstance(error, dict) else error
+                    raise errors.ProviderUnavailable(f"{self.provider}: {message}")
+                if chunk.get("usage"):
+                    usage = chunk["usage"]
+                for choice in chunk.get("choices") or ():
+                    if choice.get("index", 0) != 0:
                         continue
-                    content = choice.delta.content if choice.delta else None
+                    content = (choice.get("delta") or {}).get("content")
                     if content:
                         parts.append(content)
                         yield content
-                    if choice.finish_reason:
+                    if choice.get("finish_reason"):
                         finished = True
         except UPSTREAM_ERRORS as exc:
             raise map_error(exc, self.provider) from exc
         finally:
-            upstream.close()  # also on GeneratorExit: releases the HTTP connection
+            response.close()  # also on GeneratorExit: releases the HTTP connection
         if not finished:
             raise errors.ProviderUnavailable(f"{self.provider}: the stream ended before the reply did")
-        yield usage_or_estimate(usage and usage.prompt_tokens, usage and usage.completion_tokens,
+        usage = usage or {}
+        yield usage_or_estimate(usage.get("prompt_tokens"), usage.get("completion_tokens"),
                                 request, "".join(parts))
+
+
+def sse_data(lines):
+    """The ``data`` of each server-sent event in ``lines`` (other fields and comments ignored)."""
+    data = []
+    for line in lines:
+        if not line:
+            if data:
+                yield "\n".join(data)
+                data = []
+        elif line.startswith("data:"):
+            data.append(line[6:] if line.startswith("data: ") else line[5:])
+    if data:
+        yield "\n".join(data)
 
 
 def _client_factory(base_url, api_key, connect_timeout, read_timeout, max_retries):
