@@ -4,6 +4,7 @@
 - ``LazyClient``: one SDK client per process, created on first use (after
   gunicorn forks), never per request.
 - ``retry_after``, ``upstream_message``: pieces of error mapping.
+- ``sse_data``: the data of each server-sent event, from response lines.
 """
 import math
 import os
@@ -87,3 +88,17 @@ def usage_or_estimate(prompt_tokens, completion_tokens, request, text):
         return Usage(prompt_tokens=prompt_tokens or 0, completion_tokens=completion_tokens or 0)
     prompt = sum(estimate_tokens(m.get("content") or "") for m in request.messages)
     return Usage(prompt_tokens=prompt, completion_tokens=estimate_tokens(text), estimated=True)
+
+
+def sse_data(lines):
+    """The ``data`` of each server-sent event in ``lines`` (other fields and comments ignored)."""
+    data = []
+    for line in lines:
+        if not line:
+            if data:
+                yield "\n".join(data)
+                data = []
+        elif line.startswith("data:"):
+            data.append(line[6:] if line.startswith("data: ") else line[5:])
+    if data:
+        yield "\n".join(data)

@@ -22,8 +22,8 @@ import openai
 from app import errors
 from app.hookspecs import hookimpl
 from app.llm import Model
-from app.providers import (LazyClient, as_list, retry_after, setting, upstream_message,
-                           usage_or_estimate)
+from app.providers import (LazyClient, as_list, retry_after, setting, sse_data,
+                           upstream_message, usage_or_estimate)
 
 DEFAULT_MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini"]
 
@@ -155,20 +155,6 @@ class OpenAIChatModel(Model):
         usage = usage or {}
         yield usage_or_estimate(usage.get("prompt_tokens"), usage.get("completion_tokens"),
                                 request, "".join(parts))
-
-
-def sse_data(lines):
-    """The ``data`` of each server-sent event in ``lines`` (other fields and comments ignored)."""
-    data = []
-    for line in lines:
-        if not line:
-            if data:
-                yield "\n".join(data)
-                data = []
-        elif line.startswith("data:"):
-            data.append(line[6:] if line.startswith("data: ") else line[5:])
-    if data:
-        yield "\n".join(data)
 
 
 def _client_factory(base_url, api_key, connect_timeout, read_timeout, max_retries):

@@ -309,3 +309,12 @@ def test_provider_errors_render_with_their_status_and_retry_after(models_app):
             body, code, headers = render_chatport(err)
             assert (code, body["code"], body["error"]) == (status, status, err.code)
     assert headers == {"Retry-After": "7"}
+
+
+def test_sse_data_follows_the_event_stream_format():
+    from app.providers import sse_data
+
+    lines = [": keep-alive comment", "event: message_start", 'data: {"a": 1}', "", "",
+             "data:no-space", "id: 7", "retry: 10", "", "data: line one", "data: line two", "",
+             "data: [DONE]"]
+    assert list(sse_data(lines)) == ['{"a": 1}', "no-space", "line one\nline two", "[DONE]"]
