@@ -318,3 +318,45 @@ def test_sse_data_follows_the_event_stream_format():
              "data:no-space", "id: 7", "retry: 10", "", "data: line one", "data: line two", "",
              "data: [DONE]"]
     assert list(sse_data(lines)) == ['{"a": 1}', "no-space", "line one\nline two", "[DONE]"]
+
+
+def test_lazy_client_is_created_once_per_process_and_again_after_fork():
+    from app.providers import LazyClient
+
+    made = []
+    lazy = LazyClient(lambda: made.append(object()) or made[-1])
+    assert not lazy.created and made == []
+    first = lazy.get()
+    assert lazy.get() is first and len(made) == 1
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: a forked worker must not reuse the parent's client
+        try:
+            os.write(write, b"new" if lazy.get() is not first and len(made) == 2 else b"same")
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    assert os.read(read, 10) == b"new"
+    os.close(read)
+    assert lazy.get() is first
+
+
+@pytest.mark.server
+def test_served_instance_lists_models_configured_by_environment(tmp_path, fake_openai):
+    """``chatport serve`` (gunicorn + gevent) reads provider settings from CHATPORT_* JSON."""
+    import requests
+
+    from .servers import chatport_server
+
+    env = {"CHATPORT_ADMIN_KEY": "cp_admin_" + "x" * 40,
+           "CHATPORT_OPENAI_COMPATIBLE": json.dumps(
+               {"vllm": {"base_url": fake_openai.base_url, "models": ["llama-8b"]}}),
+           "CHATPORT_MODEL_ALIASES": json.dumps({"local": "vllm/llama-8b"})}
+    with chatport_server(tmp_path / "inst", env=env) as base:
+        resp = requests.get(base + "/api/v1/models", timeout=10,
+                            headers={"Authorization": f"Bearer {env['CHATPORT_ADMIN_KEY']}"})
+    assert resp.status_code == 200, resp.text
+    by_id = {m["id"]: m for m in resp.json()["data"]}
+    assert by_id["vllm/llama-8b"]["aliases"] == ["local"]
+    assert by_id["vllm/llama-8b"]["plugin"] == "openai"
