@@ -56,9 +56,16 @@ def _lock():
     return _Held()
 
 
+def _table_exists(name):
+    """Like ``db.table_exists`` but honours PostgreSQL's search_path (peewee assumes public)."""
+    if is_sqlite():
+        return db.table_exists(name)
+    return db.execute_sql("SELECT to_regclass(%s)", (name,)).fetchone()[0] is not None
+
+
 def current_version():
     """The stored schema version, or None for a database without chatport tables."""
-    if not db.table_exists(SchemaVersion._meta.table_name):
+    if not _table_exists(SchemaVersion._meta.table_name):
         return None
     row = SchemaVersion.select().order_by(SchemaVersion.version.desc()).first()
     return row.version if row else None

@@ -146,3 +146,12 @@ def admin(client, admin_key):
 def anon(client):
     """The chatport API without a key."""
     return Api(client)
+
+
+def run_cli(app, *args):
+    """Invoke the ``chatport`` command against ``app`` through Flask's CliRunner."""
+    from flask.cli import ScriptInfo
+
+    from app.cli import main
+
+    return app.test_cli_runner().invoke(main, list(args), obj=ScriptInfo(create_app=lambda: app))

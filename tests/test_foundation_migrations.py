@@ -1,0 +1,76 @@
+"""Schema versions: an older instance upgrades in place, with its data."""
+import pytest
+from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
+
+from app import migrations
+from app.db import db, is_sqlite
+from app.models import Bot, EndUser, Message, SchemaVersion
+
+from .conftest import make_app, run_cli
+
+
+def _downgrade_to_v1():
+    """Turn a current database into what version 1 looked like, with data in it."""
+    migrator = SqliteMigrator(db) if is_sqlite() else PostgresqlMigrator(db)
+    migrate(
+        migrator.drop_column("end_user", "last_seen_at"),
+        migrator.drop_column("message", "rating_comment"),
+    )
+    SchemaVersion.update(version=1).execute()
+    db.execute_sql("INSERT INTO end_user (id, external_id, properties, created_at, updated_at) "
+                   "VALUES ('u1', 'alice', '{\"plan\": \"pro\"}', '2024-01-01 00:00:00', '2024-01-01 00:00:00')")
+
+
+def _columns(table):
+    if is_sqlite():
+        return {c.name for c in db.get_columns(table)}
+    schema = db.execute_sql("SELECT current_schema()").fetchone()[0]
+    return {c.name for c in db.get_columns(table, schema=schema)}
+
+
+def test_upgrade_at_startup_keeps_data(database_url, tmp_path):
+    app = make_app(database_url, tmp_path)
+    with app.app_context(), db.connection_context():
+        bot = Bot.create(name="old bot", model="echo/echo")
+        _downgrade_to_v1()
+        assert "last_seen_at" not in _columns("end_user")
+        assert migrations.current_version() == 1
+    app2 = make_app(database_url, tmp_path)  # AUTO_UPGRADE at start-up
+    with app2.app_context(), db.connection_context():
+        assert migrations.current_version() == migrations.LATEST
+        assert "last_seen_at" in _columns("end_user")
+        assert "rating_comment" in _columns("message")
+        user = EndUser.get(EndUser.external_id == "alice")
+        assert user.properties == {"plan": "pro"}
+        assert Bot.get_by_id(bot.id).name == "old bot"
+        EndUser.update(last_seen_at=user.created_at).where(EndUser.id == user.id).execute()
+        assert SchemaVersion.select().count() == 1
+
+
+def test_upgrade_by_cli_and_idempotent(database_url, tmp_path):
+    app = make_app(database_url, tmp_path, AUTO_UPGRADE=True)
+    with app.app_context(), db.connection_context():
+        _downgrade_to_v1()
+    app = make_app(database_url, tmp_path, AUTO_UPGRADE=False)
+    result = run_cli(app, "db", "upgrade")
+    assert result.exit_code == 0, result.output
+    assert f"from version 1 to {migrations.LATEST}" in result.output
+    with app.app_context(), db.connection_context():
+        assert "rating_comment" in _columns("message")
+        assert EndUser.get(EndUser.external_id == "alice").last_seen_at is None
+    again = run_cli(app, "db", "upgrade")
+    assert again.exit_code == 0 and "already at version" in again.output
+
+
+def test_newer_database_refuses(database_url, tmp_path):
+    app = make_app(database_url, tmp_path)
+    with app.app_context(), db.connection_context():
+        SchemaVersion.update(version=migrations.LATEST + 1).execute()
+    with pytest.raises(RuntimeError, match="newer than this chatport"):
+        make_app(database_url, tmp_path)
+
+
+def test_fresh_database_is_latest(app):
+    with app.app_context(), db.connection_context():
+        assert migrations.current_version() == migrations.LATEST
+        assert Message.select().count() == 0
