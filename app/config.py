@@ -34,6 +34,15 @@ DEFAULTS = {
     "MODEL_PRICES": {"*": {"prompt": 1, "completion": 1}},
     # Aliases: {"fast": "openai/gpt-4o-mini"}.
     "MODEL_ALIASES": {},
+    # Chat turns: history window (messages, approximate tokens), whole-prompt bound,
+    # longest a stream may run, how often a running turn checks for a stop request,
+    # seconds of silence before an SSE heartbeat comment.
+    "HISTORY_MAX_MESSAGES": 20,
+    "HISTORY_MAX_TOKENS": 4000,
+    "PROMPT_MAX_TOKENS": 16000,
+    "STREAM_TIMEOUT": 600,
+    "STOP_POLL_INTERVAL": 0.5,
+    "SSE_HEARTBEAT": 15,
     # Model used by new bots when none is given.
     "DEFAULT_MODEL": "echo/echo",
     # Provider plugins (see README "Providers"). Keys and URLs fall back to the

@@ -145,3 +145,10 @@ def delete_key(key_id):
 
 def list_keys():
     return ApiKey.select().order_by(ApiKey.created_at, ApiKey.id)
+
+
+def bot_scope(key):
+    """Bot ids a key is limited to, or None when it may use every bot."""
+    if key is None or key.kind == "admin" or not key.bot_ids:
+        return None
+    return list(key.bot_ids)

@@ -36,6 +36,11 @@ def touch(external_id):
     return row
 
 
+def find(user_id):
+    """By chatport id or external id, or None."""
+    return EndUser.get_or_none((EndUser.id == user_id) | (EndUser.external_id == user_id))
+
+
 def get_user(user_id):
     """By chatport id or external id. Raises NotFound."""
     row = EndUser.get_or_none((EndUser.id == user_id) | (EndUser.external_id == user_id))

@@ -1,0 +1,245 @@
+"""chatport API: conversations with bots (any key; client keys only see their bots).
+
+Sending a message answers JSON, or ``text/event-stream`` with typed events
+when ``stream`` is true: ``start`` (ids), ``delta`` (text), ``done`` (usage,
+status, citations) or ``error``; ``: keep-alive`` comments while the model
+is silent.
+"""
+from flask import current_app
+from flask.views import MethodView
+from marshmallow import Schema, fields, validate
+
+from .. import metering
+from ..llm import registry
+from ..services import bots, chat, keys, users
+from ..services.events import Delta, Done, Error, Heartbeat, Start
+from ..pagination import paginate
+from ..models import Conversation, Message
+from .common import Blueprint, PageArgs, Timestamp, any_key, current_key, page, page_schema
+from .sse import HEARTBEAT_FRAME, sse, stream_response
+
+blp = Blueprint("conversations", __name__, url_prefix="/conversations",
+                description="Conversations with bots")
+blp.before_request(any_key)
+
+
+def _meter(bot=None):
+    meter = metering.current()
+    meter.dialect, meter.category = "chatport", "conversation"
+    if bot is not None:
+        meter.bot_id = bot.id
+    return meter
+
+
+def _conversation(conversation_id):
+    return chat.get_conversation(conversation_id, bot_ids=keys.bot_scope(current_key()))
+
+
+class ConversationCreate(Schema):
+    bot_id = fields.Str(required=True, validate=validate.Length(1, 64))
+    end_user_id = fields.Str(validate=validate.Length(1, 200),
+                             metadata={"description": "Your label for the end user"})
+    title = fields.Str(validate=validate.Length(max=200))
+
+
+class ConversationOut(Schema):
+    id = fields.Str()
+    bot_id = fields.Function(lambda c: c.bot_id)
+    surface = fields.Str()
+    end_user_id = fields.Function(lambda c: c.end_user.external_id if c.end_user_id else None)
+    title = fields.Str()
+    greeting = fields.Str(dump_default=None)
+    created_at = Timestamp()
+    updated_at = Timestamp()
+
+
+class ConversationArgs(PageArgs):
+    bot_id = fields.Str(validate=validate.Length(1, 64))
+    end_user_id = fields.Str(validate=validate.Length(1, 200))
+
+
+class MessageOut(Schema):
+    id = fields.Str()
+    conversation_id = fields.Function(lambda m: m.conversation_id)
+    role = fields.Str()
+    content = fields.Str()
+    status = fields.Str()
+    error = fields.Str(allow_none=True)
+    model = fields.Str(allow_none=True)
+    prompt_tokens = fields.Int()
+    completion_tokens = fields.Int()
+    tokens_estimated = fields.Bool()
+    citations = fields.List(fields.Dict())
+    rating = fields.Str(allow_none=True)
+    rating_comment = fields.Str(allow_none=True)
+    created_at = Timestamp()
+
+
+class SendMessage(Schema):
+    content = fields.Str(required=True, validate=validate.Length(1, 1_000_000))
+    stream = fields.Bool(load_default=False)
+    model = fields.Str(validate=validate.Length(1, 200))
+    temperature = fields.Float(validate=validate.Range(0, 2))
+    max_tokens = fields.Int(validate=validate.Range(1, 1_000_000))
+    stop = fields.List(fields.Str(validate=validate.Length(1, 100)), validate=validate.Length(max=4))
+
+
+class UsageOut(Schema):
+    prompt_tokens = fields.Int()
+    completion_tokens = fields.Int()
+    total_tokens = fields.Int()
+    estimated = fields.Bool()
+
+
+class TurnOut(Schema):
+    conversation_id = fields.Str()
+    user_message_id = fields.Str()
+    message = fields.Nested(MessageOut)
+    usage = fields.Nested(UsageOut)
+    finish_reason = fields.Str()
+
+
+class RateMessage(Schema):
+    rating = fields.Str(required=True, allow_none=True, validate=validate.OneOf(["like", "dislike"]))
+    comment = fields.Str(allow_none=True, validate=validate.Length(max=2000))
+
+
+ConversationPage = page_schema(ConversationOut, "ConversationPage")
+MessagePage = page_schema(MessageOut, "MessagePage")
+
+
+@blp.route("")
+class ConversationList(MethodView):
+    @blp.arguments(ConversationArgs, location="query")
+    @blp.response(200, ConversationPage)
+    def get(self, args):
+        """List conversations (filter by bot and end user)"""
+        _meter()
+        end_user = None
+        if args.get("end_user_id"):
+            end_user = users.find(args["end_user_id"])
+            if end_user is None:
+                return page([], {"total": 0, "last": None})
+        query = chat.conversations_query(bot_ids=keys.bot_scope(current_key()),
+                                         bot_id=args.get("bot_id"), end_user=end_user)
+        return page(*paginate(query, Conversation, limit=args["limit"], cursor=args["cursor"]))
+
+    @blp.arguments(ConversationCreate)
+    @blp.response(201, ConversationOut)
+    def post(self, data):
+        """Start a conversation with a bot; answers its id and greeting"""
+        key = current_key()
+        bot = bots.get_bot(data["bot_id"], key)
+        _meter(bot)
+        conv = chat.start_conversation(bot, surface="api", api_key=key,
+                                       end_user=users.touch(data.get("end_user_id")))
+        if data.get("title"):
+            conv.title = data["title"]
+            conv.save()
+        conv.greeting = bot.greeting or None
+        return conv
+
+
+@blp.route("/<conversation_id>")
+class ConversationItem(MethodView):
+    @blp.response(200, ConversationOut)
+    def get(self, conversation_id):
+        """Show a conversation"""
+        _meter()
+        return _conversation(conversation_id)
+
+    @blp.response(204)
+    def delete(self, conversation_id):
+        """Delete a conversation and its messages"""
+        _meter()
+        chat.delete_conversation(_conversation(conversation_id))
+
+
+@blp.route("/<conversation_id>/messages")
+class MessageList(MethodView):
+    @blp.arguments(PageArgs, location="query")
+    @blp.response(200, MessagePage)
+    def get(self, args, conversation_id):
+        """List a conversation's messages, oldest first (with citations)"""
+        _meter()
+        conv = _conversation(conversation_id)
+        return page(*paginate(chat.messages_query(conv), Message, **args))
+
+    @blp.arguments(SendMessage)
+    @blp.response(200, TurnOut)
+    @blp.alt_response(200, description="Typed server-sent events when stream is true",
+                      content_type="text/event-stream", success=True)
+    def post(self, data, conversation_id):
+        """Send a message and get the bot's answer (JSON, or SSE when stream is true)"""
+        conv = _conversation(conversation_id)
+        bot = conv.bot
+        meter = _meter(bot)
+        turn = chat.prepare_turn(
+            registry=registry(), config=current_app.config, bot=bot, model=data.get("model"),
+            content=data["content"], conversation=conv,
+            options={k: data.get(k) for k in ("temperature", "max_tokens", "stop")} | {"stream": data["stream"]},
+        )
+        if data["stream"]:
+            return stream_response(_sse_events(turn, meter, current_app.config["SSE_HEARTBEAT"]))
+        done = turn.run()
+        meter.add_tokens(done.usage, turn.model.name)
+        return {
+            "conversation_id": conv.id,
+            "user_message_id": turn.user_message_id,
+            "message": Message.get_by_id(done.message_id),
+            "usage": _usage(done.usage),
+            "finish_reason": done.finish_reason,
+        }
+
+
+def _usage(usage):
+    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens, "estimated": usage.estimated}
+
+
+def _sse_events(turn, meter, heartbeat):
+    """chatport SSE: start, delta..., done | error."""
+    try:
+        for event in turn.events(heartbeat=heartbeat):
+            if isinstance(event, Start):
+                yield sse({"conversation_id": event.conversation_id, "user_message_id": event.user_message_id,
+                           "message_id": event.assistant_message_id, "model": event.model}, "start")
+            elif isinstance(event, Delta):
+                yield sse({"text": event.text}, "delta")
+            elif isinstance(event, Heartbeat):
+                yield HEARTBEAT_FRAME
+            elif isinstance(event, Done):
+                yield sse({"message_id": event.message_id, "status": event.status,
+                           "finish_reason": event.finish_reason, "usage": _usage(event.usage),
+                           "citations": event.citations}, "done")
+            elif isinstance(event, Error):
+                err = event.error
+                meter.status = err.status
+                yield sse({"message_id": event.message_id, "error": {
+                    "code": err.status, "error": err.code, "message": err.message}}, "error")
+    finally:
+        meter.add_tokens(getattr(turn, "usage", None), turn.model.name)
+
+
+@blp.route("/<conversation_id>/messages/<message_id>/rating", methods=["POST"])
+@blp.arguments(RateMessage)
+@blp.response(200, MessageOut)
+def rate_message(data, conversation_id, message_id):
+    """Like or dislike an answer, with an optional comment"""
+    _meter()
+    return chat.rate_message(_conversation(conversation_id), message_id, data["rating"], data.get("comment"))
+
+
+class StopOut(Schema):
+    message_id = fields.Str()
+    stop_requested = fields.Bool()
+
+
+@blp.route("/<conversation_id>/messages/<message_id>/stop", methods=["POST"])
+@blp.response(202, StopOut)
+def stop_generation(conversation_id, message_id):
+    """Stop an in-flight answer (the message id from the stream's start event); the partial answer is saved"""
+    _meter()
+    _conversation(conversation_id)
+    chat.request_stop(message_id)
+    return {"message_id": message_id, "stop_requested": True}
