@@ -18,4 +18,4 @@ HEARTBEAT_FRAME = ": keep-alive\n\n"
 
 def stream_response(chunks, mimetype="text/event-stream"):
     """A streaming response that reverse proxies will not buffer."""
-    return Response(chunks, mimetype=mimetype, headers=STREAM_HEADERS, direct_passthrough=True)
+    return Response(chunks, mimetype=mimetype, headers=STREAM_HEADERS)
