@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 
 from peewee import DatabaseProxy, PostgresqlDatabase, SqliteDatabase
 from playhouse.db_url import connect as connect_url
+from playhouse.pool import PooledSqliteDatabase
 
 db = DatabaseProxy()
 
@@ -30,8 +31,15 @@ def make_database(url, *, busy_timeout_ms=5000, synchronous="NORMAL"):
         path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else url[len("sqlite://"):]
         if path and path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        return SqliteDatabase(
-            path or ":memory:",
+        if not path or path == ":memory:":
+            return SqliteDatabase(":memory:", pragmas={"foreign_keys": 1})
+        # A small pool: opening a connection and setting its pragmas on every
+        # request cost more than the request's queries.
+        return PooledSqliteDatabase(
+            path,
+            max_connections=int(os.environ.get("CHATPORT_SQLITE_POOL_SIZE", "256")),
+            stale_timeout=300,
+            check_same_thread=False,
             pragmas={
                 "journal_mode": "wal",
                 "foreign_keys": 1,

@@ -92,7 +92,10 @@ class OpenAIChatModel(Model):
         try:
             client = self.client.get()
             if not request.stream:
-                reply = client.chat.completions.create(**self._params(request))
+                # client.post skips the SDK's per-field request transform (several ms for a
+                # long history) but keeps its auth, timeouts, retries and status errors.
+                reply = client.post("/chat/completions", body=self._params(request),
+                                    cast_to=httpx.Response).json()
         except UPSTREAM_ERRORS as exc:
             raise map_error(exc, self.provider) from exc
         if not request.stream:
@@ -108,12 +111,12 @@ class OpenAIChatModel(Model):
 
     def _parse_completion(self, reply, request):
         """``(text, Usage)`` of a ``chat.completion``. Raises ProviderUnavailable if it has no choices."""
-        if not getattr(reply, "choices", None):
+        if not isinstance(reply, dict) or not reply.get("choices"):
             raise errors.ProviderUnavailable(f"{self.provider}: reply without choices")
-        text = reply.choices[0].message.content or ""
-        usage = reply.usage
-        return text, usage_or_estimate(usage and usage.prompt_tokens,
-                                       usage and usage.completion_tokens, request, text)
+        text = (reply["choices"][0].get("message") or {}).get("content") or ""
+        usage = reply.get("usage") or {}
+        return text, usage_or_estimate(usage.get("prompt_tokens"), usage.get("completion_tokens"),
+                                       request, text)
 
     def _from_stream(self, client, request):
         # The SDK sends the request (auth, timeouts, retries before the stream starts,
@@ -121,8 +124,9 @@ class OpenAIChatModel(Model):
         # pydantic objects for every chunk was over half the CPU time of a stream.
         extra = {"stream_options": {"include_usage": True}} if self.stream_usage else {}
         try:
-            response = client.chat.completions.with_streaming_response.create(
-                **self._params(request), stream=True, **extra).__enter__()
+            response = client.post(
+                "/chat/completions", body={**self._params(request), "stream": True, **extra},
+                cast_to=httpx.Response, options={"headers": {"X-Stainless-Raw-Response": "stream"}})
         except UPSTREAM_ERRORS as exc:
             raise map_error(exc, self.provider) from exc
         parts, usage, finished = [], None, False
