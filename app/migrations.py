@@ -8,6 +8,7 @@ and bump ``LATEST`` whenever a model changes, and keep old steps untouched.
 History:
   1  the first schema.
   2  end users remember when they were last seen; message ratings carry a comment.
+  4  the knowledge full-text index (FTS5 table on SQLite, GIN index on PostgreSQL).
 """
 from peewee import DateTimeField, TextField
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
@@ -27,10 +28,22 @@ def _v2(migrator):
 # Called after a fresh database's tables are created (e.g. full-text indexes
 # that are not peewee models). Migration steps that add such things call the
 # same function for existing databases.
-AFTER_CREATE = []
+def _create_search_index():
+    from .services.search_index import create_schema
+
+    create_schema()
+
+
+AFTER_CREATE = [_create_search_index]
 
 # Version numbers may have gaps (parallel branches reserve their own numbers).
-STEPS = {2: _v2}
+def _v4(migrator):
+    from .services.search_index import create_schema
+
+    create_schema()
+
+
+STEPS = {2: _v2, 4: _v4}
 LATEST = max(STEPS)
 
 

@@ -1,0 +1,261 @@
+"""Knowledge: data sources (folders) of rows (documents), chunked and indexed for retrieval.
+
+This module holds the rules; ``search_index`` holds the database-specific
+full-text SQL. Sync chunks each row (markdown-aware: headings, paragraphs,
+bounded size, small overlap) and indexes the chunks.
+"""
+import re
+
+from .. import clock
+from ..db import db
+from ..errors import BadRequest, NotFound
+from ..models import BotSource, KnowledgeChunk, KnowledgeRow, KnowledgeSource, RowTag, Tag
+from . import search_index
+
+TYPES = ("MANUAL", "TEXT", "URL")
+INTERVALS = ("day", "week", "month")
+CHUNK_CHARS = 1200
+CHUNK_OVERLAP = 150
+HEADING = re.compile(r"^(#{1,6})\s+(.*)$")
+
+
+# ---------------------------------------------------------------- chunking
+
+
+def chunk_markdown(text, max_chars=CHUNK_CHARS, overlap=CHUNK_OVERLAP):
+    """``[(heading, content)]``: split at headings, then paragraphs, then sentences, each
+    chunk at most ``max_chars`` with ``overlap`` characters carried from the previous one."""
+    sections, heading, lines = [], "", []
+    for line in (text or "").splitlines():
+        m = HEADING.match(line.strip())
+        if m:
+            if "".join(lines).strip():
+                sections.append((heading, "\n".join(lines)))
+            heading, lines = m.group(2).strip(), []
+        else:
+            lines.append(line)
+    if "".join(lines).strip():
+        sections.append((heading, "\n".join(lines)))
+    chunks = []
+    for heading, body in sections:
+        pieces = []
+        for para in re.split(r"\n\s*\n", body):
+            para = para.strip()
+            if not para:
+                continue
+            if len(para) <= max_chars:
+                pieces.append(para)
+            else:  # a long paragraph: by sentences, then hard cuts
+                for sentence in re.split(r"(?<=[.!?])\s+", para):
+                    while len(sentence) > max_chars:
+                        pieces.append(sentence[:max_chars])
+                        sentence = sentence[max_chars:]
+                    if sentence:
+                        pieces.append(sentence)
+        current = ""
+        for piece in pieces:
+            if current and len(current) + 2 + len(piece) > max_chars:
+                chunks.append((heading, current))
+                tail = current[-overlap:] if overlap else ""
+                current = (tail + " " + piece).strip() if len(tail) + 1 + len(piece) <= max_chars else piece
+            else:
+                current = (current + "\n\n" + piece).strip() if current else piece
+        if current:
+            chunks.append((heading, current))
+    return chunks
+
+
+# ---------------------------------------------------------------- sources and rows
+
+
+def _check_interval(interval):
+    if interval not in (None,) + INTERVALS:
+        raise BadRequest("syncInterval must be day, week, month or null", fields={"syncInterval": "invalid"})
+
+
+def create_source(*, name, type="MANUAL", url=None, sync_interval=None, bot_ids=()):
+    """Create a source attached to ``bot_ids``. Raises BadRequest."""
+    if type not in TYPES:
+        raise BadRequest(f"type must be one of {', '.join(TYPES)}", fields={"type": "invalid"})
+    _check_interval(sync_interval)
+    with db.atomic():
+        source = KnowledgeSource.create(name=name, type=type, url=url, sync_interval=sync_interval)
+        for bot_id in bot_ids:
+            BotSource.create(bot=bot_id, source=source)
+    return source
+
+
+def sources_query(bot_id=None):
+    query = KnowledgeSource.select()
+    if bot_id is not None:
+        query = query.join(BotSource).where(BotSource.bot == bot_id)
+    return query
+
+
+def get_source(source_id, bot_id=None):
+    """Raises NotFound (also when the source is not attached to ``bot_id``)."""
+    source = sources_query(bot_id).where(KnowledgeSource.id == source_id).first()
+    if source is None:
+        raise NotFound(f"Data source {source_id} not found")
+    return source
+
+
+def update_source(source, **changes):
+    if "sync_interval" in changes:
+        _check_interval(changes["sync_interval"])
+    for field, value in changes.items():
+        setattr(source, field, value)
+    source.updated_at = clock.now()
+    source.save()
+    return source
+
+
+def delete_source(source):
+    """Delete a source with its rows, chunks and index entries (one transaction)."""
+    with db.atomic():
+        search_index.remove_sources([source.id])
+        source.delete_instance()  # rows, chunks, tags links and bot links cascade
+
+
+def source_ids_of_bot(bot):
+    return [link.source_id for link in BotSource.select(BotSource.source).where(BotSource.bot == bot)]
+
+
+def _tag_ids(names):
+    ids = []
+    for name in names:
+        name = name.strip() if isinstance(name, str) else name
+        if not isinstance(name, str) or not name or len(name) > 100:
+            raise BadRequest("tags must be non-empty strings of at most 100 characters", fields={"tags": "invalid"})
+        tag = Tag.get_or_none(Tag.name == name) or Tag.create(name=name)
+        ids.append(tag.id)
+    return ids
+
+
+def _check_row(row, max_chars):
+    name, content = row.get("name", ""), row.get("content")
+    if not isinstance(content, str) or not content.strip():
+        raise BadRequest("content must be a non-empty string", fields={"content": "empty"})
+    if len(content) > max_chars:
+        raise BadRequest(f"content is longer than {max_chars} characters", fields={"content": "too long"})
+    if not isinstance(name, str) or len(name) > 500:
+        raise BadRequest("name must be a string of at most 500 characters", fields={"name": "invalid"})
+    tags = row.get("tags") or []
+    if not isinstance(tags, list) or len(tags) > 50:
+        raise BadRequest("tags must be a list of at most 50 strings", fields={"tags": "invalid"})
+
+
+def add_rows(source, rows, *, max_row_chars=1_000_000):
+    """Create rows (all or nothing). Raises BadRequest."""
+    for row in rows:
+        _check_row(row, max_row_chars)
+    created = []
+    with db.atomic():
+        for row in rows:
+            r = KnowledgeRow.create(source=source, name=row.get("name", ""), content=row["content"],
+                                    char_count=len(row["content"]))
+            for tag_id in _tag_ids(row.get("tags") or []):
+                RowTag.create(row=r, tag=tag_id)
+            created.append(r)
+        KnowledgeSource.update(status="not_synced", updated_at=clock.now()).where(
+            KnowledgeSource.id == source.id).execute()
+    return created
+
+
+def replace_text(source, text, name="text"):
+    """A TEXT source holds one row: replace its content (and its index entries)."""
+    with db.atomic():
+        old = [r.id for r in KnowledgeRow.select(KnowledgeRow.id).where(KnowledgeRow.source == source)]
+        search_index.remove_rows(old)
+        KnowledgeRow.delete().where(KnowledgeRow.source == source).execute()
+        return add_rows(source, [{"name": name, "content": text}])
+
+
+def row_tags(row):
+    return [t.name for t in Tag.select(Tag.name).join(RowTag).where(RowTag.row == row).order_by(Tag.name)]
+
+
+# ---------------------------------------------------------------- sync
+
+
+def sync_source(source_id):
+    """Chunk and index every row of a source now; return the source.
+
+    Rows move not_synced → syncing → synced (or sync_error with the reason).
+    """
+    source = KnowledgeSource.get_by_id(source_id)
+    now = clock.now()
+    KnowledgeSource.update(status="syncing", sync_started_at=now).where(KnowledgeSource.id == source_id).execute()
+    errors = 0
+    for row in KnowledgeRow.select().where(KnowledgeRow.source == source_id):
+        try:
+            with db.atomic():
+                old = [c.id for c in KnowledgeChunk.select(KnowledgeChunk.id).where(KnowledgeChunk.row == row)]
+                search_index.remove_rows([row.id]) if old else None
+                KnowledgeChunk.delete().where(KnowledgeChunk.row == row).execute()
+                chunks = [KnowledgeChunk(row=row.id, source=source_id, position=i, heading=h, content=c)
+                          for i, (h, c) in enumerate(chunk_markdown(row.content))]
+                KnowledgeChunk.bulk_create(chunks, batch_size=200)
+                search_index.index_chunks(chunks)
+                KnowledgeRow.update(status="synced", error=None, last_sync=clock.now()).where(
+                    KnowledgeRow.id == row.id).execute()
+        except Exception as exc:  # noqa: BLE001 - recorded per row
+            errors += 1
+            KnowledgeRow.update(status="sync_error", error=str(exc)[:500]).where(KnowledgeRow.id == row.id).execute()
+    status = "sync_error" if errors else "synced"
+    KnowledgeSource.update(status=status, last_sync=clock.now() if not errors else source.last_sync,
+                           error=f"{errors} row(s) failed" if errors else None,
+                           sync_started_at=None).where(KnowledgeSource.id == source_id).execute()
+    return KnowledgeSource.get_by_id(source_id)
+
+
+# ---------------------------------------------------------------- search
+
+
+def resolve_source_ids(ids=(), names=()):
+    """Source ids from ids and/or names; None when both are empty (all). Raises NotFound."""
+    ids, names = list(ids or []), list(names or [])
+    if not ids and not names:
+        return None
+    found = {s.id for s in KnowledgeSource.select(KnowledgeSource.id).where(KnowledgeSource.id.in_(ids))} if ids else set()
+    missing = [i for i in ids if i not in found]
+    by_name = {s.name: s.id for s in KnowledgeSource.select().where(KnowledgeSource.name.in_(names))} if names else {}
+    missing += [n for n in names if n not in by_name]
+    if missing:
+        raise NotFound(f"Unknown data source(s): {', '.join(missing)}")
+    return sorted(found | set(by_name.values()))
+
+
+def resolve_tag_ids(ids=(), names=()):
+    """Tag ids from ids and/or names; None when both are empty (all). Raises NotFound."""
+    ids, names = list(ids or []), list(names or [])
+    if not ids and not names:
+        return None
+    found = {t.id for t in Tag.select(Tag.id).where(Tag.id.in_(ids))} if ids else set()
+    by_name = {t.name: t.id for t in Tag.select().where(Tag.name.in_(names))} if names else {}
+    missing = [i for i in ids if i not in found] + [n for n in names if n not in by_name]
+    if missing:
+        raise NotFound(f"Unknown tag(s): {', '.join(map(str, missing))}")
+    return sorted(found | set(by_name.values()))
+
+
+def search(query, *, source_ids=None, tag_ids=None, top_k=5):
+    """Ranked passages ``{source_id, row_id, chunk_id, name, content, score}``.
+
+    ``source_ids``/``tag_ids`` None means all; filtering happens in SQL.
+    """
+    row_ids = None
+    if tag_ids is not None:
+        row_ids = [rt.row_id for rt in RowTag.select(RowTag.row).where(RowTag.tag.in_(tag_ids))]
+    hits = search_index.search(query, source_ids=source_ids, row_ids=row_ids, top_k=top_k)
+    if not hits:
+        return []
+    chunks = {c.id: c for c in KnowledgeChunk.select(KnowledgeChunk, KnowledgeRow.name)
+              .join(KnowledgeRow).where(KnowledgeChunk.id.in_([h[0] for h in hits]))}
+    out = []
+    for chunk_id, score in hits:
+        c = chunks.get(chunk_id)
+        if c is not None:
+            out.append({"source_id": c.source_id, "row_id": c.row_id, "chunk_id": c.id,
+                        "name": c.row.name, "content": c.content, "score": round(score, 6)})
+    return out

@@ -1,0 +1,106 @@
+"""Full-text index of knowledge chunks, behind one small interface.
+
+SQLite: an FTS5 table ranked with BM25. PostgreSQL: a GIN index on
+``to_tsvector('english', content)`` ranked with ``ts_rank``. Callers use
+``index_chunks``, ``remove_rows``, ``remove_sources`` and ``search``; an
+embedding backend could implement the same four functions.
+"""
+import re
+
+from ..db import db, is_sqlite
+
+WORD = re.compile(r"\w+", re.UNICODE)
+MAX_TERMS = 32
+
+
+def create_schema():
+    """Create the index objects (idempotent). Registered in migrations.AFTER_CREATE."""
+    if is_sqlite():
+        db.execute_sql(
+            "CREATE VIRTUAL TABLE IF NOT EXISTS knowledge_chunk_fts USING fts5("
+            "content, heading, chunk_id UNINDEXED, source_id UNINDEXED, row_id UNINDEXED, "
+            "tokenize = 'porter unicode61')"
+        )
+    else:
+        db.execute_sql(
+            "CREATE INDEX IF NOT EXISTS knowledge_chunk_tsv ON knowledge_chunk "
+            "USING GIN (to_tsvector('english', heading || ' ' || content))"
+        )
+
+
+def terms(query):
+    """The words of a query, de-duplicated, lower-case, bounded: no query syntax survives."""
+    seen = []
+    for word in WORD.findall((query or "").lower()):
+        if word not in seen:
+            seen.append(word)
+        if len(seen) >= MAX_TERMS:
+            break
+    return seen
+
+
+def index_chunks(chunks):
+    """Add ``KnowledgeChunk`` rows to the index (PostgreSQL indexes the table itself)."""
+    if not is_sqlite() or not chunks:
+        return
+    db.execute_sql(
+        "INSERT INTO knowledge_chunk_fts (content, heading, chunk_id, source_id, row_id) VALUES "
+        + ", ".join(["(?, ?, ?, ?, ?)"] * len(chunks)),
+        [v for c in chunks for v in (c.content, c.heading, c.id, c.source_id, c.row_id)],
+    )
+
+
+def remove_rows(row_ids):
+    if is_sqlite() and row_ids:
+        for start in range(0, len(row_ids), 500):
+            part = row_ids[start:start + 500]
+            db.execute_sql("DELETE FROM knowledge_chunk_fts WHERE row_id IN (%s)" % ",".join("?" * len(part)), part)
+
+
+def remove_sources(source_ids):
+    if is_sqlite() and source_ids:
+        db.execute_sql("DELETE FROM knowledge_chunk_fts WHERE source_id IN (%s)" % ",".join("?" * len(source_ids)),
+                       list(source_ids))
+
+
+def search(query, *, source_ids=None, row_ids=None, top_k=5):
+    """``[(chunk_id, score)]`` best first; higher score is better. ``source_ids=[]`` finds nothing."""
+    words = terms(query)
+    if not words or source_ids == [] or row_ids == []:
+        return []
+    if is_sqlite():
+        match = " OR ".join('"%s"' % w.replace('"', '""') for w in words)
+        sql = "SELECT chunk_id, -bm25(knowledge_chunk_fts) AS score FROM knowledge_chunk_fts WHERE knowledge_chunk_fts MATCH ?"
+        params = [match]
+        if source_ids is not None:
+            sql += " AND source_id IN (%s)" % ",".join("?" * len(source_ids))
+            params += list(source_ids)
+        if row_ids is not None:
+            sql += " AND row_id IN (%s)" % ",".join("?" * len(row_ids))
+            params += list(row_ids)
+        sql += " ORDER BY bm25(knowledge_chunk_fts) LIMIT ?"
+        params.append(int(top_k))
+    else:
+        tsquery = " | ".join(words)
+        sql = ("SELECT id, ts_rank(to_tsvector('english', heading || ' ' || content), q) AS score "
+               "FROM knowledge_chunk, to_tsquery('english', %s) q "
+               "WHERE to_tsvector('english', heading || ' ' || content) @@ q")
+        params = [tsquery]
+        if source_ids is not None:
+            sql += " AND source_id IN (%s)" % ",".join(["%s"] * len(source_ids))
+            params += list(source_ids)
+        if row_ids is not None:
+            sql += " AND row_id IN (%s)" % ",".join(["%s"] * len(row_ids))
+            params += list(row_ids)
+        sql += " ORDER BY score DESC, id LIMIT %s"
+        params.append(int(top_k))
+    return [(r[0], float(r[1])) for r in db.execute_sql(sql, params).fetchall()]
+
+
+def orphan_count():
+    """Index entries whose chunk no longer exists (should always be 0)."""
+    if not is_sqlite():
+        return 0
+    return db.execute_sql(
+        "SELECT count(*) FROM knowledge_chunk_fts f LEFT JOIN knowledge_chunk c ON c.id = f.chunk_id "
+        "WHERE c.id IS NULL").fetchone()[0]
