@@ -59,13 +59,7 @@ def init_command(as_json):
             row, plaintext = keys.create_key(kind="admin", name="first admin key")
             result["admin_key"] = plaintext
         if not Bot.select().exists():
-            bot = bots.create_bot(
-                name="Demo bot",
-                model=current_app.config.get("DEMO_MODEL") or current_app.config["DEFAULT_MODEL"],
-                instructions="You are chatport's demo bot. Answer briefly and helpfully.",
-                greeting="Hello! I am chatport's demo bot. Ask me anything.",
-            )
-            result["demo_bot"] = bot.id
+            result["demo_bot"] = _create_demo_bot().id
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
@@ -77,6 +71,42 @@ def init_command(as_json):
         click.echo("Already initialised: existing admin key kept (no new key printed).")
     if result["demo_bot"]:
         click.echo(f"Demo bot created: {result['demo_bot']}")
+
+
+DEMO_KNOWLEDGE = [
+    {"name": "What chatport is", "tags": ["about"], "content":
+     "# chatport\n\nchatport is a self-hosted API server for LLM chatbots and prompt automations. "
+     "It runs bots, conversations and multi-step automations behind your own REST API."},
+    {"name": "Dialects", "tags": ["api"], "content":
+     "# Dialects\n\nchatport speaks several wire formats at once: its own documented API, an "
+     "OpenAI-compatible API at /v1/chat/completions, and the APIs of hosted chatbot platforms."},
+    {"name": "Models", "tags": ["models"], "content":
+     "# Models\n\nModels come from provider plugins: openai for any OpenAI-compatible server, "
+     "anthropic, echo for tests, and extractive, which answers from knowledge without an LLM."},
+    {"name": "Storage", "tags": ["ops"], "content":
+     "# Storage\n\nchatport stores everything in SQLite by default and runs on PostgreSQL to scale "
+     "out behind a load balancer."},
+]
+
+
+def _create_demo_bot():
+    """The demo bot: an LLM when credentials are configured, else `extractive` over demo knowledge."""
+    from .providers import setting
+    from .services import bots, knowledge
+
+    config = current_app.config
+    has_llm = setting(config, "OPENAI_API_KEY", env="OPENAI_API_KEY") or \
+        setting(config, "ANTHROPIC_API_KEY", env="ANTHROPIC_API_KEY")
+    model = config.get("DEMO_MODEL") or (config["DEFAULT_MODEL"] if has_llm else "extractive/extractive")
+    bot = bots.create_bot(
+        name="Demo bot", model=model,
+        instructions="You are chatport's demo bot. Answer briefly, from your knowledge when it helps.",
+        greeting="Hello! I am chatport's demo bot. Ask me what chatport is or which models it supports.",
+    )
+    source = knowledge.create_source(name="About chatport", type="MANUAL", bot_ids=[bot.id])
+    knowledge.add_rows(source, DEMO_KNOWLEDGE)
+    knowledge.sync_source(source.id)
+    return bot
 
 
 @main.command("serve")

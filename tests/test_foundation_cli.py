@@ -68,3 +68,17 @@ def test_bots_and_channels_commands(app):
     listed = json.loads(run_cli(app, "channels", "list", bot["id"], "--json").output)
     assert [c["id"] for c in listed] == [channel["id"]] and "secret" not in listed[0]
     assert run_cli(app, "channels", "create", "nope").exit_code != 0
+
+
+def test_demo_bot_answers_from_its_knowledge(app):
+    from app.llm import registry
+    from app.services import chat
+
+    result = json.loads(run_cli(app, "init", "--json").output)
+    with app.app_context(), db.connection_context():
+        bot = Bot.get_by_id(result["demo_bot"])
+        assert bot.model == "extractive/extractive"  # no LLM credentials in tests
+        conv = chat.start_conversation(bot)
+        done = chat.prepare_turn(registry=registry(), config=app.config, bot=bot, conversation=conv,
+                                 content="Which database does chatport use to scale out?").run()
+    assert "PostgreSQL" in done.content
