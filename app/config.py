@@ -63,6 +63,8 @@ DEFAULTS = {
     "ANTHROPIC_CONNECT_TIMEOUT": 5,
     "ANTHROPIC_READ_TIMEOUT": 60,
     "ANTHROPIC_MAX_RETRIES": 1,
+    # Model of chatbots created through the chat API's create-chatbot.
+    "CHAT_API_MODEL": "extractive/extractive",
     # Mount points of the dialects.
     "API_PREFIX": "/api/v1",
 }

@@ -24,24 +24,24 @@ blp = Blueprint("openai", __name__, url_prefix="/v1", description="OpenAI-compat
 blp.before_request(any_key)
 
 
-class Loose(Schema):
+class OpenAILoose(Schema):
     class Meta:
         unknown = EXCLUDE  # OpenAI clients send many optional fields
 
 
-class StreamOptions(Loose):
+class StreamOptions(OpenAILoose):
     include_usage = fields.Bool(load_default=False)
 
 
-class ChatMessage(Loose):
+class OpenAIMessage(OpenAILoose):
     role = fields.Str(required=True, validate=validate.OneOf(["system", "developer", "user", "assistant"]))
     content = fields.Raw(required=True)
     name = fields.Str()
 
 
-class ChatCompletionRequest(Loose):
+class ChatCompletionRequest(OpenAILoose):
     model = fields.Str(required=True, validate=validate.Length(1, 300))
-    messages = fields.List(fields.Nested(ChatMessage), required=True, validate=validate.Length(min=1))
+    messages = fields.List(fields.Nested(OpenAIMessage), required=True, validate=validate.Length(min=1))
     stream = fields.Bool(load_default=False)
     stream_options = fields.Nested(StreamOptions, allow_none=True)
     temperature = fields.Float(allow_none=True, validate=validate.Range(0, 2))

@@ -1,0 +1,280 @@
+"""The chat API dialect (Chatbase-style): ``/api/v1/chat`` and chatbot management.
+
+Errors are ``{"message": "..."}`` with the HTTP status (the spec's clients
+read ``errorData.message``). Streaming answers are plain text chunks, no SSE.
+"""
+from datetime import datetime, time as dtime
+
+from flask import current_app, request
+from marshmallow import EXCLUDE, Schema, fields, validate
+
+from .. import metering
+from ..errors import BadRequest, register_dialect
+from ..llm import registry
+from ..models import Conversation, Message
+from ..services import bots, chat, chatbots, keys
+from ..services.events import Delta, Error
+from .common import Blueprint, Timestamp, any_key, current_key
+from .sse import stream_response
+
+blp = Blueprint("chat_api", __name__, url_prefix="", description="Chat API (Chatbase-style)")
+
+PATHS = ("/chat", "/create-chatbot", "/update-chatbot-data", "/update-chatbot-settings",
+         "/get-chatbots", "/delete-chatbot", "/get-conversations")
+
+
+def render_error(err):
+    return {"message": err.message}, err.status, err.headers
+
+
+def register(app, api, prefix):
+    api.register_blueprint(blp, url_prefix=prefix)
+    for path in PATHS:
+        register_dialect(app, prefix + path, render_error)
+
+
+@blp.before_request
+def _json_without_content_type():
+    """The spec's curl example sends JSON with curl's default form content type: read it as JSON."""
+    if request.method in ("POST", "PUT", "PATCH", "DELETE") and not request.is_json:
+        body = request.get_data(cache=True)[:1].lstrip()
+        if body in (b"{", b"["):
+            request.environ["CONTENT_TYPE"] = "application/json"
+            request.__dict__.pop("_parsed_content_type", None)
+
+
+blp.before_request(any_key)  # 401 before any body is looked at
+
+
+def _meter(bot=None, category="conversation"):
+    meter = metering.current()
+    meter.dialect, meter.category = "chat", category
+    if bot is not None:
+        meter.bot_id = bot.id
+    return meter
+
+
+def _admin():
+    keys.require_admin(current_key())
+
+
+class ChatApiLoose(Schema):
+    class Meta:
+        unknown = EXCLUDE  # clients of hosted platforms send fields chatport does not use
+
+
+class ChatApiMessage(ChatApiLoose):
+    content = fields.Str(required=True)
+    role = fields.Str(required=True, validate=validate.OneOf(["user", "assistant"]))
+
+
+class ChatApiRequest(ChatApiLoose):
+    messages = fields.List(fields.Nested(ChatApiMessage), required=True, validate=validate.Length(min=1))
+    chatbotId = fields.Str(required=True, validate=validate.Length(1, 64))
+    stream = fields.Bool(load_default=False)
+    temperature = fields.Float(load_default=0, validate=validate.Range(0, 1))
+    conversationId = fields.Str(validate=validate.Length(1, 36))
+    model = fields.Str(validate=validate.Length(1, 200))
+
+
+class ChatReply(Schema):
+    text = fields.Str()
+
+
+@blp.route("/chat", methods=["POST"])
+@blp.arguments(ChatApiRequest)
+@blp.response(200, ChatReply)
+@blp.alt_response(200, description="The answer as plain text chunks when stream is true",
+                  content_type="text/plain", success=True)
+def chat_endpoint(data):
+    """Chat with a chatbot: the whole history in, the answer out (JSON or plain-text stream)"""
+    key = current_key()
+    bot = bots.get_bot(data["chatbotId"], key)
+    meter = _meter(bot)
+    model = chatbots.check_model(bot, data.get("model"))
+    conv = None
+    if data.get("conversationId"):
+        conv = chatbots.conversation_for(bot, data["conversationId"], api_key=key)
+    turn = chat.prepare_turn(
+        registry=registry(), config=current_app.config, bot=bot, model=model,
+        messages=data["messages"], conversation=conv, persist=conv is not None,
+        options={"temperature": data["temperature"], "stream": data["stream"]})
+    if data["stream"]:
+        def text_chunks():
+            try:
+                for event in turn.events():
+                    if isinstance(event, Delta):
+                        yield event.text
+                    elif isinstance(event, Error):
+                        meter.status = event.error.status
+            finally:
+                meter.add_tokens(getattr(turn, "usage", None), turn.model.name)
+
+        return stream_response(text_chunks(), mimetype="text/plain")
+    done = turn.run()
+    meter.add_tokens(done.usage, turn.model.name)
+    return {"text": done.content}
+
+
+class CreateChatbot(ChatApiLoose):
+    chatbotName = fields.Str(required=True, validate=validate.Length(1, 200))
+    sourceText = fields.Str(validate=validate.Length(max=1_000_000))
+
+
+class ChatbotId(Schema):
+    chatbotId = fields.Str()
+
+
+@blp.route("/create-chatbot", methods=["POST"])
+@blp.arguments(CreateChatbot)
+@blp.response(200, ChatbotId)
+def create_chatbot(data):
+    """Create a chatbot; `sourceText` becomes its knowledge (synced before this returns)"""
+    _admin()
+    _meter(category="account")
+    bot = chatbots.create_chatbot(data["chatbotName"], data.get("sourceText"),
+                                  default_model=current_app.config["CHAT_API_MODEL"])
+    return {"chatbotId": bot.id}
+
+
+class UpdateChatbotData(ChatApiLoose):
+    chatbotId = fields.Str(required=True, validate=validate.Length(1, 64))
+    chatbotName = fields.Str(validate=validate.Length(1, 200))
+    sourceText = fields.Str(validate=validate.Length(max=1_000_000))
+
+
+@blp.route("/update-chatbot-data", methods=["POST"])
+@blp.arguments(UpdateChatbotData)
+@blp.response(200, ChatbotId)
+def update_chatbot_data(data):
+    """Rename a chatbot and/or replace its `sourceText` knowledge (re-synced)"""
+    _admin()
+    bot = bots.get_bot(data["chatbotId"], current_key())
+    _meter(bot, "knowledge")
+    chatbots.update_chatbot_data(bot, name=data.get("chatbotName"), source_text=data.get("sourceText"))
+    return {"chatbotId": bot.id}
+
+
+class UpdateChatbotSettings(ChatApiLoose):
+    chatbotId = fields.Str(required=True, validate=validate.Length(1, 64))
+    chatbotName = fields.Str(validate=validate.Length(1, 200))
+    instructions = fields.Str(validate=validate.Length(max=32000))
+    model = fields.Str(validate=validate.Length(1, 200))
+    temperature = fields.Float(validate=validate.Range(0, 1))
+
+
+@blp.route("/update-chatbot-settings", methods=["POST"])
+@blp.arguments(UpdateChatbotSettings)
+@blp.response(200, ChatbotId)
+def update_chatbot_settings(data):
+    """Change a chatbot's name, instructions, model or temperature"""
+    _admin()
+    bot = bots.get_bot(data["chatbotId"], current_key())
+    _meter(bot, "account")
+    changes = {"name": data.get("chatbotName"), "instructions": data.get("instructions"),
+               "model": data.get("model"), "temperature": data.get("temperature")}
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if "model" in changes:
+        registry().get(changes["model"])  # 400 listing models when unknown
+    bots.update_bot(bot.id, current_key(), **changes)
+    return {"chatbotId": bot.id}
+
+
+class ChatbotOut(Schema):
+    id = fields.Str()
+    name = fields.Str()
+    instructions = fields.Str()
+    model = fields.Str()
+    temperature = fields.Float(allow_none=True)
+    created_at = Timestamp()
+
+
+class ChatbotList(Schema):
+    chatbots = fields.Dict()
+
+
+@blp.route("/get-chatbots", methods=["GET"])
+@blp.response(200, ChatbotList)
+def get_chatbots():
+    """List chatbots"""
+    _admin()
+    _meter(category="account")
+    rows = list(bots.scoped(current_key()).order_by(bots.Bot.created_at, bots.Bot.id))
+    return {"chatbots": {"data": ChatbotOut(many=True).dump(rows)}}
+
+
+class DeleteArgs(ChatApiLoose):
+    chatbotId = fields.Str(validate=validate.Length(1, 64))
+
+
+class Deleted(Schema):
+    message = fields.Str()
+
+
+@blp.route("/delete-chatbot", methods=["DELETE"])
+@blp.arguments(DeleteArgs, location="query", required=False)
+@blp.response(200, Deleted)
+def delete_chatbot(args):
+    """Delete a chatbot (`chatbotId` in the query string or the JSON body)"""
+    _admin()
+    body = request.get_json(silent=True) if request.data else None
+    chatbot_id = args.get("chatbotId") or (body.get("chatbotId") if isinstance(body, dict) else None)
+    if not isinstance(chatbot_id, str) or not chatbot_id:
+        raise BadRequest("chatbotId is required (query string or body)", fields={"chatbotId": "missing"})
+    bot = bots.get_bot(chatbot_id, current_key())
+    _meter(bot, "account")
+    chatbots.delete_chatbot(bot)
+    return {"message": "Chatbot deleted"}
+
+
+class ChatApiConversationArgs(ChatApiLoose):
+    chatbotId = fields.Str(required=True, validate=validate.Length(1, 64))
+    startDate = fields.Str()
+    endDate = fields.Str()
+    page = fields.Int(load_default=1, validate=validate.Range(1, 1_000_000))
+    size = fields.Int(load_default=10, validate=validate.Range(1, 100))
+
+
+class ConversationsOut(Schema):
+    data = fields.List(fields.Dict())
+    page = fields.Int()
+    size = fields.Int()
+    total = fields.Int()
+
+
+def _date(value, field, end=False):
+    if not value:
+        return None
+    try:
+        if len(value) == 10:
+            day = datetime.strptime(value, "%Y-%m-%d")
+            return datetime.combine(day.date(), dtime.max if end else dtime.min)
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).replace(tzinfo=None)
+    except ValueError:
+        raise BadRequest(f"{field} must be a date (YYYY-MM-DD) or an ISO 8601 time", fields={field: "invalid"})
+
+
+@blp.route("/get-conversations", methods=["GET"])
+@blp.arguments(ChatApiConversationArgs, location="query")
+@blp.response(200, ConversationsOut)
+def get_conversations(args):
+    """A chatbot's conversations with their messages, newest first, by page"""
+    key = current_key()
+    bot = bots.get_bot(args["chatbotId"], key)
+    _meter(bot)
+    query = chat.conversations_query(bot_id=bot.id)
+    start, end = _date(args.get("startDate"), "startDate"), _date(args.get("endDate"), "endDate", end=True)
+    if start:
+        query = query.where(Conversation.created_at >= start)
+    if end:
+        query = query.where(Conversation.created_at <= end)
+    total = query.count()
+    rows = list(query.order_by(Conversation.created_at.desc(), Conversation.id.desc())
+                .paginate(args["page"], args["size"]))
+    data = []
+    for conv in rows:
+        msgs = chat.messages_query(conv).order_by(Message.created_at, Message.id)
+        data.append({"id": conv.id, "chatbot_id": bot.id, "source": conv.surface,
+                     "created_at": Timestamp()._serialize(conv.created_at, None, None),
+                     "messages": [{"role": m.role, "content": m.content} for m in msgs]})
+    return {"data": data, "page": args["page"], "size": args["size"], "total": total}

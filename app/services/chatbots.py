@@ -1,0 +1,83 @@
+"""Chatbots as the chat API sees them: a bot plus one TEXT knowledge source (``sourceText``)."""
+from .. import clock
+from ..db import db
+from ..errors import BadRequest
+from ..models import BotSource, Conversation, KnowledgeSource
+from . import bots, knowledge
+
+TEXT_SOURCE_NAME = "sourceText"
+
+
+def _text_source(bot):
+    return (KnowledgeSource.select().join(BotSource)
+            .where((BotSource.bot == bot) & (KnowledgeSource.type == "TEXT")).first())
+
+
+def set_source_text(bot, text):
+    """Replace the bot's TEXT source with ``text`` (creating and attaching it) and sync it now."""
+    source = _text_source(bot)
+    if source is None:
+        source = knowledge.create_source(name=f"{bot.name} {TEXT_SOURCE_NAME}", type="TEXT", bot_ids=[bot.id])
+    knowledge.replace_text(source, text, name=TEXT_SOURCE_NAME)
+    return knowledge.sync_source(source.id)
+
+
+def create_chatbot(name, source_text=None, *, default_model):
+    """Create a bot (and its synced TEXT source when ``source_text`` is given)."""
+    with db.atomic():
+        bot = bots.create_bot(name=name, default_model=default_model)
+    if source_text:
+        set_source_text(bot, source_text)
+    return bot
+
+
+def update_chatbot_data(bot, *, name=None, source_text=None):
+    if name is not None:
+        bots.update_bot(bot.id, name=name)
+    if source_text is not None:
+        set_source_text(bot, source_text)
+    return bots.get_bot(bot.id)
+
+
+def delete_chatbot(bot):
+    """Delete the bot and the TEXT source that only it used."""
+    source = _text_source(bot)
+    with db.atomic():
+        if source is not None and BotSource.select().where(BotSource.source == source).count() == 1:
+            knowledge.delete_source(source)
+        bot.delete_instance()
+
+
+def check_model(bot, model):
+    """A per-request model must be the bot's own or one it allows. Raises BadRequest."""
+    if model is None or model == bot.model or model in (bot.allowed_models or []):
+        return model
+    allowed = [bot.model] + list(bot.allowed_models or [])
+    raise BadRequest(f"Model {model!r} is not allowed for this chatbot (allowed: {', '.join(allowed)})",
+                     fields={"model": "not allowed"})
+
+
+def conversation_for(bot, conversation_id, *, api_key=None, surface="chat"):
+    """The client-named conversation of ``bot``, created on first use.
+
+    Raises BadRequest when that id is taken by another bot's conversation (whose
+    data stays invisible).
+    """
+    if not isinstance(conversation_id, str) or not 1 <= len(conversation_id) <= 36:
+        raise BadRequest("conversationId must be a string of 1 to 36 characters",
+                         fields={"conversationId": "invalid"})
+    conv = Conversation.get_or_none(Conversation.id == conversation_id)
+    if conv is None:
+        from .chat import start_conversation
+
+        bot_greeting, bot.greeting = bot.greeting, ""  # the client sends its own history
+        try:
+            conv = start_conversation(bot, surface=surface, api_key=api_key, conversation_id=conversation_id)
+        finally:
+            bot.greeting = bot_greeting
+        return conv
+    if conv.bot_id != bot.id:
+        raise BadRequest("conversationId is already used by another conversation",
+                         fields={"conversationId": "taken"})
+    Conversation.update(updated_at=clock.now()).where(Conversation.id == conv.id).execute()
+    return conv
