@@ -63,8 +63,13 @@ DEFAULTS = {
     "ANTHROPIC_CONNECT_TIMEOUT": 5,
     "ANTHROPIC_READ_TIMEOUT": 60,
     "ANTHROPIC_MAX_RETRIES": 1,
+    # Knowledge: characters stored per instance (None = no limit) and per row.
+    "KNOWLEDGE_MAX_CHARS": 50_000_000,
+    "KNOWLEDGE_MAX_ROW_CHARS": 1_000_000,
     # Model of chatbots created through the chat API's create-chatbot.
     "CHAT_API_MODEL": "extractive/extractive",
     # Mount points of the dialects.
     "API_PREFIX": "/api/v1",
+    "CHANNEL_API_PREFIX": "/api/public/channels",
+    "OPENAI_PREFIX": "/v1",
 }

@@ -49,7 +49,7 @@ def init_api(app):
     api = ChatportApi(app)
     app.extensions["chatport_api"] = api
 
-    from . import account, bots, chat_api, conversations, keys, models, openai_compat, users
+    from . import account, bots, channel_api, chat_api, conversations, keys, models, openai_compat, users
     from .openai_format import render_error as render_openai_error
     from ..errors import register_dialect
 
@@ -57,8 +57,9 @@ def init_api(app):
     for module in (bots, keys, users, account, models, conversations):
         api.register_blueprint(module.blp, url_prefix=prefix + module.blp.url_prefix)
     chat_api.register(app, api, prefix)
-    api.register_blueprint(openai_compat.blp, url_prefix=app.config.get("OPENAI_PREFIX", "/v1"))
-    register_dialect(app, app.config.get("OPENAI_PREFIX", "/v1"), render_openai_error)
+    channel_api.register(app, api)
+    api.register_blueprint(openai_compat.blp, url_prefix=app.config["OPENAI_PREFIX"])
+    register_dialect(app, app.config["OPENAI_PREFIX"], render_openai_error)
 
     @app.get("/healthz")
     def healthz():

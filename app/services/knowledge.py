@@ -4,15 +4,23 @@ This module holds the rules; ``search_index`` holds the database-specific
 full-text SQL. Sync chunks each row (markdown-aware: headings, paragraphs,
 bounded size, small overlap) and indexes the chunks.
 """
+import logging
 import re
+import threading
+from datetime import timedelta
+
+from peewee import fn
 
 from .. import clock
 from ..db import db
-from ..errors import BadRequest, NotFound
+from ..errors import BadRequest, NotFound, QuotaExceeded, RateLimited
 from ..models import BotSource, KnowledgeChunk, KnowledgeRow, KnowledgeSource, RowTag, Tag
 from . import search_index
 
+log = logging.getLogger("chatport.knowledge")
+
 TYPES = ("MANUAL", "TEXT", "URL")
+STALE_SYNC = timedelta(minutes=15)  # a claim older than this (crashed worker) may be re-taken
 INTERVALS = ("day", "week", "month")
 CHUNK_CHARS = 1200
 CHUNK_OVERLAP = 150
@@ -145,12 +153,22 @@ def _check_row(row, max_chars):
         raise BadRequest("tags must be a list of at most 50 strings", fields={"tags": "invalid"})
 
 
-def add_rows(source, rows, *, max_row_chars=1_000_000):
-    """Create rows (all or nothing). Raises BadRequest."""
+def _check_quota(extra_chars, quota):
+    if quota is None:
+        return
+    used = KnowledgeRow.select(fn.COALESCE(fn.SUM(KnowledgeRow.char_count), 0)).scalar()
+    if used + extra_chars > quota:
+        raise QuotaExceeded(f"Knowledge storage is exhausted ({used} of {quota} characters used)",
+                            code="storage_exhausted")
+
+
+def add_rows(source, rows, *, max_row_chars=1_000_000, quota=None):
+    """Create rows, all or nothing. Raises BadRequest, QuotaExceeded (storage)."""
     for row in rows:
         _check_row(row, max_row_chars)
     created = []
     with db.atomic():
+        _check_quota(sum(len(r["content"]) for r in rows), quota)
         for row in rows:
             r = KnowledgeRow.create(source=source, name=row.get("name", ""), content=row["content"],
                                     char_count=len(row["content"]))
@@ -158,8 +176,69 @@ def add_rows(source, rows, *, max_row_chars=1_000_000):
                 RowTag.create(row=r, tag=tag_id)
             created.append(r)
         KnowledgeSource.update(status="not_synced", updated_at=clock.now()).where(
-            KnowledgeSource.id == source.id).execute()
+            (KnowledgeSource.id == source.id) & (KnowledgeSource.status != "syncing")).execute()
     return created
+
+
+def rows_query(source):
+    return KnowledgeRow.select().where(KnowledgeRow.source == source)
+
+
+def get_row(source, row_id):
+    """Raises NotFound."""
+    row = rows_query(source).where(KnowledgeRow.id == row_id).first()
+    if row is None:
+        raise NotFound(f"Data source row {row_id} not found")
+    return row
+
+
+def _rows_by_id(source, ids):
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) or not ids:
+        raise BadRequest("rows must be a non-empty list with string ids", fields={"dataSourceRows": "invalid"})
+    found = {r.id: r for r in rows_query(source).where(KnowledgeRow.id.in_(ids))}
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise NotFound(f"Data source row(s) not found: {', '.join(missing)}")
+    return found
+
+
+def update_rows(source, rows, *, max_row_chars=1_000_000, quota=None):
+    """Update name/content/tags of rows by id, all or nothing; they need a new sync.
+
+    Raises BadRequest, NotFound (an id not in the source), QuotaExceeded.
+    """
+    found = _rows_by_id(source, [r.get("id") for r in rows] if isinstance(rows, list) else None)
+    for row in rows:
+        merged = {"name": row.get("name", found[row["id"]].name),
+                  "content": row.get("content", found[row["id"]].content), "tags": row.get("tags")}
+        _check_row(merged, max_row_chars)
+    with db.atomic():
+        growth = sum(len(r["content"]) - found[r["id"]].char_count for r in rows if "content" in r)
+        if growth > 0:
+            _check_quota(growth, quota)
+        for row in rows:
+            target = found[row["id"]]
+            if "name" in row:
+                target.name = row["name"]
+            if "content" in row:
+                target.content, target.char_count = row["content"], len(row["content"])
+            target.status, target.updated_at = "not_synced", clock.now()
+            target.save()
+            if row.get("tags") is not None:
+                RowTag.delete().where(RowTag.row == target).execute()
+                for tag_id in _tag_ids(row["tags"]):
+                    RowTag.create(row=target, tag=tag_id)
+        KnowledgeSource.update(status="not_synced", updated_at=clock.now()).where(
+            (KnowledgeSource.id == source.id) & (KnowledgeSource.status != "syncing")).execute()
+    return list(found.values())
+
+
+def delete_rows(source, ids):
+    """Delete rows with their chunks and index entries, all or nothing. Raises NotFound."""
+    found = _rows_by_id(source, ids)
+    with db.atomic():
+        search_index.remove_rows(list(found))
+        KnowledgeRow.delete().where(KnowledgeRow.id.in_(list(found))).execute()
 
 
 def replace_text(source, text, name="text"):
@@ -178,20 +257,35 @@ def row_tags(row):
 # ---------------------------------------------------------------- sync
 
 
-def sync_source(source_id):
+def claim_sync(source_id):
+    """Mark the source ``syncing`` if no sync holds it (atomic, across workers).
+
+    Raises RateLimited (429) when a sync is already running.
+    """
+    now = clock.now()
+    claimed = KnowledgeSource.update(status="syncing", sync_started_at=now).where(
+        (KnowledgeSource.id == source_id)
+        & ((KnowledgeSource.status != "syncing") | (KnowledgeSource.sync_started_at.is_null())
+           | (KnowledgeSource.sync_started_at < now - STALE_SYNC))).execute()
+    if not claimed:
+        raise RateLimited("A sync of this data source is already running", code="sync_running")
+
+
+def sync_source(source_id, *, claimed=False):
     """Chunk and index every row of a source now; return the source.
 
     Rows move not_synced → syncing → synced (or sync_error with the reason).
+    Raises RateLimited when another sync holds the source (unless ``claimed``).
     """
+    if not claimed:
+        claim_sync(source_id)
     source = KnowledgeSource.get_by_id(source_id)
-    now = clock.now()
-    KnowledgeSource.update(status="syncing", sync_started_at=now).where(KnowledgeSource.id == source_id).execute()
+    KnowledgeRow.update(status="syncing").where(KnowledgeRow.source == source_id).execute()
     errors = 0
     for row in KnowledgeRow.select().where(KnowledgeRow.source == source_id):
         try:
             with db.atomic():
-                old = [c.id for c in KnowledgeChunk.select(KnowledgeChunk.id).where(KnowledgeChunk.row == row)]
-                search_index.remove_rows([row.id]) if old else None
+                search_index.remove_rows([row.id])
                 KnowledgeChunk.delete().where(KnowledgeChunk.row == row).execute()
                 chunks = [KnowledgeChunk(row=row.id, source=source_id, position=i, heading=h, content=c)
                           for i, (h, c) in enumerate(chunk_markdown(row.content))]
@@ -202,11 +296,49 @@ def sync_source(source_id):
         except Exception as exc:  # noqa: BLE001 - recorded per row
             errors += 1
             KnowledgeRow.update(status="sync_error", error=str(exc)[:500]).where(KnowledgeRow.id == row.id).execute()
-    status = "sync_error" if errors else "synced"
-    KnowledgeSource.update(status=status, last_sync=clock.now() if not errors else source.last_sync,
-                           error=f"{errors} row(s) failed" if errors else None,
-                           sync_started_at=None).where(KnowledgeSource.id == source_id).execute()
+    now = clock.now()
+    interval = {"day": timedelta(days=1), "week": timedelta(weeks=1), "month": timedelta(days=30)}
+    KnowledgeSource.update(
+        status="sync_error" if errors else "synced", last_sync=source.last_sync if errors else now,
+        error=f"{errors} row(s) failed" if errors else None, sync_started_at=None,
+        next_sync_at=now + interval[source.sync_interval] if source.sync_interval else None,
+    ).where(KnowledgeSource.id == source_id).execute()
     return KnowledgeSource.get_by_id(source_id)
+
+
+def sync_in_background(source_id):
+    """Claim the source now (429 if a sync runs), then sync it in a thread (a greenlet
+    under gevent); the caller returns at once."""
+    claim_sync(source_id)
+
+    def run():
+        try:
+            with db.connection_context():
+                sync_source(source_id, claimed=True)
+        except Exception:  # noqa: BLE001
+            log.exception("background sync of %s failed", source_id)
+            with db.connection_context():
+                KnowledgeSource.update(status="sync_error", error="sync failed", sync_started_at=None).where(
+                    KnowledgeSource.id == source_id).execute()
+
+    thread = threading.Thread(target=run, name=f"sync-{source_id}", daemon=True)
+    thread.start()
+    return thread
+
+
+def sync_due(now=None):
+    """Sync every source whose interval is due, each claimed by exactly one caller; return ids."""
+    now = now or clock.now()
+    done = []
+    for source in KnowledgeSource.select(KnowledgeSource.id).where(
+            KnowledgeSource.sync_interval.is_null(False) & (KnowledgeSource.next_sync_at <= now)):
+        try:
+            claim_sync(source.id)
+        except RateLimited:
+            continue
+        sync_source(source.id, claimed=True)
+        done.append(source.id)
+    return done
 
 
 # ---------------------------------------------------------------- search
