@@ -43,6 +43,13 @@ DEFAULTS = {
     "STREAM_TIMEOUT": 600,
     "STOP_POLL_INTERVAL": 0.5,
     "SSE_HEARTBEAT": 15,
+    # Rate-limit plans: requests per minute per API category ("*" = every category).
+    # A key uses its own plan or DEFAULT_PLAN; its rate_limits override single categories.
+    "RATE_LIMIT_PLANS": {"default": {}, "free": {"*": 3}},
+    "DEFAULT_PLAN": "default",
+    # The channel API's secret is its key: plan and monthly credits per channel.
+    "CHANNEL_PLAN": None,
+    "CHANNEL_CREDIT_QUOTA": None,
     # Model used by new bots when none is given.
     "DEFAULT_MODEL": "echo/echo",
     # Provider plugins (see README "Providers"). Keys and URLs fall back to the

@@ -9,8 +9,10 @@ History:
   1  the first schema.
   2  end users remember when they were last seen; message ratings carry a comment.
   4  the knowledge full-text index (FTS5 table on SQLite, GIN index on PostgreSQL).
+  6  rate-limit state in double precision on PostgreSQL (REAL lost seconds at epoch scale);
+     usage and rate-limit subjects up to 64 characters ("channel:<id>").
 """
-from peewee import DateTimeField, TextField
+from peewee import CharField, DateTimeField, DoubleField, TextField
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
 
 from .db import db, is_sqlite
@@ -43,7 +45,16 @@ def _v4(migrator):
     create_schema()
 
 
-STEPS = {2: _v2, 4: _v4}
+def _v6(migrator):
+    if not is_sqlite():  # SQLite's REAL is a double and it does not enforce VARCHAR lengths
+        migrate(
+            migrator.alter_column_type("rate_limit_state", "tat", DoubleField(default=0)),
+            migrator.alter_column_type("rate_limit_state", "key_id", CharField(max_length=64)),
+            migrator.alter_column_type("usage", "key_id", CharField(max_length=64, null=True)),
+        )
+
+
+STEPS = {2: _v2, 4: _v4, 6: _v6}
 LATEST = max(STEPS)
 
 

@@ -9,6 +9,7 @@ from peewee import (
     BooleanField,
     CharField,
     DateTimeField,
+    DoubleField,
     FloatField,
     ForeignKeyField,
     IntegerField,
@@ -279,7 +280,8 @@ class Usage(BaseModel):
     id = IdField()
     created_at = DateTimeField(default=clock.now, index=True)
     # Plain ids, not foreign keys: usage outlives the keys and bots it names.
-    key_id = CharField(max_length=36, null=True, index=True)
+    # an ApiKey id, or "channel:<channel id>" for the channel API
+    key_id = CharField(max_length=64, null=True, index=True)
     dialect = CharField(max_length=20)
     category = CharField(max_length=20)
     endpoint = CharField(max_length=200, default="")
@@ -297,9 +299,9 @@ class Usage(BaseModel):
 class RateLimitState(BaseModel):
     """GCRA state per key and API category, shared by every worker."""
 
-    key_id = CharField(max_length=36)
+    key_id = CharField(max_length=64)  # same subjects as Usage.key_id
     category = CharField(max_length=20)
-    tat = FloatField(default=0)  # theoretical arrival time, epoch seconds
+    tat = DoubleField(default=0)  # theoretical arrival time, epoch seconds (needs double precision)
 
     class Meta:
         primary_key = False

@@ -99,7 +99,12 @@ class Api:
         return headers
 
     def request(self, method, path, headers=None, **kw):
-        return self.client.open(path, method=method, headers=self._headers(headers), **kw)
+        """Send, read the whole body and close the response (as a server does after the last
+        byte: that is when the usage row is written)."""
+        resp = self.client.open(path, method=method, headers=self._headers(headers), **kw)
+        resp.get_data()
+        resp.close()
+        return resp
 
     def get(self, path, **kw):
         return self.request("GET", path, **kw)

@@ -47,14 +47,17 @@ def init_api(app):
                                 "workflows, users, models, analytics, account."},
     })
     api = ChatportApi(app)
+    from . import policy
+
+    policy.init_app(app)
     app.extensions["chatport_api"] = api
 
-    from . import account, bots, channel_api, chat_api, conversations, keys, models, openai_compat, users
+    from . import account, analytics, bots, channel_api, chat_api, conversations, keys, models, openai_compat, users
     from .openai_format import render_error as render_openai_error
     from ..errors import register_dialect
 
     prefix = app.config["API_PREFIX"]
-    for module in (bots, keys, users, account, models, conversations):
+    for module in (bots, keys, users, account, models, conversations, analytics):
         api.register_blueprint(module.blp, url_prefix=prefix + module.blp.url_prefix)
     chat_api.register(app, api, prefix)
     channel_api.register(app, api)

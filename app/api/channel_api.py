@@ -16,6 +16,7 @@ from ..models import Conversation, KnowledgeRow, KnowledgeSource, Message
 from ..pagination import paginate
 from ..services import channels, chat, knowledge
 from ..services.events import Delta, Done, Error
+from . import policy
 from .common import Blueprint
 from .openai_format import chunk_stream
 from .sse import stream_response
@@ -41,10 +42,9 @@ def _pop_channel(endpoint, values):
 @blp.before_request
 def _authenticate():
     g.channel = channels.authenticate_channel(g.channel_id, request.headers.get("X-API-Secret-Key"))
-    meter = metering.current()
-    meter.dialect, meter.bot_id = "channel", g.channel.bot_id
-    meter.category = "knowledge" if "/data-sources" in request.path else "conversation"
-    meter.key_id = None
+    metering.current().bot_id = g.channel.bot_id
+    config = current_app.config
+    policy.enforce(f"channel:{g.channel.id}", plan=config["CHANNEL_PLAN"], quota=config["CHANNEL_CREDIT_QUOTA"])
 
 
 def _bot():

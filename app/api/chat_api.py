@@ -46,9 +46,8 @@ def _json_without_content_type():
 blp.before_request(any_key)  # 401 before any body is looked at
 
 
-def _meter(bot=None, category="conversation"):
-    meter = metering.current()
-    meter.dialect, meter.category = "chat", category
+def _meter(bot=None):
+    meter = metering.current()  # dialect and category come from app/api/policy.py
     if bot is not None:
         meter.bot_id = bot.id
     return meter
@@ -131,7 +130,7 @@ class ChatbotId(Schema):
 def create_chatbot(data):
     """Create a chatbot; `sourceText` becomes its knowledge (synced before this returns)"""
     _admin()
-    _meter(category="account")
+    _meter()
     bot = chatbots.create_chatbot(data["chatbotName"], data.get("sourceText"),
                                   default_model=current_app.config["CHAT_API_MODEL"])
     return {"chatbotId": bot.id}
@@ -150,7 +149,7 @@ def update_chatbot_data(data):
     """Rename a chatbot and/or replace its `sourceText` knowledge (re-synced)"""
     _admin()
     bot = bots.get_bot(data["chatbotId"], current_key())
-    _meter(bot, "knowledge")
+    _meter(bot)
     chatbots.update_chatbot_data(bot, name=data.get("chatbotName"), source_text=data.get("sourceText"))
     return {"chatbotId": bot.id}
 
@@ -170,7 +169,7 @@ def update_chatbot_settings(data):
     """Change a chatbot's name, instructions, model or temperature"""
     _admin()
     bot = bots.get_bot(data["chatbotId"], current_key())
-    _meter(bot, "account")
+    _meter(bot)
     changes = {"name": data.get("chatbotName"), "instructions": data.get("instructions"),
                "model": data.get("model"), "temperature": data.get("temperature")}
     changes = {k: v for k, v in changes.items() if v is not None}
@@ -198,7 +197,7 @@ class ChatbotList(Schema):
 def get_chatbots():
     """List chatbots"""
     _admin()
-    _meter(category="account")
+    _meter()
     rows = list(bots.scoped(current_key()).order_by(bots.Bot.created_at, bots.Bot.id))
     return {"chatbots": {"data": ChatbotOut(many=True).dump(rows)}}
 
@@ -222,7 +221,7 @@ def delete_chatbot(args):
     if not isinstance(chatbot_id, str) or not chatbot_id:
         raise BadRequest("chatbotId is required (query string or body)", fields={"chatbotId": "missing"})
     bot = bots.get_bot(chatbot_id, current_key())
-    _meter(bot, "account")
+    _meter(bot)
     chatbots.delete_chatbot(bot)
     return {"message": "Chatbot deleted"}
 

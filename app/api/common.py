@@ -6,6 +6,7 @@ from webargs.flaskparser import FlaskParser
 
 from .. import clock
 from ..services import keys
+from . import policy
 
 
 class Parser(FlaskParser):
@@ -30,9 +31,11 @@ def bearer_token():
 def current_key():
     """Authenticate the request once; raises Unauthorized."""
     if "api_key" not in g:
-        g.api_key = keys.authenticate(
+        key = keys.authenticate(
             bearer_token(), last_used_interval=current_app.config["KEY_LAST_USED_INTERVAL"]
         )
+        g.api_key = key
+        policy.enforce(key.id, plan=key.plan, overrides=key.rate_limits, quota=key.credit_quota)
     return g.api_key
 
 

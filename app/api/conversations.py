@@ -24,8 +24,7 @@ blp.before_request(any_key)
 
 
 def _meter(bot=None):
-    meter = metering.current()
-    meter.dialect, meter.category = "chatport", "conversation"
+    meter = metering.current()  # dialect and category come from app/api/policy.py
     if bot is not None:
         meter.bot_id = bot.id
     return meter

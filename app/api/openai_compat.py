@@ -78,7 +78,6 @@ def chat_completions(data):
     """Create a chat completion (OpenAI wire format; streaming with SSE chunks)"""
     key = current_key()
     meter = metering.current()
-    meter.dialect, meter.category = "openai", "conversation"
     bot, model_name = None, data["model"]
     if model_name.startswith("bot/"):
         bot = bots.find_bot(model_name[4:], key)
@@ -115,8 +114,6 @@ def chat_completions(data):
 def models():
     """List models (OpenAI format): provider models and bots (`bot/<id>`)"""
     key = current_key()
-    meter = metering.current()
-    meter.dialect, meter.category = "openai", "models"
     data = []
     if keys.bot_scope(key) is None:
         for m in list_models(registry()):

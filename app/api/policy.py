@@ -1,0 +1,114 @@
+"""Rate limits, credit quotas and usage rows for every dialect, from one place.
+
+- ``classify(path)`` names the dialect and API category of a request from one
+  table (README "Rate limits, credits and usage").
+- ``enforce(subject, ...)`` runs right after authentication: the bearer-key
+  helper ``app.api.common.current_key`` calls it for every key, the channel
+  API for its channel (subject ``channel:<id>``). Over a limit it raises the
+  429 that the dialect's renderer shapes.
+- An ``after_request`` hook adds ``RateLimit-*`` headers and writes the
+  request's usage row when the response is closed (after a stream's last byte).
+"""
+import time
+
+from flask import current_app, g, request
+
+from .. import metering
+from ..services import limits, usage
+
+UNMETERED = ("/healthz", "/api/docs", "/api/openapi.json", "/static/")
+
+
+def category_table(config):
+    """``[(path prefix, dialect, category)]``, longest prefix first."""
+    api, ch, oa = config["API_PREFIX"], config["CHANNEL_API_PREFIX"], config["OPENAI_PREFIX"]
+    hooks = config.get("HOOKS_PREFIX", "/hooks")
+    table = [
+        (f"{api}/conversations", "chatport", "conversation"),
+        (f"{api}/knowledge", "chatport", "knowledge"),
+        (f"{api}/automations", "chatport", "workflow"),
+        (f"{api}/runs", "chatport", "workflow"),
+        (f"{api}/users", "chatport", "user"),
+        (f"{api}/analytics", "chatport", "analytics"),
+        (f"{api}/models", "chatport", "models"),
+        (f"{api}/account", "chatport", "account"),
+        (f"{api}/bots", "chatport", "account"),
+        (f"{api}/keys", "chatport", "account"),
+        (f"{api}/chat", "chat", "conversation"),
+        (f"{api}/get-conversations", "chat", "conversation"),
+        (f"{api}/create-chatbot", "chat", "knowledge"),
+        (f"{api}/update-chatbot-data", "chat", "knowledge"),
+        (f"{api}/update-chatbot-settings", "chat", "account"),
+        (f"{api}/get-chatbots", "chat", "account"),
+        (f"{api}/delete-chatbot", "chat", "account"),
+        (f"{ch}", "channel", "conversation"),  # data-sources paths: knowledge (see classify)
+        (f"{oa}/flows", "flows", "workflow"),
+        (f"{oa}/generate", "flows", "workflow"),
+        (f"{oa}/models", "openai", "models"),
+        (f"{oa}", "openai", "conversation"),
+        (hooks or "/", "hooks", "workflow"),
+    ]
+    return sorted(table, key=lambda row: -len(row[0]))
+
+
+def classify(path):
+    """``(dialect, category)`` of a request path."""
+    for prefix, dialect, category in current_app.extensions["chatport_categories"]:
+        if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
+            if dialect == "channel" and "/data-sources" in path:
+                return dialect, "knowledge"
+            return dialect, category
+    return "chatport", "account"
+
+
+def enforce(subject, *, plan=None, overrides=None, quota=None):
+    """Quota, then rate limit, for ``subject`` in this request's category.
+
+    Raises QuotaExceeded or RateLimited (both 429, with Retry-After/RateLimit-* headers).
+    """
+    config = current_app.config
+    meter = metering.current()
+    meter.key_id = subject
+    limits.check_quota(subject, quota)
+    limit = limits.limit_for(plan, overrides, meter.category, config["RATE_LIMIT_PLANS"], config["DEFAULT_PLAN"])
+    if limit is not None:
+        g.rate_decision = limits.check_rate(subject, meter.category, limit)
+
+
+def _metered():
+    return not request.path.startswith(UNMETERED)
+
+
+def _start():
+    if not _metered():
+        return
+    g.request_started = time.perf_counter()
+    meter = metering.current()
+    meter.dialect, meter.category = classify(request.path)
+    meter.details["endpoint"] = f"{request.method} {request.url_rule.rule if request.url_rule else request.path}"
+
+
+def _finish(response):
+    if not _metered() or "request_started" not in g:
+        return response
+    decision = g.get("rate_decision")
+    if decision is not None:
+        for name, value in limits.headers_for(decision).items():
+            response.headers.setdefault(name, value)
+    meter, started = metering.current(), g.request_started
+    prices, status = current_app.config["MODEL_PRICES"], response.status_code
+
+    def record_once():  # a response may be closed more than once
+        if not meter.details.pop("pending", False):
+            return
+        usage.record(meter, status=status, latency_ms=(time.perf_counter() - started) * 1000, prices=prices)
+
+    meter.details["pending"] = True
+    response.call_on_close(record_once)
+    return response
+
+
+def init_app(app):
+    app.extensions["chatport_categories"] = category_table(app.config)
+    app.before_request(_start)
+    app.after_request(_finish)
