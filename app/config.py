@@ -30,6 +30,7 @@ DEFAULTS = {
     "MAX_MESSAGE_LENGTH": 32000,
     "MAX_MESSAGES": 200,
     "MAX_PROPERTIES": 50,
+    "MAX_AUTOMATION_INPUTS": 50,
     # Credits per 1,000 tokens per model ("*" = default); see app/services/credits.py.
     "MODEL_PRICES": {"*": {"prompt": 1, "completion": 1}},
     # Aliases: {"fast": "openai/gpt-4o-mini"}.
@@ -79,4 +80,6 @@ DEFAULTS = {
     "API_PREFIX": "/api/v1",
     "CHANNEL_API_PREFIX": "/api/public/channels",
     "OPENAI_PREFIX": "/v1",
+    # Automation endpoints: POST <HOOKS_PREFIX>/<endpoint>; "" mounts them at the root.
+    "HOOKS_PREFIX": "/hooks",
 }

@@ -127,7 +127,16 @@ def register_dialect(app, prefix, renderer):
     app.extensions[_DIALECTS].sort(key=lambda item: -len(item[0]))
 
 
+def register_blueprint_dialect(app, blueprint_name, renderer):
+    """Make ``renderer`` answer errors of every route of a blueprint, whatever its path
+    (for dialects mounted at a configurable prefix that may be empty)."""
+    app.extensions.setdefault(_DIALECTS + ".blueprints", {})[blueprint_name] = renderer
+
+
 def _renderer_for(path):
+    by_blueprint = current_app.extensions.get(_DIALECTS + ".blueprints", {})
+    if request.blueprint in by_blueprint:
+        return by_blueprint[request.blueprint]
     for prefix, renderer in current_app.extensions.get(_DIALECTS, []):
         if path == prefix or path.startswith(prefix.rstrip("/") + "/") or prefix == "":
             return renderer

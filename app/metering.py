@@ -22,6 +22,8 @@ class UsageMeter:
     completion_tokens: int = 0
     tokens_estimated: bool = False
     extra_credits: int = 0
+    # Set when a call used several models (automations): token credits already priced per model.
+    token_credits: int = None
     status: int = 0
     details: dict = field(default_factory=dict)
 

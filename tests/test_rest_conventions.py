@@ -15,6 +15,10 @@ def shape_of(path, app):
     if any(path.startswith(app.config["API_PREFIX"] + p) for p in (
             "/chat", "/create-chatbot", "/update-chatbot", "/get-chatbots", "/delete-chatbot", "/get-conversations")):
         return lambda b: set(b) == {"message"}
+    if path.startswith((app.config["OPENAI_PREFIX"] + "/flows", app.config["OPENAI_PREFIX"] + "/generate")):
+        return lambda b: b["error"] is True and b["code"] == 405 and b["message"]
+    if path.startswith(app.config["HOOKS_PREFIX"] + "/"):
+        return lambda b: b["success"] is False and b["error"]["message"]
     if path.startswith(app.config["OPENAI_PREFIX"] + "/"):
         return lambda b: b["error"]["type"] and b["error"]["message"]
     return lambda b: b["code"] == 405 and b["error"] == "method_not_allowed"

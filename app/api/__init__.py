@@ -52,17 +52,20 @@ def init_api(app):
     policy.init_app(app)
     app.extensions["chatport_api"] = api
 
-    from . import account, analytics, bots, channel_api, chat_api, conversations, keys, models, openai_compat, users
+    from . import account, analytics, automations, bots, flows, hooks, channel_api, chat_api, conversations, keys, models, openai_compat, users
     from .openai_format import render_error as render_openai_error
     from ..errors import register_dialect
 
     prefix = app.config["API_PREFIX"]
-    for module in (bots, keys, users, account, models, conversations, analytics):
+    for module in (bots, keys, users, account, models, conversations, analytics, automations):
         api.register_blueprint(module.blp, url_prefix=prefix + module.blp.url_prefix)
+    api.register_blueprint(automations.runs_blp, url_prefix=prefix + automations.runs_blp.url_prefix)
     chat_api.register(app, api, prefix)
     channel_api.register(app, api)
     api.register_blueprint(openai_compat.blp, url_prefix=app.config["OPENAI_PREFIX"])
     register_dialect(app, app.config["OPENAI_PREFIX"], render_openai_error)
+    flows.register(app, api)
+    hooks.register(app, api)  # last: with an empty prefix its /<endpoint> must not shadow others
 
     @app.get("/healthz")
     def healthz():

@@ -8,7 +8,7 @@ from .. import clock
 from ..db import db, is_sqlite
 from ..errors import BadRequest
 from ..models import Usage
-from .credits import call_credits
+from .credits import CALL_CREDITS, call_credits
 
 log = logging.getLogger("chatport.usage")
 
@@ -19,7 +19,10 @@ GROUPS = {"key": Usage.key_id, "bot": Usage.bot_id, "automation": Usage.automati
 def record(meter, *, status, latency_ms, prices):
     """Write the usage row of one call; never raises (a failed write is logged)."""
     try:
-        credits = call_credits(prices, meter.model, meter.prompt_tokens, meter.completion_tokens)
+        if meter.token_credits is not None:
+            credits = CALL_CREDITS + meter.token_credits
+        else:
+            credits = call_credits(prices, meter.model, meter.prompt_tokens, meter.completion_tokens)
         credits += meter.extra_credits
         with db.connection_context():
             Usage.insert(

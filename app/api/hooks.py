@@ -1,0 +1,48 @@
+"""Automation endpoints (specs/automations-endpoint-api.txt): ``POST <HOOKS_PREFIX>/<endpoint>``.
+
+The body's keys initialise the automation's variables; the reply carries its
+return variables and the credits the call used. Errors are
+``{"success": false, "error": {"message": ...}}``.
+"""
+from flask import current_app, request
+
+from ..errors import BadRequest, register_blueprint_dialect, register_dialect
+from ..llm import registry
+from ..services import automations, keys
+from .automation_meter import meter_for
+from .common import Blueprint, any_key, current_key
+
+blp = Blueprint("hooks", __name__, description="Automation endpoints")
+blp.before_request(any_key)
+
+
+def render_error(err):
+    return {"success": False, "error": {"message": err.message}}, err.status, err.headers
+
+
+def register(app, api):
+    prefix = app.config["HOOKS_PREFIX"] or ""
+    api.register_blueprint(blp, url_prefix=prefix or None)
+    register_blueprint_dialect(app, blp.name, render_error)
+    if prefix:
+        register_dialect(app, prefix, render_error)
+
+
+@blp.route("/<endpoint>", methods=["POST"])
+@blp.response(200)
+def call_endpoint(endpoint):
+    """Run the automation behind a user-defined endpoint; the JSON body gives its variables"""
+    key = current_key()
+    automation = automations.by_endpoint(endpoint, keys_scope(key))
+    body = request.get_json(force=True, silent=True) if request.get_data(cache=True).strip() else {}
+    if not isinstance(body, dict):
+        raise BadRequest("The body must be a JSON object of variables")
+    on_finish = meter_for(automation)
+    result = automations.run(automation, body, registry=registry(), config=current_app.config, key=key,
+                             dialect="hooks", on_finish=on_finish)
+    return {"success": True, "data": result.outputs,
+            "usage": {"total_usage": result.credits, "prompt_length": result.prompt_length}}
+
+
+def keys_scope(key):
+    return key if key.kind != "admin" else None
