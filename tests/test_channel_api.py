@@ -248,7 +248,9 @@ def _wait_synced(ch, source_id, timeout=10):
         if state == "synced":
             return
         time.sleep(0.05)
-    raise AssertionError(f"not synced: {state}")
+    rows = ch.post("data-sources/row/list", {"dataSourceId": source_id}).get_json()["dataSourceRows"]
+    details = [ch.get(f"data-sources/row?dataSourceId={source_id}&dataSourceRowId={r['id']}").get_json() for r in rows]
+    raise AssertionError(f"not synced: {state} {details}")
 
 
 def test_bot_answers_from_channel_knowledge(admin, client):

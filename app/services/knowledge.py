@@ -282,7 +282,13 @@ def sync_source(source_id, *, claimed=False):
     source = KnowledgeSource.get_by_id(source_id)
     KnowledgeRow.update(status="syncing").where(KnowledgeRow.source == source_id).execute()
     errors = 0
-    for row in KnowledgeRow.select().where(KnowledgeRow.source == source_id):
+    # Ids first: iterating a live SELECT while writing keeps an old WAL snapshot open, and
+    # the first write after another connection's commit then fails with "database is locked".
+    row_ids = [r.id for r in KnowledgeRow.select(KnowledgeRow.id).where(KnowledgeRow.source == source_id)]
+    for row_id in row_ids:
+        row = KnowledgeRow.get_or_none(KnowledgeRow.id == row_id)
+        if row is None:  # deleted meanwhile
+            continue
         try:
             with db.atomic():
                 search_index.remove_rows([row.id])
@@ -330,8 +336,9 @@ def sync_due(now=None):
     """Sync every source whose interval is due, each claimed by exactly one caller; return ids."""
     now = now or clock.now()
     done = []
-    for source in KnowledgeSource.select(KnowledgeSource.id).where(
-            KnowledgeSource.sync_interval.is_null(False) & (KnowledgeSource.next_sync_at <= now)):
+    due = list(KnowledgeSource.select(KnowledgeSource.id).where(  # a list: see sync_source
+        KnowledgeSource.sync_interval.is_null(False) & (KnowledgeSource.next_sync_at <= now)))
+    for source in due:
         try:
             claim_sync(source.id)
         except RateLimited:
