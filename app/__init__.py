@@ -40,6 +40,10 @@ def create_app(test_config=None):
 
     init_api(app)
 
+    from . import scheduler
+
+    scheduler.init_app(app)
+
     if app.config["AUTO_UPGRADE"]:
         from .migrations import upgrade
 

@@ -141,6 +141,30 @@ def serve_command(host, port, workers, worker_connections, stream_timeout, gunic
     os.execv(sys.executable, argv)
 
 
+# ---------------------------------------------------------------- knowledge
+
+
+@main.group("knowledge")
+def knowledge_group():
+    """Knowledge sources."""
+
+
+@knowledge_group.command("sync-due")
+@click.option("--json", "as_json", is_flag=True, help="Print the synced source ids as JSON.")
+@with_appcontext
+def knowledge_sync_due(as_json):
+    """Sync every source whose sync interval (day, week, month) is due. For cron.
+
+    Safe to run from several machines at once: each source is claimed by one.
+    """
+    from .api.knowledge import fetch_options
+    from .services import knowledge
+
+    with db.connection_context():
+        done = knowledge.sync_due(fetch_options=fetch_options(current_app.config))
+    _emit(as_json, done, f"Synced {len(done)} due source(s).")
+
+
 # ---------------------------------------------------------------- db
 
 

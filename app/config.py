@@ -74,6 +74,13 @@ DEFAULTS = {
     # Knowledge: characters stored per instance (None = no limit) and per row.
     "KNOWLEDGE_MAX_CHARS": 50_000_000,
     "KNOWLEDGE_MAX_ROW_CHARS": 1_000_000,
+    # URL sources: largest page, seconds to wait, networks allowed besides public addresses
+    # (e.g. ["127.0.0.0/8"]); loopback, private and link-local addresses are refused otherwise.
+    "KNOWLEDGE_URL_MAX_BYTES": 2_000_000,
+    "KNOWLEDGE_URL_TIMEOUT": 10,
+    "KNOWLEDGE_URL_ALLOWED_NETWORKS": [],
+    # Seconds between checks for sources whose sync interval is due (0: only `chatport knowledge sync-due`).
+    "KNOWLEDGE_SYNC_DUE_INTERVAL": 60,
     # Model of chatbots created through the chat API's create-chatbot.
     "CHAT_API_MODEL": "extractive/extractive",
     # Mount points of the dialects.

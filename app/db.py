@@ -16,6 +16,21 @@ from playhouse.pool import PooledSqliteDatabase
 db = DatabaseProxy()
 
 
+class SqliteDatabaseImmediate(PooledSqliteDatabase):
+    """Pooled SQLite whose transactions take the write lock up front (BEGIN IMMEDIATE).
+
+    A deferred transaction that reads and then writes fails at once with
+    "database is locked" when another connection committed in between (WAL
+    snapshot); an immediate one waits for the lock with the busy timeout.
+    """
+
+    def atomic(self, lock_type=None):
+        return super().atomic(lock_type=lock_type or "IMMEDIATE")
+
+    def transaction(self, lock_type=None):
+        return super().transaction(lock_type=lock_type or "IMMEDIATE")
+
+
 def default_url(instance_path):
     """The default database URL: ``sqlite:///<instance>/chatport.db``."""
     return "sqlite:///" + os.path.join(instance_path, "chatport.db")
@@ -35,7 +50,7 @@ def make_database(url, *, busy_timeout_ms=5000, synchronous="NORMAL"):
             return SqliteDatabase(":memory:", pragmas={"foreign_keys": 1})
         # A small pool: opening a connection and setting its pragmas on every
         # request cost more than the request's queries.
-        return PooledSqliteDatabase(
+        return SqliteDatabaseImmediate(
             path,
             max_connections=int(os.environ.get("CHATPORT_SQLITE_POOL_SIZE", "256")),
             stale_timeout=300,

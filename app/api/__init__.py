@@ -52,12 +52,12 @@ def init_api(app):
     policy.init_app(app)
     app.extensions["chatport_api"] = api
 
-    from . import account, analytics, automations, bots, flows, hooks, channel_api, chat_api, conversations, keys, models, openai_compat, users
+    from . import account, analytics, automations, bots, flows, hooks, knowledge, channel_api, chat_api, conversations, keys, models, openai_compat, users
     from .openai_format import render_error as render_openai_error
     from ..errors import register_dialect
 
     prefix = app.config["API_PREFIX"]
-    for module in (bots, keys, users, account, models, conversations, analytics, automations):
+    for module in (bots, keys, users, account, models, conversations, analytics, automations, knowledge):
         api.register_blueprint(module.blp, url_prefix=prefix + module.blp.url_prefix)
     api.register_blueprint(automations.runs_blp, url_prefix=prefix + automations.runs_blp.url_prefix)
     chat_api.register(app, api, prefix)

@@ -85,12 +85,39 @@ def create_source(*, name, type="MANUAL", url=None, sync_interval=None, bot_ids=
     """Create a source attached to ``bot_ids``. Raises BadRequest."""
     if type not in TYPES:
         raise BadRequest(f"type must be one of {', '.join(TYPES)}", fields={"type": "invalid"})
+    if (type == "URL") != bool(url):
+        raise BadRequest("url is required for URL sources and only for them", fields={"url": "invalid"})
+    if url and not url.startswith(("http://", "https://")):
+        raise BadRequest("url must start with http:// or https://", fields={"url": "invalid"})
     _check_interval(sync_interval)
     with db.atomic():
         source = KnowledgeSource.create(name=name, type=type, url=url, sync_interval=sync_interval)
-        for bot_id in bot_ids:
-            BotSource.create(bot=bot_id, source=source)
+        attach(source, bot_ids)
     return source
+
+
+def attach(source, bot_ids):
+    """Attach the source to these bots (unknown bots: BadRequest)."""
+    from ..models import Bot
+
+    bot_ids = list(dict.fromkeys(bot_ids or []))
+    found = {b.id for b in Bot.select(Bot.id).where(Bot.id.in_(bot_ids))} if bot_ids else set()
+    missing = [b for b in bot_ids if b not in found]
+    if missing:
+        raise BadRequest(f"unknown bot(s): {', '.join(missing)}", fields={"bot_ids": "unknown"})
+    for bot_id in bot_ids:
+        BotSource.insert(bot=bot_id, source=source).on_conflict_ignore().execute()
+
+
+def set_bots(source, bot_ids):
+    """Attach the source to exactly these bots."""
+    with db.atomic():
+        BotSource.delete().where(BotSource.source == source).execute()
+        attach(source, bot_ids)
+
+
+def bots_of(source):
+    return [link.bot_id for link in BotSource.select(BotSource.bot).where(BotSource.source == source)]
 
 
 def sources_query(bot_id=None):
@@ -271,7 +298,7 @@ def claim_sync(source_id):
         raise RateLimited("A sync of this data source is already running", code="sync_running")
 
 
-def sync_source(source_id, *, claimed=False):
+def sync_source(source_id, *, claimed=False, fetch_options=None):
     """Chunk and index every row of a source now; return the source.
 
     Rows move not_synced → syncing → synced (or sync_error with the reason).
@@ -280,6 +307,16 @@ def sync_source(source_id, *, claimed=False):
     if not claimed:
         claim_sync(source_id)
     source = KnowledgeSource.get_by_id(source_id)
+    if source.type == "URL":
+        from .fetch import FetchError, fetch_text
+
+        try:
+            text = fetch_text(source.url, **(fetch_options or {}))
+        except FetchError as exc:  # the page stays as it was; the reason is kept
+            KnowledgeSource.update(status="sync_error", error=str(exc)[:500], sync_started_at=None).where(
+                KnowledgeSource.id == source_id).execute()
+            return KnowledgeSource.get_by_id(source_id)
+        replace_text(source, text, name=source.url[:500])
     KnowledgeRow.update(status="syncing").where(KnowledgeRow.source == source_id).execute()
     errors = 0
     # Ids first: iterating a live SELECT while writing keeps an old WAL snapshot open, and
@@ -312,7 +349,7 @@ def sync_source(source_id, *, claimed=False):
     return KnowledgeSource.get_by_id(source_id)
 
 
-def sync_in_background(source_id):
+def sync_in_background(source_id, fetch_options=None):
     """Claim the source now (429 if a sync runs), then sync it in a thread (a greenlet
     under gevent); the caller returns at once."""
     claim_sync(source_id)
@@ -320,7 +357,7 @@ def sync_in_background(source_id):
     def run():
         try:
             with db.connection_context():
-                sync_source(source_id, claimed=True)
+                sync_source(source_id, claimed=True, fetch_options=fetch_options)
         except Exception:  # noqa: BLE001
             log.exception("background sync of %s failed", source_id)
             with db.connection_context():
@@ -332,7 +369,7 @@ def sync_in_background(source_id):
     return thread
 
 
-def sync_due(now=None):
+def sync_due(now=None, fetch_options=None):
     """Sync every source whose interval is due, each claimed by exactly one caller; return ids."""
     now = now or clock.now()
     done = []
@@ -343,7 +380,7 @@ def sync_due(now=None):
             claim_sync(source.id)
         except RateLimited:
             continue
-        sync_source(source.id, claimed=True)
+        sync_source(source.id, claimed=True, fetch_options=fetch_options)
         done.append(source.id)
     return done
 
@@ -389,7 +426,7 @@ def search(query, *, source_ids=None, tag_ids=None, top_k=5):
     hits = search_index.search(query, source_ids=source_ids, row_ids=row_ids, top_k=top_k)
     if not hits:
         return []
-    chunks = {c.id: c for c in KnowledgeChunk.select(KnowledgeChunk, KnowledgeRow.name)
+    chunks = {c.id: c for c in KnowledgeChunk.select(KnowledgeChunk, KnowledgeRow.id, KnowledgeRow.name)
               .join(KnowledgeRow).where(KnowledgeChunk.id.in_([h[0] for h in hits]))}
     out = []
     for chunk_id, score in hits:
