@@ -284,6 +284,23 @@ def row_tags(row):
 # ---------------------------------------------------------------- sync
 
 
+SYNC_BATCH = 100
+
+
+def _index_row(row_id, source_id):
+    """(Re)chunk and (re)index one row, inside the caller's transaction."""
+    row = KnowledgeRow.get_or_none(KnowledgeRow.id == row_id)
+    if row is None:  # deleted meanwhile
+        return
+    search_index.remove_rows([row.id])
+    KnowledgeChunk.delete().where(KnowledgeChunk.row == row).execute()
+    chunks = [KnowledgeChunk(row=row.id, source=source_id, position=i, heading=h, content=c)
+              for i, (h, c) in enumerate(chunk_markdown(row.content))]
+    KnowledgeChunk.bulk_create(chunks, batch_size=200)
+    search_index.index_chunks(chunks)
+    KnowledgeRow.update(status="synced", error=None, last_sync=clock.now()).where(KnowledgeRow.id == row.id).execute()
+
+
 def claim_sync(source_id):
     """Mark the source ``syncing`` if no sync holds it (atomic, across workers).
 
@@ -318,27 +335,25 @@ def sync_source(source_id, *, claimed=False, fetch_options=None):
             return KnowledgeSource.get_by_id(source_id)
         replace_text(source, text, name=source.url[:500])
     KnowledgeRow.update(status="syncing").where(KnowledgeRow.source == source_id).execute()
-    errors = 0
     # Ids first: iterating a live SELECT while writing keeps an old WAL snapshot open, and
     # the first write after another connection's commit then fails with "database is locked".
     row_ids = [r.id for r in KnowledgeRow.select(KnowledgeRow.id).where(KnowledgeRow.source == source_id)]
-    for row_id in row_ids:
-        row = KnowledgeRow.get_or_none(KnowledgeRow.id == row_id)
-        if row is None:  # deleted meanwhile
-            continue
-        try:
+    errors = 0
+    for start in range(0, len(row_ids), SYNC_BATCH):
+        batch = row_ids[start:start + SYNC_BATCH]
+        try:  # a batch per short transaction: fast, and a writer never waits long for the lock
             with db.atomic():
-                search_index.remove_rows([row.id])
-                KnowledgeChunk.delete().where(KnowledgeChunk.row == row).execute()
-                chunks = [KnowledgeChunk(row=row.id, source=source_id, position=i, heading=h, content=c)
-                          for i, (h, c) in enumerate(chunk_markdown(row.content))]
-                KnowledgeChunk.bulk_create(chunks, batch_size=200)
-                search_index.index_chunks(chunks)
-                KnowledgeRow.update(status="synced", error=None, last_sync=clock.now()).where(
-                    KnowledgeRow.id == row.id).execute()
-        except Exception as exc:  # noqa: BLE001 - recorded per row
-            errors += 1
-            KnowledgeRow.update(status="sync_error", error=str(exc)[:500]).where(KnowledgeRow.id == row.id).execute()
+                for row_id in batch:
+                    _index_row(row_id, source_id)
+        except Exception:  # noqa: BLE001 - retry the batch row by row to find the culprit(s)
+            for row_id in batch:
+                try:
+                    with db.atomic():
+                        _index_row(row_id, source_id)
+                except Exception as exc:  # noqa: BLE001 - recorded per row
+                    errors += 1
+                    KnowledgeRow.update(status="sync_error", error=str(exc)[:500]).where(
+                        KnowledgeRow.id == row_id).execute()
     now = clock.now()
     interval = {"day": timedelta(days=1), "week": timedelta(weeks=1), "month": timedelta(days=30)}
     KnowledgeSource.update(
