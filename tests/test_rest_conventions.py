@@ -71,3 +71,16 @@ def test_page_size_bounds(sqlite_app):
     assert client.get("/api/v1/conversations?limit=101").status_code == 400
     assert client.get("/api/v1/conversations?limit=0").status_code == 400
     assert client.get("/api/v1/conversations?limit=100").status_code == 200
+
+
+def test_automation_inputs_count_is_bounded(sqlite_app):
+    sqlite_app.config["MAX_AUTOMATION_INPUTS"] = 3
+    client = Api(sqlite_app.test_client(), create_key(sqlite_app, kind="admin"))
+    flow = client.post("/api/v1/automations", json={
+        "name": "f", "endpoint": "f", "inputs": [{"name": "a"}],
+        "steps": [{"prompt": "{{ a }}", "model": "echo/echo"}]}).get_json()
+    assert client.post("/hooks/f", json={"a": 1, "b": 2, "c": 3}).status_code == 200
+    too_many = client.post("/hooks/f", json={"a": 1, "b": 2, "c": 3, "d": 4})
+    assert too_many.status_code == 400 and "at most 3 inputs" in too_many.get_json()["error"]["message"]
+    assert client.post(f"/v1/flows/{flow['id']}/generate",
+                       json={"flow": {"inputs": {k: 1 for k in "abcd"}}}).get_json()["code"] == 400
