@@ -20,12 +20,16 @@ def corpus(rows, seed=42):
     syllables = ["ka", "lo", "mi", "ten", "ra", "sol", "vi", "den", "tor", "pa", "qui", "ne", "zar", "mu", "fe"]
     vocab = sorted({"".join(rnd.choice(syllables) for _ in range(rnd.randint(2, 4))) for _ in range(8000)})
     weights = [1.0 / (i + 1) for i in range(len(vocab))]  # Zipf-like, as in real text
+    cum, total = [], 0.0
+    for w in weights:
+        total += w
+        cum.append(total)
     for i in range(rows):
         parts = [f"# Document {i} {rnd.choice(vocab)}"]
         for _ in range(3):
-            parts.append(f"## {' '.join(rnd.choices(vocab, weights, k=3))}")
+            parts.append(f"## {' '.join(rnd.choices(vocab, cum_weights=cum, k=3))}")
             for _ in range(2):
-                parts.append(" ".join(rnd.choices(vocab, weights, k=42)) + ".")
+                parts.append(" ".join(rnd.choices(vocab, cum_weights=cum, k=42)) + ".")
         yield {"name": f"doc-{i}.md", "content": "\n\n".join(parts)}, vocab
 
 

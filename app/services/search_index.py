@@ -42,26 +42,36 @@ def terms(query):
 
 
 def index_chunks(chunks):
-    """Add ``KnowledgeChunk`` rows to the index (PostgreSQL indexes the table itself)."""
+    """Add ``KnowledgeChunk`` rows (already inserted) to the index.
+
+    On SQLite the FTS row shares the chunk's integer rowid, so removing a row's
+    entries is an index lookup, not a scan. PostgreSQL indexes the table itself.
+    """
     if not is_sqlite() or not chunks:
         return
-    db.execute_sql(
-        "INSERT INTO knowledge_chunk_fts (content, heading, chunk_id, source_id, row_id) VALUES "
-        + ", ".join(["(?, ?, ?, ?, ?)"] * len(chunks)),
-        [v for c in chunks for v in (c.content, c.heading, c.id, c.source_id, c.row_id)],
-    )
+    row_ids = sorted({c.row_id for c in chunks})
+    for start in range(0, len(row_ids), 500):
+        part = row_ids[start:start + 500]
+        db.execute_sql(
+            "INSERT INTO knowledge_chunk_fts (rowid, content, heading, chunk_id, source_id, row_id) "
+            "SELECT rowid, content, heading, id, source_id, row_id FROM knowledge_chunk WHERE row_id IN (%s)"
+            % ",".join("?" * len(part)), part)
 
 
 def remove_rows(row_ids):
+    """Drop the index entries of these rows (call before deleting their chunks)."""
     if is_sqlite() and row_ids:
         for start in range(0, len(row_ids), 500):
-            part = row_ids[start:start + 500]
-            db.execute_sql("DELETE FROM knowledge_chunk_fts WHERE row_id IN (%s)" % ",".join("?" * len(part)), part)
+            part = list(row_ids[start:start + 500])
+            db.execute_sql("DELETE FROM knowledge_chunk_fts WHERE rowid IN "
+                           "(SELECT rowid FROM knowledge_chunk WHERE row_id IN (%s))" % ",".join("?" * len(part)), part)
 
 
 def remove_sources(source_ids):
+    """Drop the index entries of these sources (call before deleting their chunks)."""
     if is_sqlite() and source_ids:
-        db.execute_sql("DELETE FROM knowledge_chunk_fts WHERE source_id IN (%s)" % ",".join("?" * len(source_ids)),
+        db.execute_sql("DELETE FROM knowledge_chunk_fts WHERE rowid IN "
+                       "(SELECT rowid FROM knowledge_chunk WHERE source_id IN (%s))" % ",".join("?" * len(source_ids)),
                        list(source_ids))
 
 
