@@ -86,8 +86,8 @@ def worker_rss_mb(master_pid):
 
 
 def to_ms(value):
-    num, unit = re.match(r"([\d.]+)(us|ms|s)", value).groups()
-    return float(num) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
+    num, unit = re.match(r"([\d.]+)(us|ms|s|m)", value).groups()
+    return float(num) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[unit]
 
 
 def wrk(port, path, body, connections, duration, headers):

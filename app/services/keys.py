@@ -71,6 +71,22 @@ def ensure_env_admin_key(plaintext):
     return row
 
 
+_BY_HASH_SQL = {}
+
+
+def _key_by_hash(digest):
+    """The key with this hash, or None. Runs on every request: the SQL is built once per
+    database type (peewee's query building cost more than the indexed lookup itself)."""
+    from ..db import db
+
+    kind = type(db.obj)
+    sql = _BY_HASH_SQL.get(kind)
+    if sql is None:
+        sql = _BY_HASH_SQL[kind] = ApiKey.select().where(ApiKey.key_hash == "?").sql()[0]
+    rows = list(ApiKey.raw(sql, digest))
+    return rows[0] if rows else None
+
+
 def authenticate(token, *, last_used_interval=60):
     """Return the enabled ApiKey for a bearer token.
 
@@ -80,7 +96,7 @@ def authenticate(token, *, last_used_interval=60):
     if not token:
         raise Unauthorized("Missing API key: send 'Authorization: Bearer <key>'")
     digest = secrets_util.digest(token)
-    row = ApiKey.get_or_none(ApiKey.key_hash == digest)
+    row = _key_by_hash(digest)
     if row is None or not secrets_util.matches(token, row.key_hash):
         raise Unauthorized("Invalid API key")
     if not row.enabled:
