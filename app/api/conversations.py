@@ -130,11 +130,8 @@ class ConversationList(MethodView):
         key = current_key()
         bot = bots.get_bot(data["bot_id"], key)
         _meter(bot)
-        conv = chat.start_conversation(bot, surface="api", api_key=key,
+        conv = chat.start_conversation(bot, surface="api", api_key=key, title=data.get("title", ""),
                                        end_user=users.touch(data.get("end_user_id")))
-        if data.get("title"):
-            conv.title = data["title"]
-            conv.save()
         conv.greeting = bot.greeting or None
         return conv
 

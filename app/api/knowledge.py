@@ -233,13 +233,5 @@ def get_row(source_id, row_id):
 @blp.response(200, SearchOut)
 def search(data):
     """Ranked passages for a query, filtered by sources (ids or names) and tags: what a bot will see"""
-    key = current_key()
-    ids = [r for r in data["source_ids"] if len(r) == 36]
-    names = [r for r in data["source_ids"] if len(r) != 36]
-    source_ids = knowledge.resolve_source_ids(ids, names)
-    scope = keys.bot_scope(key)
-    if scope is not None:
-        allowed = {s for bot in scope for s in knowledge.source_ids_of_bot(bot)}
-        source_ids = sorted(allowed if source_ids is None else allowed & set(source_ids))
-    tag_ids = knowledge.resolve_tag_ids(names=data["tags"])
-    return {"data": knowledge.search(data["query"], source_ids=source_ids, tag_ids=tag_ids, top_k=data["top_k"])}
+    return {"data": knowledge.search_for(data["query"], source_refs=data["source_ids"], tag_names=data["tags"],
+                                         top_k=data["top_k"], bot_scope=keys.bot_scope(current_key()))}

@@ -30,7 +30,7 @@ ROLES = ("system", "user", "assistant")
 
 
 def start_conversation(bot, *, surface="api", channel=None, end_user=None, api_key=None,
-                       conversation_id=None):
+                       conversation_id=None, title=""):
     """Create a conversation with ``bot``; the greeting (if any) is its first message.
 
     Raises NotFound when the bot is disabled.
@@ -38,7 +38,7 @@ def start_conversation(bot, *, surface="api", channel=None, end_user=None, api_k
     if not bot.enabled:
         raise NotFound(f"Bot {bot.id} is disabled")
     with db.atomic():
-        conv = Conversation.create(id=conversation_id or new_id(), bot=bot, surface=surface,
+        conv = Conversation.create(id=conversation_id or new_id(), bot=bot, surface=surface, title=title or "",
                                    channel=channel, end_user=end_user, api_key=api_key)
         if bot.greeting:
             Message.create(conversation=conv, role="assistant", content=bot.greeting,

@@ -450,3 +450,17 @@ def search(query, *, source_ids=None, tag_ids=None, top_k=5):
             out.append({"source_id": c.source_id, "row_id": c.row_id, "chunk_id": c.id,
                         "name": c.row.name, "content": c.content, "score": round(score, 6)})
     return out
+
+
+def search_for(query, *, source_refs=(), tag_names=(), top_k=5, bot_scope=None):
+    """Search as an API caller sees it: sources by id or name, tags by name, and a key scoped
+    to some bots (``bot_scope``) limited to the sources attached to them. Raises NotFound."""
+    from ..ids import is_uuid
+
+    source_ids = resolve_source_ids([r for r in source_refs if is_uuid(r)],
+                                    [r for r in source_refs if not is_uuid(r)])
+    if bot_scope is not None:
+        allowed = {s for bot in bot_scope for s in source_ids_of_bot(bot)}
+        source_ids = sorted(allowed if source_ids is None else allowed & set(source_ids))
+    tag_ids = resolve_tag_ids(names=tag_names)
+    return search(query, source_ids=source_ids, tag_ids=tag_ids, top_k=top_k)
