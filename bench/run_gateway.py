@@ -86,7 +86,10 @@ def worker_rss_mb(master_pid):
 
 
 def to_ms(value):
-    num, unit = re.match(r"([\d.]+)(us|ms|s|m)", value).groups()
+    match = re.match(r"([\d.]+)(us|ms|s|m)", value)
+    if not match:
+        raise RuntimeError(f"cannot read wrk latency {value!r}")
+    num, unit = match.groups()
     return float(num) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[unit]
 
 
@@ -104,7 +107,10 @@ def wrk(port, path, body, connections, duration, headers):
     p50m, p99m = re.search(r"50%\s+(\S+)", out), re.search(r"99%\s+(\S+)", out)
     if not p50m or not rps:
         raise RuntimeError("wrk got no answers:\n" + out)
-    p50, p99 = to_ms(p50m.group(1)), to_ms(p99m.group(1))
+    try:
+        p50, p99 = to_ms(p50m.group(1)), to_ms(p99m.group(1))
+    except RuntimeError:
+        raise RuntimeError("unreadable wrk output:\n" + out)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = re.search(r"Socket errors: (.*)", out)
     return {"rps": rps, "p50": p50, "p99": p99, "non2xx": int(errors.group(1)) if errors else 0,

@@ -20,6 +20,7 @@ import httpx
 import openai
 
 from app import errors
+from app.http_transport import Urllib3Transport
 from app.hookspecs import hookimpl
 from app.llm import Model
 from app.providers import (LazyClient, as_list, retry_after, setting, sse_data,
@@ -164,8 +165,8 @@ class OpenAIChatModel(Model):
 def _client_factory(base_url, api_key, connect_timeout, read_timeout, max_retries):
     def factory():
         timeout = httpx.Timeout(float(read_timeout), connect=float(connect_timeout))
-        return _Client(base_url=base_url, api_key=api_key, timeout=timeout,
-                       max_retries=int(max_retries))
+        return _Client(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=int(max_retries),
+                       http_client=httpx.Client(transport=Urllib3Transport(), timeout=timeout))
 
     return factory
 

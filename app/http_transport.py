@@ -1,0 +1,64 @@
+"""An httpx transport over urllib3's connection pool, for the provider SDKs.
+
+httpcore's pool checks every idle connection for expiry (a socket poll each)
+on every request; under load through one gevent worker that was about 15%
+of the CPU of a proxied call. urllib3 checks only the connection it takes.
+urllib3 errors are raised as the httpx exceptions the SDKs map.
+"""
+import httpx
+import urllib3
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+)
+
+
+class _Stream(httpx.SyncByteStream):
+    def __init__(self, response, request):
+        self._response = response
+        self._request = request
+
+    def __iter__(self):
+        try:
+            for chunk in self._response.stream(65536, decode_content=False):
+                yield chunk
+        except ReadTimeoutError as exc:
+            raise httpx.ReadTimeout(str(exc), request=self._request) from exc
+        except (ProtocolError, OSError) as exc:
+            raise httpx.RemoteProtocolError(str(exc), request=self._request) from exc
+
+    def close(self):
+        # A fully read response goes back to the pool; one closed early (a client that
+        # went away mid-stream) closes its connection, which tells the upstream to stop.
+        if self._response.isclosed() or self._response.length_remaining == 0:
+            self._response.release_conn()
+        else:
+            self._response.close()
+
+
+class Urllib3Transport(httpx.BaseTransport):
+    def __init__(self, maxsize=1000):
+        self._pool = urllib3.PoolManager(maxsize=maxsize, block=False, retries=False)
+
+    def handle_request(self, request):
+        timeouts = request.extensions.get("timeout", {})
+        timeout = urllib3.Timeout(connect=timeouts.get("connect"), read=timeouts.get("read"))
+        try:
+            response = self._pool.urlopen(
+                request.method, str(request.url), body=request.read(), headers=dict(request.headers),
+                redirect=False, retries=False, preload_content=False, decode_content=False, timeout=timeout)
+        except NewConnectionError as exc:  # before ConnectTimeoutError: urllib3 subclasses it
+            raise httpx.ConnectError(str(exc), request=request) from exc
+        except ConnectTimeoutError as exc:
+            raise httpx.ConnectTimeout(str(exc), request=request) from exc
+        except ReadTimeoutError as exc:
+            raise httpx.ReadTimeout(str(exc), request=request) from exc
+        except (ProtocolError, OSError) as exc:
+            raise httpx.RemoteProtocolError(str(exc), request=request) from exc
+        return httpx.Response(status_code=response.status, headers=list(response.headers.items()),
+                              stream=_Stream(response, request), extensions={"http_version": b"HTTP/1.1"})
+
+    def close(self):
+        self._pool.clear()
