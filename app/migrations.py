@@ -11,6 +11,7 @@ History:
   4  the knowledge full-text index (FTS5 table on SQLite, GIN index on PostgreSQL).
   6  rate-limit state in double precision on PostgreSQL (REAL lost seconds at epoch scale);
      usage and rate-limit subjects up to 64 characters ("channel:<id>").
+  7  messages indexed by (conversation, created_at, id): history reads stop sorting whole conversations.
 """
 from peewee import CharField, DateTimeField, DoubleField, TextField
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
@@ -54,7 +55,12 @@ def _v6(migrator):
         )
 
 
-STEPS = {2: _v2, 4: _v4, 6: _v6}
+def _v7(migrator):
+    db.execute_sql('CREATE INDEX IF NOT EXISTS "message_conversation_id_created_at_id" '
+                   'ON "message" ("conversation_id", "created_at", "id")')
+
+
+STEPS = {2: _v2, 4: _v4, 6: _v6, 7: _v7}
 LATEST = max(STEPS)
 
 

@@ -146,6 +146,10 @@ class Message(BaseModel):
     rating_comment = TextField(null=True)
     created_at = DateTimeField(default=clock.now, index=True)
 
+    class Meta:
+        # A conversation's history and listings read "its messages in time order".
+        indexes = ((("conversation", "created_at", "id"), False),)
+
 
 class GenerationStop(BaseModel):
     """A request to stop an in-flight generation, visible to every worker."""
