@@ -101,10 +101,13 @@ def fetch_text(url, *, max_bytes=2_000_000, timeout=10, allowed_networks=(), max
             if int(resp.headers.get("Content-Length") or 0) > max_bytes:
                 raise FetchError(f"{url} is larger than {max_bytes} bytes")
             body = b""
-            for chunk in resp.iter_content(65536):
-                body += chunk
-                if len(body) > max_bytes:
-                    raise FetchError(f"{url} is larger than {max_bytes} bytes")
+            try:
+                for chunk in resp.iter_content(65536):
+                    body += chunk
+                    if len(body) > max_bytes:
+                        raise FetchError(f"{url} is larger than {max_bytes} bytes")
+            except requests.RequestException as exc:  # a body that breaks off or stalls
+                raise FetchError(f"could not read {url}: {type(exc).__name__}")
             text = body.decode(resp.encoding or "utf-8", errors="replace")
             text = html_to_text(text) if ctype in ("text/html", "application/xhtml+xml") or "<html" in text[:500].lower() else text
             if not text.strip():

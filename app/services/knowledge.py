@@ -373,11 +373,11 @@ def sync_in_background(source_id, fetch_options=None):
         try:
             with db.connection_context():
                 sync_source(source_id, claimed=True, fetch_options=fetch_options)
-        except Exception:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001
             log.exception("background sync of %s failed", source_id)
             with db.connection_context():
-                KnowledgeSource.update(status="sync_error", error="sync failed", sync_started_at=None).where(
-                    KnowledgeSource.id == source_id).execute()
+                KnowledgeSource.update(status="sync_error", error=f"sync failed: {type(exc).__name__}: {exc}"[:500],
+                                       sync_started_at=None).where(KnowledgeSource.id == source_id).execute()
 
     thread = threading.Thread(target=run, name=f"sync-{source_id}", daemon=True)
     thread.start()
