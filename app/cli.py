@@ -50,7 +50,7 @@ def init_command(as_json):
     """
     from .migrations import upgrade
     from .models import ApiKey, Bot
-    from .services import bots, keys
+    from .services import keys
 
     upgrade()
     result = {"database": current_app.config["DATABASE_URL"], "admin_key": None, "demo_bot": None}

@@ -113,7 +113,7 @@ def main():
                 db.obj.close_all()
             conn.cursor().execute(f"DROP SCHEMA {schema} CASCADE")
             conn.close()
-    print(f"\n| backend | rows | corpus MB | sync rows/s | index MB | search p50 ms | p99 ms |")
+    print("\n| backend | rows | corpus MB | sync rows/s | index MB | search p50 ms | p99 ms |")
     print("|---|---|---|---|---|---|---|")
     for name, r in results.items():
         print(f"| {name} | {r['rows']} | {r['mb']:.1f} | {r['rows_per_s']:.0f} | {r['index_mb']:.1f} | "

@@ -125,7 +125,7 @@ def one_stream(port, path, body, headers, marker=b"w0"):
     if resp.status != 200:
         resp.read()
         return None
-    ttft, seen, data = None, b"", b""
+    ttft, data = None, b""
     while True:
         chunk = resp.read1(65536)
         if not chunk:

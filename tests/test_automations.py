@@ -1,7 +1,6 @@
 """Automations: the engine, automation endpoints (/hooks), the flows API and the chatport workflow API."""
 import json
 
-import pytest
 import requests
 
 from app.db import db

@@ -6,7 +6,7 @@ import pytest
 import requests
 
 from app.db import db
-from app.models import Conversation, KnowledgeRow, KnowledgeSource, Message
+from app.models import Conversation, KnowledgeRow
 
 from .conftest import Api
 from .servers import chatport_server
@@ -162,7 +162,7 @@ def test_pagination_400s(setup):
 
 
 def test_provider_failure_is_500_or_mapped(setup, app):
-    from app.errors import ProviderRateLimited, ProviderUnavailable
+    from app.errors import ProviderRateLimited
 
     from .scripted import scripted
 

@@ -3,8 +3,6 @@ import json
 
 import pytest
 
-from app.db import db
-from app.models import Message
 
 from .conftest import Api, create_key
 from .test_mgmt_api import assert_error, snapshot

@@ -7,7 +7,7 @@ import requests
 
 from app import clock
 from app.db import db
-from app.errors import QuotaExceeded, RateLimited
+from app.errors import RateLimited
 from app.models import Usage
 from app.services import limits
 
@@ -166,7 +166,7 @@ def test_limit_holds_across_two_workers(tmp_path):
     key = "cp_two_worker_limit_admin_key_0000000000000000"
     env = {"CHATPORT_ADMIN_KEY": key, "CHATPORT_RATE_LIMIT_PLANS": '{"default": {"account": 5}}'}
     with chatport_server(tmp_path / "inst", workers=2, env=env) as base:
-        statuses, pids = [], set()
+        statuses = []
         barrier = threading.Barrier(15)
 
         def hit():

@@ -195,4 +195,4 @@ def test_scoped_client_key_sees_nothing_of_management(app, client, admin, bot):
 def test_deleted_bot_cascades(admin, app, bot):
     admin.post(f"/api/v1/bots/{bot['id']}/channels", json={})
     admin.delete(f"/api/v1/bots/{bot['id']}")
-    assert admin.get(f"/api/v1/account").get_json()["counts"]["channels"] == 0
+    assert admin.get("/api/v1/account").get_json()["counts"]["channels"] == 0

@@ -10,12 +10,11 @@ from flask import current_app, g, request
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
 from .. import clock, metering
-from ..errors import BadRequest, NotFound, register_dialect
+from ..errors import BadRequest, register_dialect
 from ..llm import registry
 from ..models import Conversation, KnowledgeRow, KnowledgeSource, Message
 from ..pagination import paginate
 from ..services import channels, chat, knowledge
-from ..services.events import Delta, Done, Error
 from . import policy
 from .common import Blueprint
 from .openai_format import chunk_stream

@@ -8,7 +8,7 @@ from flask import current_app, request
 
 from ..errors import BadRequest, register_blueprint_dialect, register_dialect
 from ..llm import registry
-from ..services import automations, keys
+from ..services import automations
 from .automation_meter import meter_for
 from .common import Blueprint, any_key, current_key
 
