@@ -49,12 +49,19 @@ def test_sources_rows_sync_search(admin, app):
     assert admin.post(f"{K}/search", json={"query": "moon refunds", "tags": ["billing"]}).get_json()["data"][0][
         "name"] == "refund.md"
     assert admin.post(f"{K}/search", json={"query": "moon", "source_ids": ["faq"]}).get_json()["data"]
-    admin.patch(f"{K}/sources/{src['id']}/rows", json={"rows": [{"id": rows["data"][1]["id"], "content": "Refunds: 30 days."}]})
-    admin.delete(f"{K}/sources/{src['id']}/rows", json={"ids": [rows["data"][0]["id"]]})
+    patched = admin.patch(f"{K}/sources/{src['id']}/rows",
+                          json={"rows": [{"id": rows["data"][1]["id"], "content": "Refunds: 30 days."}]})
+    assert patched.status_code == 200, patched.get_json()
+    deleted = admin.delete(f"{K}/sources/{src['id']}/rows", json={"ids": [rows["data"][0]["id"]]})
+    assert deleted.status_code == 200, deleted.get_json()
     assert admin.get(f"{K}/sources/{src['id']}/rows").get_json()["pagination"]["total"] == 1
+    assert admin.get(f"{K}/sources/{src['id']}").get_json()["state"] == "not_synced"
     conv = admin.post("/api/v1/conversations", json={"bot_id": bot["id"]}).get_json()
-    admin.post(f"{K}/sources/{src['id']}/sync")
-    wait_state(admin, src["id"])
+    resynced = admin.post(f"{K}/sources/{src['id']}/sync")
+    assert resynced.status_code == 202, resynced.get_json()
+    assert wait_state(admin, src["id"])["state"] == "synced"
+    row = admin.get(f"{K}/sources/{src['id']}/rows/{rows['data'][1]['id']}").get_json()
+    assert row["state"] == "synced" and row["content"] == "Refunds: 30 days.", row
     reply = admin.post(f"/api/v1/conversations/{conv['id']}/messages", json={"content": "How long do refunds take?"})
     msg = reply.get_json()["message"]
     assert "30 days" in msg["content"] and msg["citations"][0]["source_id"] == src["id"]
