@@ -59,7 +59,8 @@ def test_sources_rows_sync_search(admin, app):
     conv = admin.post("/api/v1/conversations", json={"bot_id": bot["id"]}).get_json()
     resynced = admin.post(f"{K}/sources/{src['id']}/sync")
     assert resynced.status_code == 202, resynced.get_json()
-    assert wait_state(admin, src["id"])["state"] == "synced"
+    state = wait_state(admin, src["id"])
+    assert state["state"] == "synced", state
     row = admin.get(f"{K}/sources/{src['id']}/rows/{rows['data'][1]['id']}").get_json()
     assert row["state"] == "synced" and row["content"] == "Refunds: 30 days.", row
     reply = admin.post(f"/api/v1/conversations/{conv['id']}/messages", json={"content": "How long do refunds take?"})
@@ -120,7 +121,8 @@ def test_bad_input(admin, app, client):
 def test_empty_source_syncs_and_second_sync_is_429(admin, app):
     src = admin.post(f"{K}/sources", json={"name": "empty"}).get_json()
     admin.post(f"{K}/sources/{src['id']}/sync")
-    assert wait_state(admin, src["id"])["state"] == "synced"
+    state = wait_state(admin, src["id"])
+    assert state["state"] == "synced", state
     with app.app_context(), db.connection_context():
         knowledge.claim_sync(src["id"])
     assert_error(admin.post(f"{K}/sources/{src['id']}/sync"), 429)
