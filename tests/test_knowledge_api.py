@@ -60,7 +60,7 @@ def test_sources_rows_sync_search(admin, app):
     resynced = admin.post(f"{K}/sources/{src['id']}/sync")
     assert resynced.status_code == 202, resynced.get_json()
     state = wait_state(admin, src["id"])
-    assert state["state"] == "synced", state
+    assert state["state"] == "synced", (state, admin.get(f"{K}/sources/{src['id']}/rows").get_json())
     row = admin.get(f"{K}/sources/{src['id']}/rows/{rows['data'][1]['id']}").get_json()
     assert row["state"] == "synced" and row["content"] == "Refunds: 30 days.", row
     reply = admin.post(f"/api/v1/conversations/{conv['id']}/messages", json={"content": "How long do refunds take?"})
@@ -122,7 +122,7 @@ def test_empty_source_syncs_and_second_sync_is_429(admin, app):
     src = admin.post(f"{K}/sources", json={"name": "empty"}).get_json()
     admin.post(f"{K}/sources/{src['id']}/sync")
     state = wait_state(admin, src["id"])
-    assert state["state"] == "synced", state
+    assert state["state"] == "synced", (state, admin.get(f"{K}/sources/{src['id']}/rows").get_json())
     with app.app_context(), db.connection_context():
         knowledge.claim_sync(src["id"])
     assert_error(admin.post(f"{K}/sources/{src['id']}/sync"), 429)

@@ -7,9 +7,10 @@ bounded size, small overlap) and indexes the chunks.
 import logging
 import re
 import threading
+import time
 from datetime import timedelta
 
-from peewee import fn
+from peewee import OperationalError, fn
 
 from .. import clock
 from ..db import db
@@ -287,6 +288,12 @@ def row_tags(row):
 SYNC_BATCH = 100
 
 
+def _row_failed(row_id, exc):
+    log.warning("sync of row %s failed: %s", row_id, exc)
+    KnowledgeRow.update(status="sync_error", error=f"{type(exc).__name__}: {exc}"[:500]).where(
+        KnowledgeRow.id == row_id).execute()
+
+
 def _index_row(row_id, source_id):
     """(Re)chunk and (re)index one row, inside the caller's transaction."""
     row = KnowledgeRow.get_or_none(KnowledgeRow.id == row_id)
@@ -346,19 +353,28 @@ def sync_source(source_id, *, claimed=False, fetch_options=None):
                 for row_id in batch:
                     _index_row(row_id, source_id)
         except Exception:  # noqa: BLE001 - retry the batch row by row to find the culprit(s)
+            log.warning("sync of %s: batch failed, retrying row by row", source_id, exc_info=True)
             for row_id in batch:
-                try:
-                    with db.atomic():
-                        _index_row(row_id, source_id)
-                except Exception as exc:  # noqa: BLE001 - recorded per row
-                    errors += 1
-                    KnowledgeRow.update(status="sync_error", error=str(exc)[:500]).where(
-                        KnowledgeRow.id == row_id).execute()
+                for attempt in range(3):
+                    try:
+                        with db.atomic():
+                            _index_row(row_id, source_id)
+                        break
+                    except OperationalError as exc:  # e.g. a lock held past the busy timeout
+                        if attempt == 2:
+                            errors += 1
+                            _row_failed(row_id, exc)
+                        else:
+                            time.sleep(0.2 * (attempt + 1))
+                    except Exception as exc:  # noqa: BLE001 - recorded per row
+                        errors += 1
+                        _row_failed(row_id, exc)
+                        break
     now = clock.now()
     interval = {"day": timedelta(days=1), "week": timedelta(weeks=1), "month": timedelta(days=30)}
     KnowledgeSource.update(
         status="sync_error" if errors else "synced", last_sync=source.last_sync if errors else now,
-        error=f"{errors} row(s) failed" if errors else None, sync_started_at=None,
+        error=f"{errors} row(s) failed (see the rows' errors)" if errors else None, sync_started_at=None,
         next_sync_at=now + interval[source.sync_interval] if source.sync_interval else None,
     ).where(KnowledgeSource.id == source_id).execute()
     return KnowledgeSource.get_by_id(source_id)
