@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 1
 
-.PHONY: run test install install-test init clean bench
+.PHONY: run test fuzz install install-test init clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ run: init
 
 test: install-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# A longer schemathesis run than the one in `make test` (FUZZ_EXAMPLES per operation).
+FUZZ_EXAMPLES ?= 200
+fuzz: install-test
+	$(BIN)/python -m tests.fuzz --max-examples $(FUZZ_EXAMPLES) $(FUZZ_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -38,15 +38,19 @@ def wait_http(url, timeout=20.0, proc=None):
 def chatport_server(instance_path, *, workers=1, env=None, extra_args=(), log_path=None):
     """Run ``chatport serve`` on a free port; yield its base URL; stop it by pid.
 
-    The instance folder is initialised first (``chatport init``).
+    The instance folder is initialised first (``chatport init``); its JSON output (with the
+    admin key, on the first init) is kept in ``<instance>/init.json``.
     """
     port = free_port()
     environ = {k: v for k, v in os.environ.items() if not k.startswith("CHATPORT_")}
     environ.update({"CHATPORT_INSTANCE_PATH": str(instance_path)})
     environ.update(env or {})
     cli = [sys.executable, "-m", "app.cli"]
-    subprocess.run([*cli, "init", "--json"], env=environ, cwd=ROOT, check=True,
-                   capture_output=True, timeout=60)
+    init = subprocess.run([*cli, "init", "--json"], env=environ, cwd=ROOT, check=True,
+                          capture_output=True, timeout=60)
+    if init.stdout.strip():  # the first init prints the admin key: keep it for the caller
+        with open(os.path.join(str(instance_path), "init.json"), "wb") as fh:
+            fh.write(init.stdout)
     log = open(log_path or os.path.join(str(instance_path), "server.log"), "ab")
     proc = subprocess.Popen(
         [*cli, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),

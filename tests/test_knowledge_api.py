@@ -234,3 +234,16 @@ def test_sync_due_claims_each_source_once(admin, app):
             assert KnowledgeSource.get_by_id(src["id"]).next_sync_at > later
     finally:
         clock.freeze(None)
+
+
+def test_a_tag_named_twice_is_one_link(admin):
+    src = admin.post(f"{K}/sources", json={"name": "dup-tags"}).get_json()
+    created = admin.post(f"{K}/sources/{src['id']}/rows", json={"rows": [
+        {"name": "a.md", "content": "Refunds take 14 days.", "tags": ["billing", "billing", " billing "]}]})
+    assert created.status_code == 201, created.get_json()
+    row = admin.get(f"{K}/sources/{src['id']}/rows").get_json()["data"][0]
+    assert row["tags"] == ["billing"]
+    patched = admin.patch(f"{K}/sources/{src['id']}/rows",
+                          json={"rows": [{"id": row["id"], "tags": ["x", "x", "billing"]}]})
+    assert patched.status_code == 200, patched.get_json()
+    assert sorted(admin.get(f"{K}/sources/{src['id']}/rows/{row['id']}").get_json()["tags"]) == ["billing", "x"]

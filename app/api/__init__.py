@@ -21,6 +21,95 @@ class ErrorSchema(Schema):
                          metadata={"description": "Invalid fields and why"})
 
 
+class OpenAIErrorDetail(Schema):
+    message = fields.Str()
+    type = fields.Str()
+    code = fields.Str(allow_none=True)
+    param = fields.Str(allow_none=True)
+
+
+class OpenAIError(Schema):
+    """OpenAI's error body: ``{"error": {"message", "type", "code", "param"}}``."""
+
+    error = fields.Nested(OpenAIErrorDetail)
+
+
+class ChannelError(Schema):
+    """Channel API error body."""
+
+    success = fields.Bool()
+    message = fields.Str()
+
+
+class ChatApiError(Schema):
+    """Chat API error body."""
+
+    message = fields.Str()
+
+
+class FlowsError(Schema):
+    """Flows API error body."""
+
+    code = fields.Int()
+    message = fields.Str()
+    error = fields.Bool()
+
+
+class HookErrorDetail(Schema):
+    message = fields.Str()
+
+
+class HooksError(Schema):
+    """Automation endpoint error body."""
+
+    success = fields.Bool()
+    error = fields.Nested(HookErrorDetail)
+
+
+# blueprint name -> (error schema, security requirement) for the compatibility dialects
+DIALECT_DOCS = {
+    "openai": (OpenAIError, None),
+    "channel_api": (ChannelError, [{"channelSecret": []}]),
+    "chat_api": (ChatApiError, None),
+    "flows": (FlowsError, None),
+    "hooks": (HooksError, None),
+}
+
+
+def _document_dialects(app, api):
+    """Each compatibility dialect documents its own error body (not chatport's) and, for the
+    channel API, its own credential; flask-smorest gives every operation the default error."""
+    import re
+
+    spec = api.spec
+    for name, (schema, security) in DIALECT_DOCS.items():
+        spec.components.schema(schema.__name__, schema=schema)
+    refs = {name: {"description": "Error, in this dialect's shape",
+                   "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema.__name__}"}}}}
+            for name, (schema, _) in DIALECT_DOCS.items()}
+    paths = spec._paths  # apispec keeps registered paths here until to_dict()
+    for rule in app.url_map.iter_rules():
+        blueprint = rule.endpoint.partition(".")[0]
+        if blueprint not in DIALECT_DOCS:
+            continue
+        path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            operation = paths.get(path, {}).get(method.lower())
+            if operation is None:
+                continue
+            responses = operation.setdefault("responses", {})
+            for status, response in list(responses.items()):  # webargs' BAD_REQUEST etc.
+                if str(response.get("$ref", "")).startswith("#/components/responses/"):
+                    responses[status] = refs[blueprint]
+            responses["default"] = refs[blueprint]
+            for status, response in responses.items():  # a JSON body, also beside a stream
+                if str(status).startswith("2") and str(status) != "204" and "$ref" not in response:
+                    response.setdefault("content", {}).setdefault(
+                        "application/json", {"schema": {"type": "object"}})
+            if DIALECT_DOCS[blueprint][1] is not None:
+                operation["security"] = DIALECT_DOCS[blueprint][1]
+
+
 class ChatportApi(Api):
     """flask-smorest Api whose error handling is chatport's (see app.errors)."""
 
@@ -41,7 +130,11 @@ def init_api(app):
         "OPENAPI_SWAGGER_UI_URL", "https://cdn.jsdelivr.net/npm/swagger-ui-dist/"
     )
     app.config.setdefault("API_SPEC_OPTIONS", {
-        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "components": {"securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer"},
+            "channelSecret": {"type": "apiKey", "in": "header", "name": "X-API-Secret-Key",
+                              "description": "A bot channel's secret (channel API only)"},
+        }},
         "security": [{"bearer": []}],
         "info": {"description": "chatport's own API: management, conversations, knowledge, "
                                 "workflows, users, models, analytics, account."},
@@ -66,6 +159,7 @@ def init_api(app):
     register_dialect(app, app.config["OPENAI_PREFIX"], render_openai_error)
     flows.register(app, api)
     hooks.register(app, api)  # last: with an empty prefix its /<endpoint> must not shadow others
+    _document_dialects(app, api)
 
     @app.get("/healthz")
     def healthz():

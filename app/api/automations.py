@@ -10,7 +10,7 @@ from ..services import automations
 from ..services.keys import require_admin
 from .automation_meter import meter_for
 from .common import Blueprint, PageArgs, Timestamp, any_key, current_key, page, page_schema
-from .sse import sse, stream_response
+from .sse import SSE_EVENT_SCHEMA, sse, stream_response
 
 blp = Blueprint("automations", __name__, url_prefix="/automations", description="Automations (flows)")
 blp.before_request(any_key)
@@ -175,7 +175,7 @@ class RunReply(Schema):
 @blp.arguments(RunIn)
 @blp.response(200, RunReply)
 @blp.alt_response(200, description="SSE: step_start, delta (last step), step_finish, then done or error",
-                  content_type="text/event-stream", success=True)
+                  content_type="text/event-stream", success=True, schema=SSE_EVENT_SCHEMA)
 def run_automation(data, automation_id):
     """Run an automation (JSON, or SSE streaming the last step's deltas)"""
     key = current_key()

@@ -18,7 +18,7 @@ from ..services import channels, chat, knowledge
 from . import policy
 from .common import Blueprint
 from .openai_format import chunk_stream
-from .sse import stream_response
+from .sse import SSE_EVENT_SCHEMA, stream_response
 
 blp = Blueprint("channel_api", __name__, url_prefix="", description="Channel API (one bot's API channel)")
 
@@ -107,7 +107,7 @@ class MessageBody(Body):
 @blp.route("/message", methods=["POST"])
 @blp.response(200)
 @blp.alt_response(200, description="chat.completion.chunk lines when stream is true",
-                  content_type="text/event-stream", success=True)
+                  content_type="text/event-stream", success=True, schema=SSE_EVENT_SCHEMA)
 def send_message():
     """Send a message (a new conversation when no conversationId is given); `stream` for chunks"""
     data = _body(MessageBody)

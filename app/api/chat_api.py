@@ -84,7 +84,7 @@ class ChatReply(Schema):
 @blp.arguments(ChatApiRequest)
 @blp.response(200, ChatReply)
 @blp.alt_response(200, description="The answer as plain text chunks when stream is true",
-                  content_type="text/plain", success=True)
+                  content_type="text/plain", success=True, schema={"type": "string"})
 def chat_endpoint(data):
     """Chat with a chatbot: the whole history in, the answer out (JSON or plain-text stream)"""
     key = current_key()

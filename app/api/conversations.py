@@ -16,7 +16,7 @@ from ..services.events import Delta, Done, Error, Heartbeat, Start
 from ..pagination import paginate
 from ..models import Conversation, Message
 from .common import Blueprint, PageArgs, Timestamp, any_key, current_key, page, page_schema
-from .sse import HEARTBEAT_FRAME, sse, stream_response
+from .sse import SSE_EVENT_SCHEMA, HEARTBEAT_FRAME, sse, stream_response
 
 blp = Blueprint("conversations", __name__, url_prefix="/conversations",
                 description="Conversations with bots")
@@ -47,7 +47,7 @@ class ConversationOut(Schema):
     surface = fields.Str()
     end_user_id = fields.Function(lambda c: c.end_user.external_id if c.end_user_id else None)
     title = fields.Str()
-    greeting = fields.Str(dump_default=None)
+    greeting = fields.Str(dump_default=None, allow_none=True)
     created_at = Timestamp()
     updated_at = Timestamp()
 
@@ -164,7 +164,7 @@ class MessageList(MethodView):
     @blp.arguments(SendMessage)
     @blp.response(200, TurnOut)
     @blp.alt_response(200, description="Typed server-sent events when stream is true",
-                      content_type="text/event-stream", success=True)
+                      content_type="text/event-stream", success=True, schema=SSE_EVENT_SCHEMA)
     def post(self, data, conversation_id):
         """Send a message and get the bot's answer (JSON, or SSE when stream is true)"""
         conv = _conversation(conversation_id)

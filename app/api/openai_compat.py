@@ -18,7 +18,7 @@ from ..services import bots, chat, keys
 from ..services.models import list_models
 from .common import Blueprint, any_key, current_key
 from .openai_format import chunk_stream, completion_body
-from .sse import stream_response
+from .sse import SSE_EVENT_SCHEMA, stream_response
 
 blp = Blueprint("openai", __name__, url_prefix="/v1", description="OpenAI-compatible API")
 blp.before_request(any_key)
@@ -73,7 +73,7 @@ def _text(content):
 @blp.arguments(ChatCompletionRequest)
 @blp.response(200)
 @blp.alt_response(200, description="chat.completion.chunk events when stream is true",
-                  content_type="text/event-stream", success=True)
+                  content_type="text/event-stream", success=True, schema=SSE_EVENT_SCHEMA)
 def chat_completions(data):
     """Create a chat completion (OpenAI wire format; streaming with SSE chunks)"""
     key = current_key()

@@ -19,3 +19,13 @@ HEARTBEAT_FRAME = ": keep-alive\n\n"
 def stream_response(chunks, mimetype="text/event-stream"):
     """A streaming response that reverse proxies will not buffer."""
     return Response(chunks, mimetype=mimetype, headers=STREAM_HEADERS)
+
+
+# How a text/event-stream response is documented: one server-sent event (its JSON payload is
+# in ``data``; ``event`` names its type where the dialect types its events).
+SSE_EVENT_SCHEMA = {
+    "type": "object",
+    "properties": {"event": {"type": "string"}, "data": {"type": "string"}, "id": {"type": "string"},
+                   "retry": {"type": "integer"}},
+    "required": ["data"],
+}

@@ -164,7 +164,8 @@ def _tag_ids(names):
         if not isinstance(name, str) or not name or len(name) > 100:
             raise BadRequest("tags must be non-empty strings of at most 100 characters", fields={"tags": "invalid"})
         tag = Tag.get_or_none(Tag.name == name) or Tag.create(name=name)
-        ids.append(tag.id)
+        if tag.id not in ids:  # a tag named twice on one row is one link
+            ids.append(tag.id)
     return ids
 
 
