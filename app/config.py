@@ -56,6 +56,10 @@ DEFAULTS = {
     # Provider plugins (see README "Providers"). Keys and URLs fall back to the
     # usual OPENAI_API_KEY / OPENAI_BASE_URL / ANTHROPIC_* environment variables.
     # *_MODELS: ids to register (None: a default list when a key is set).
+    # Networks (CIDRs) a provider base URL may resolve into besides public addresses, e.g.
+    # ["127.0.0.0/8"] for Ollama or vLLM on this machine; loopback, private and link-local
+    # addresses are refused otherwise (the call fails with provider_unavailable, 502).
+    "PROVIDER_ALLOWED_NETWORKS": [],
     "OPENAI_API_KEY": None,
     "OPENAI_BASE_URL": None,
     "OPENAI_MODELS": None,

@@ -5,11 +5,15 @@
   gunicorn forks), never per request.
 - ``retry_after``, ``upstream_message``: pieces of error mapping.
 - ``sse_data``: the data of each server-sent event, from response lines.
+- ``check_base_url``: refuse a base URL on a non-public address unless the operator
+  allows its network (``PROVIDER_ALLOWED_NETWORKS``).
 """
+import json
 import math
 import os
 import threading
 
+from . import errors, netguard
 from .llm import Usage, estimate_tokens
 
 
@@ -21,11 +25,27 @@ def setting(config, name, default=None, env=None):
     return default if value is None else value
 
 
+def check_base_url(provider, base_url, config):
+    """Raise ProviderUnavailable when ``base_url`` resolves to a loopback, private, link-local
+    or otherwise non-public address outside ``PROVIDER_ALLOWED_NETWORKS`` (a list of CIDRs, from
+    the config or the ``CHATPORT_PROVIDER_ALLOWED_NETWORKS`` environment variable). Plugins call
+    it before their client is created, so a refused server is never connected to."""
+    if not base_url:
+        return  # the SDK's own public endpoint
+    allowed = as_list(setting(config, "PROVIDER_ALLOWED_NETWORKS", env="CHATPORT_PROVIDER_ALLOWED_NETWORKS"))
+    try:
+        netguard.check_url(base_url, allowed, setting="PROVIDER_ALLOWED_NETWORKS")
+    except netguard.RefusedAddress as exc:
+        raise errors.ProviderUnavailable(f"{provider}: base URL refused: {exc}") from None
+
+
 def as_list(value):
     """A list from a list, a JSON-parsed list, or a comma-separated string."""
     if value is None:
         return []
     if isinstance(value, str):
+        if value.strip().startswith("["):
+            return list(json.loads(value))
         return [v.strip() for v in value.split(",") if v.strip()]
     return list(value)
 

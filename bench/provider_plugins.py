@@ -35,7 +35,7 @@ def main(seconds=3.0):
         reg = ModelRegistry({"OPENAI_BASE_URL": oai.base_url, "OPENAI_MODELS": ["m"],
                              "OPENAI_MAX_RETRIES": 0, "ANTHROPIC_API_KEY": "k",
                              "ANTHROPIC_BASE_URL": ant.url, "ANTHROPIC_MODELS": ["c"],
-                             "ANTHROPIC_MAX_RETRIES": 0})
+                             "ANTHROPIC_MAX_RETRIES": 0, "PROVIDER_ALLOWED_NETWORKS": ["127.0.0.0/8"]})
         msgs = [{"role": "user", "content": "hi"}]
         http = requests.Session()
         cases = [

@@ -172,7 +172,7 @@ def main():
                          env={"BENCH_UPSTREAM": f"http://127.0.0.1:{up_fast}"})
         env = {"CHATPORT_INSTANCE_PATH": tmp, "CHATPORT_ADMIN_KEY": KEY,
                "CHATPORT_OPENAI_BASE_URL": f"http://127.0.0.1:{up_fast}/v1", "CHATPORT_OPENAI_API_KEY": "x",
-               "CHATPORT_OPENAI_MODELS": '["gpt-bench"]',
+               "CHATPORT_OPENAI_MODELS": '["gpt-bench"]', "CHATPORT_PROVIDER_ALLOWED_NETWORKS": '["127.0.0.0/8"]',
                "CHATPORT_OPENAI_COMPATIBLE": json.dumps({"slow": {"base_url": f"http://127.0.0.1:{up_slow}/v1",
                                                                   "api_key": "x", "models": ["gpt-bench"]}})}
         subprocess.run([PY, "-m", "app.cli", "init"], cwd=ROOT, env={**os.environ, **env}, check=True,

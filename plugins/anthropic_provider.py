@@ -22,7 +22,7 @@ import httpx
 from app import errors
 from app.hookspecs import hookimpl
 from app.llm import Model
-from app.providers import (LazyClient, as_list, retry_after, setting, sse_data,
+from app.providers import (LazyClient, check_base_url, as_list, retry_after, setting, sse_data,
                            upstream_message, usage_or_estimate)
 
 DEFAULT_MODELS = ["claude-sonnet-4-5", "claude-haiku-4-5"]
@@ -184,6 +184,7 @@ def register_models(register, config):
     def factory():
         if not key:
             raise errors.ProviderAuthError("anthropic: no API key configured (ANTHROPIC_API_KEY)")
+        check_base_url("anthropic", base_url, config)
         return _Client(api_key=key, base_url=base_url, max_retries=retries,
                        timeout=httpx.Timeout(read, connect=connect))
 

@@ -23,7 +23,7 @@ from app import errors
 from app.http_transport import Urllib3Transport
 from app.hookspecs import hookimpl
 from app.llm import Model
-from app.providers import (LazyClient, as_list, retry_after, setting, sse_data,
+from app.providers import (LazyClient, check_base_url, as_list, retry_after, setting, sse_data,
                            upstream_message, usage_or_estimate)
 
 DEFAULT_MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini"]
@@ -162,8 +162,9 @@ class OpenAIChatModel(Model):
                                 request, "".join(parts))
 
 
-def _client_factory(base_url, api_key, connect_timeout, read_timeout, max_retries):
+def _client_factory(provider, base_url, api_key, connect_timeout, read_timeout, max_retries, config):
     def factory():
+        check_base_url(provider, base_url, config)
         timeout = httpx.Timeout(float(read_timeout), connect=float(connect_timeout))
         return _Client(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=int(max_retries),
                        http_client=httpx.Client(transport=Urllib3Transport(), timeout=timeout))
@@ -198,9 +199,9 @@ def register_models(register, config):
             continue
         # A local server usually needs no key; the SDK insists on one.
         api_key = server.get("api_key") or ("not-needed" if server.get("base_url") else None)
-        client = LazyClient(_client_factory(server.get("base_url"), api_key,
+        client = LazyClient(_client_factory(provider, server.get("base_url"), api_key,
                                             server["connect_timeout"], server["read_timeout"],
-                                            server["max_retries"]))
+                                            server["max_retries"], config))
         where = server.get("base_url") or "api.openai.com"
         for model_id in models:
             register(OpenAIChatModel(provider, model_id, client,

@@ -14,12 +14,18 @@ PG_URL = os.environ.get("CHATPORT_TEST_POSTGRES_URL")
 PG_SKIP_REASON = "CHATPORT_TEST_POSTGRES_URL is not set: PostgreSQL variant skipped"
 
 
+# The fake upstreams the suite starts listen on 127.0.0.1: let providers reach loopback (as an
+# operator running Ollama on the same machine would). Tests of the refusal set it to [].
+LOOPBACK_PROVIDERS = '["127.0.0.0/8"]'
+
+
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch):
-    """Tests see only the configuration they set."""
+    """Tests see only the configuration they set (and loopback providers allowed)."""
     for name in list(os.environ):
         if name.startswith("CHATPORT_") and name != "CHATPORT_TEST_POSTGRES_URL":
             monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CHATPORT_PROVIDER_ALLOWED_NETWORKS", LOOPBACK_PROVIDERS)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

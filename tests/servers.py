@@ -39,11 +39,13 @@ def chatport_server(instance_path, *, workers=1, env=None, extra_args=(), log_pa
     """Run ``chatport serve`` on a free port; yield its base URL; stop it by pid.
 
     The instance folder is initialised first (``chatport init``); its JSON output (with the
-    admin key, on the first init) is kept in ``<instance>/init.json``.
+    admin key, on the first init) is kept in ``<instance>/init.json``, the gunicorn master's pid
+    in ``<instance>/server.pid``.
     """
     port = free_port()
     environ = {k: v for k, v in os.environ.items() if not k.startswith("CHATPORT_")}
-    environ.update({"CHATPORT_INSTANCE_PATH": str(instance_path)})
+    environ.update({"CHATPORT_INSTANCE_PATH": str(instance_path),
+                    "CHATPORT_PROVIDER_ALLOWED_NETWORKS": '["127.0.0.0/8"]'})  # the fakes' address
     environ.update(env or {})
     cli = [sys.executable, "-m", "app.cli"]
     init = subprocess.run([*cli, "init", "--json"], env=environ, cwd=ROOT, check=True,
@@ -57,6 +59,8 @@ def chatport_server(instance_path, *, workers=1, env=None, extra_args=(), log_pa
          "--", "--no-control-socket", *extra_args],
         env=environ, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
+    with open(os.path.join(str(instance_path), "server.pid"), "w") as fh:
+        fh.write(str(proc.pid))  # the gunicorn master (``serve`` execs it)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_http(base + "/healthz", proc=proc)
@@ -70,3 +74,9 @@ def chatport_server(instance_path, *, workers=1, env=None, extra_args=(), log_pa
                 proc.kill()
                 proc.wait()
         log.close()
+
+
+def worker_pids(master_pid):
+    """The pids of a gunicorn master's worker processes (its children)."""
+    with open(f"/proc/{master_pid}/task/{master_pid}/children") as fh:
+        return [int(pid) for pid in fh.read().split()]

@@ -30,6 +30,7 @@ print(json.dumps({"elapsed": time.monotonic() - started, "texts": sorted(texts),
 def run_concurrently(name, config):
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHATPORT_")}
     env["PYTHONPATH"] = ROOT
+    env["CHATPORT_PROVIDER_ALLOWED_NETWORKS"] = '["127.0.0.0/8"]'  # the fakes listen there
     out = subprocess.run([sys.executable, "-c", SCRIPT, name, json.dumps(config)], env=env,
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]

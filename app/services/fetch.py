@@ -4,12 +4,12 @@ Refuses loopback, private, link-local and other non-public addresses unless the
 operator allows them (``KNOWLEDGE_URL_ALLOWED_NETWORKS``, e.g. ``["127.0.0.0/8"]``),
 re-checks every redirect, bounds time and size, and turns HTML into text.
 """
-import ipaddress
-import socket
 from html.parser import HTMLParser
 from urllib.parse import urljoin, urlparse
 
 import requests
+
+from .. import netguard
 
 TEXT_TYPES = ("text/html", "text/plain", "text/markdown", "application/xhtml+xml")
 
@@ -20,21 +20,10 @@ class FetchError(Exception):
 
 def check_url(url, allowed_networks=()):
     """Raise FetchError unless ``url`` is http(s) and every address it resolves to is allowed."""
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise FetchError("only http and https URLs can be fetched")
     try:
-        infos = socket.getaddrinfo(parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80))
-    except socket.gaierror as exc:
-        raise FetchError(f"cannot resolve {parsed.hostname}: {exc.strerror}")
-    allowed = [ipaddress.ip_network(n) for n in allowed_networks or ()]
-    for info in infos:
-        ip = ipaddress.ip_address(info[4][0])
-        if any(ip in net for net in allowed):
-            continue
-        if not ip.is_global or ip.is_multicast:
-            raise FetchError(f"{parsed.hostname} resolves to a non-public address ({ip}); "
-                             "allow it with KNOWLEDGE_URL_ALLOWED_NETWORKS")
+        netguard.check_url(url, allowed_networks, setting="KNOWLEDGE_URL_ALLOWED_NETWORKS")
+    except netguard.RefusedAddress as exc:
+        raise FetchError(str(exc)) from None
 
 
 class _Text(HTMLParser):
