@@ -34,6 +34,9 @@ def create_app(test_config=None):
     from . import db, errors
 
     db.init_app(app)
+    from .services import keys as _keys
+
+    _keys.clear_cache()  # lookups cached from another database must not answer for this one
     errors.init_app(app)
 
     from .api import init_api

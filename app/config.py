@@ -15,6 +15,10 @@ DEFAULTS = {
     "ADMIN_KEY": None,
     # Write ``last_used_at`` at most once per this many seconds per key.
     "KEY_LAST_USED_INTERVAL": 60,
+    # Seconds a worker reuses an API key it looked up (0: look it up on every request). A key
+    # disabled, re-scoped or deleted is dropped at once by the worker that changed it and
+    # within this many seconds by the others.
+    "KEY_CACHE_SECONDS": 1.0,
     # SQLite: milliseconds a writer waits for the lock before failing.
     "SQLITE_BUSY_TIMEOUT_MS": 5000,
     # SQLite: NORMAL loses nothing on a process crash; FULL also survives power loss.

@@ -6,7 +6,8 @@
 Starts, on 127.0.0.1 and free ports: the fast fake upstream (bench/fake_upstream.py),
 the pass-through (bench/passthrough.py under gunicorn -k gevent, 1 worker) and
 `chatport serve` (1 gevent worker, model `openai/gpt-bench` on the openai plugin
-pointed at the fake). Measures req/s and p50/p99 at c=1/16/64 with wrk (1 thread),
+pointed at the fake). Measures req/s and p50/p99 at c=1/16/64 with wrk (1 thread; the median of --rounds
+interleaved runs per point),
 TTFT and completion of 50-token streams, concurrent streams held by one worker
 and its RSS. Prints a table and ratios; every process is stopped by its pid.
 """
@@ -153,6 +154,7 @@ def streams(port, path, body, headers, count):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved runs per point (median kept)")
     parser.add_argument("--streams", type=int, default=1000, help="concurrent 50-token streams")
     parser.add_argument("--stream-delay", type=float, default=0.02, help="upstream seconds between tokens")
     args = parser.parse_args()
@@ -200,13 +202,24 @@ def main():
             "chatport bot turn (persisted)": (cp_port, f"/api/v1/conversations/{conv['id']}/messages",
                                               {"content": "hello"}, auth),
         }
-        rows = {}
         for name, (port, path, body, headers) in targets.items():
             warm = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
             warm.request("POST", path, json.dumps(body), {"Content-Type": "application/json", **headers})
             assert warm.getresponse().read() and warm.close() is None
             wrk(port, path, json.dumps(body), 4, 1, headers)  # warm up
-            rows[name] = {c: wrk(port, path, json.dumps(body), c, args.duration, headers) for c in (1, 16, 64)}
+        # Rounds interleave the targets (a noisy machine slows all of them alike); each point
+        # is the run with the median req/s of its rounds.
+        runs = {name: {c: [] for c in (1, 16, 64)} for name in targets}
+        for c in (1, 16, 64):
+            for _ in range(args.rounds):
+                for name, (port, path, body, headers) in targets.items():
+                    runs[name][c].append(wrk(port, path, json.dumps(body), c, args.duration, headers))
+        rows = {}
+        for name in targets:
+            rows[name] = {}
+            for c, results in runs[name].items():
+                median = sorted(results, key=lambda r: r["rps"])[len(results) // 2]
+                rows[name][c] = {**median, "non2xx": sum(r["non2xx"] for r in results)}
             print(name, {c: (round(r["rps"]), r["p50"], r["p99"], r["non2xx"]) for c, r in rows[name].items()},
                   flush=True)
 
@@ -241,7 +254,8 @@ def main():
 
 def print_report(rows, srows, args):
     up, pt = rows["upstream direct"], rows["pass-through"]
-    print("\n## Non-streaming, wrk -t1, %d s per point (req/s, p50 ms, p99 ms)\n" % args.duration)
+    print("\n## Non-streaming, wrk -t1, median of %d interleaved %d s runs (req/s, p50 ms, p99 ms)\n"
+          % (args.rounds, args.duration))
     print("| target | c=1 | c=16 | c=64 | errors |")
     print("|---|---|---|---|---|")
     for name, r in rows.items():

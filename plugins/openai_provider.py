@@ -20,7 +20,7 @@ import httpx
 import openai
 
 from app import errors
-from app.http_transport import Urllib3Transport
+from app.http_transport import LeanClient, Urllib3Transport
 from app.hookspecs import hookimpl
 from app.llm import Model
 from app.providers import (LazyClient, check_base_url, as_list, retry_after, setting, sse_data,
@@ -167,7 +167,7 @@ def _client_factory(provider, base_url, api_key, connect_timeout, read_timeout, 
         check_base_url(provider, base_url, config)
         timeout = httpx.Timeout(float(read_timeout), connect=float(connect_timeout))
         return _Client(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=int(max_retries),
-                       http_client=httpx.Client(transport=Urllib3Transport(), timeout=timeout))
+                       http_client=LeanClient(transport=Urllib3Transport(), timeout=timeout))
 
     return factory
 

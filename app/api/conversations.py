@@ -168,7 +168,7 @@ class MessageList(MethodView):
     def post(self, data, conversation_id):
         """Send a message and get the bot's answer (JSON, or SSE when stream is true)"""
         conv = _conversation(conversation_id)
-        bot = conv.bot
+        bot = chat.bot_of(conv)
         meter = _meter(bot)
         turn = chat.prepare_turn(
             registry=registry(), config=current_app.config, bot=bot, model=data.get("model"),
@@ -182,7 +182,7 @@ class MessageList(MethodView):
         return {
             "conversation_id": conv.id,
             "user_message_id": turn.user_message_id,
-            "message": Message.get_by_id(done.message_id),
+            "message": turn.saved or Message.get_by_id(done.message_id),
             "usage": _usage(done.usage),
             "finish_reason": done.finish_reason,
         }

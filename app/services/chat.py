@@ -11,12 +11,12 @@ connection is held across the provider call.
 import logging
 import time
 
-from .. import clock
+from .. import clock, fastsql
 from ..db import db
 from ..errors import ApiError, BadRequest, NotFound
 from ..ids import new_id
 from ..llm import ChatRequest, Usage, estimate_tokens
-from ..models import Conversation, GenerationStop, Message
+from ..models import Bot, Conversation, GenerationStop, Message
 from ..streaming import HEARTBEAT, with_heartbeats
 from . import retrieval
 from .events import Delta, Done, Error, Heartbeat, Start
@@ -46,11 +46,26 @@ def start_conversation(bot, *, surface="api", channel=None, end_user=None, api_k
     return conv
 
 
+def bot_of(conversation):
+    """The conversation's bot (what ``conversation.bot`` loads, with SQL built once)."""
+    bot = fastsql.first(Bot, "bot_by_id", lambda: Bot.select().where(Bot.id == "?"), conversation.bot_id)
+    if bot is None:
+        raise NotFound(f"Bot {conversation.bot_id} not found")
+    conversation.bot = bot
+    return bot
+
+
 def get_conversation(conversation_id, *, bot_ids=None, channel=None):
     """A conversation, limited to ``bot_ids`` (a list, None = any) or a channel's bot.
 
     Raises NotFound outside that scope.
     """
+    if bot_ids is None and channel is None:  # the common case: SQL built once
+        conv = fastsql.first(Conversation, "conversation_by_id",
+                             lambda: Conversation.select().where(Conversation.id == "?"), conversation_id)
+        if conv is None:
+            raise NotFound(f"Conversation {conversation_id} not found")
+        return conv
     query = Conversation.select().where(Conversation.id == conversation_id)
     if bot_ids is not None:
         query = query.where(Conversation.bot.in_(bot_ids))
@@ -102,6 +117,8 @@ def request_stop(generation_id):
 
     Works across workers: the running turn polls for the row. Idempotent.
     """
+    if Message.select().where(Message.id == generation_id).exists():
+        return  # already saved: nothing to stop, and no row left behind
     GenerationStop.insert(id=generation_id, created_at=clock.now()).on_conflict_ignore().execute()
 
 
@@ -159,10 +176,11 @@ def _history(conversation, config):
     """Recent messages, newest last, bounded by count and approximate tokens."""
     max_msgs = config.get("HISTORY_MAX_MESSAGES", 20)
     max_tokens = config.get("HISTORY_MAX_TOKENS", 4000)
-    rows = list(Message.select(Message.role, Message.content, Message.status)
-                .where(Message.conversation == conversation)
-                .order_by(Message.created_at.desc(), Message.id.desc())
-                .limit(max_msgs))
+    rows = fastsql.select(Message, "history", lambda: (
+        Message.select(Message.role, Message.content, Message.status)
+        .where(Message.conversation == "?")
+        .order_by(Message.created_at.desc(), Message.id.desc())
+        .limit(1)), conversation.id, int(max_msgs))
     out, budget = [], max_tokens
     for row in rows:
         if row.status == "error" or not row.content:
@@ -242,9 +260,10 @@ def prepare_turn(*, registry, config, bot=None, model=None, content=None, messag
         options["max_tokens"] = bot.max_tokens
     user_message_id = None
     if persist and conversation is not None:
-        user_message_id = Message.create(conversation=conversation, role="user", content=new_user,
-                                         status="complete").id
-        Conversation.update(updated_at=clock.now()).where(Conversation.id == conversation.id).execute()
+        user_message_id = fastsql.insert(Message(conversation=conversation.id, role="user", content=new_user,
+                                                 status="complete")).id
+        fastsql.execute("touch_conversation", lambda: Conversation.update(updated_at=clock.now()).where(
+            Conversation.id == "?"), clock.now(), conversation.id)
     request = ChatRequest(
         messages=prompt_msgs,
         temperature=options.get("temperature"),
@@ -275,6 +294,8 @@ class Turn:
         self.stream_timeout = stream_timeout
         self.stop_poll = stop_poll
         self.created = time.time()
+        self.stop_requested_elsewhere = False  # a stop row was seen (deleted when the turn is saved)
+        self.saved = None  # the assistant Message once saved
 
     def _stop_requested(self):
         with db.connection_context():
@@ -308,6 +329,7 @@ class Turn:
                     if self.conversation_id and now >= next_stop_check:
                         next_stop_check = now + self.stop_poll
                         if self._stop_requested():
+                            self.stop_requested_elsewhere = True
                             finish = "stopped"
                             break
                 else:
@@ -349,14 +371,16 @@ class Turn:
             return
         try:
             with db.connection_context():
-                Message.create(
+                self.saved = fastsql.insert(Message(
                     id=self.message_id, conversation=self.conversation_id, role="assistant",
                     content=content, status=status, error=(error.message if error else None),
                     model=self.model.name, prompt_tokens=usage.prompt_tokens,
                     completion_tokens=usage.completion_tokens, tokens_estimated=usage.estimated,
                     citations=self.passages,
-                )
-                GenerationStop.delete().where(GenerationStop.id == self.message_id).execute()
+                ))
+                if self.stop_requested_elsewhere:
+                    fastsql.execute("clear_stop", lambda: GenerationStop.delete().where(
+                        GenerationStop.id == "?"), self.message_id)
         except Exception:  # noqa: BLE001 - log; the client already has what it has
             log.exception("could not save assistant message %s", self.message_id)
 

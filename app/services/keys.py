@@ -4,6 +4,7 @@ Admin keys manage everything; client keys use bots and automations,
 optionally scoped to some of them. Only a SHA-256 hash, a short display
 prefix and the last 4 characters are stored.
 """
+import time
 from datetime import timedelta
 
 from peewee import IntegrityError
@@ -23,6 +24,7 @@ def create_key(*, kind="client", name="", bot_ids=(), automation_ids=(), plan=No
     Raises BadRequest for an unknown kind or a scope naming bots or
     automations that do not exist.
     """
+    clear_cache()  # a lookup of this token cached as unknown must not outlive its creation
     if kind not in KINDS:
         raise BadRequest(f"kind must be one of {', '.join(KINDS)}", fields={"kind": "invalid"})
     bot_ids, automation_ids = list(bot_ids or []), list(automation_ids or [])
@@ -87,16 +89,40 @@ def _key_by_hash(digest):
     return rows[0] if rows else None
 
 
-def authenticate(token, *, last_used_interval=60):
+# digest -> (ApiKey row or None, monotonic expiry): a worker's short-lived cache of lookups
+_CACHE = {}
+
+
+def clear_cache():
+    """Forget cached lookups (after a key changes here, and when the database is re-initialised)."""
+    _CACHE.clear()
+
+
+def _cached_key(digest, ttl):
+    if ttl <= 0:
+        return _key_by_hash(digest)
+    now = time.monotonic()
+    hit = _CACHE.get(digest)
+    if hit is not None and hit[1] > now:
+        return hit[0]
+    row = _key_by_hash(digest)
+    if len(_CACHE) > 10_000:  # many distinct tokens (a scan): start over rather than grow
+        _CACHE.clear()
+    _CACHE[digest] = (row, now + ttl)
+    return row
+
+
+def authenticate(token, *, last_used_interval=60, cache_seconds=0):
     """Return the enabled ApiKey for a bearer token.
 
     Raises Unauthorized when the token is missing, unknown or disabled.
-    ``last_used_at`` is written at most once per ``last_used_interval`` seconds.
+    ``last_used_at`` is written at most once per ``last_used_interval`` seconds. A lookup is
+    reused for ``cache_seconds`` (changes made through this module drop it at once).
     """
     if not token:
         raise Unauthorized("Missing API key: send 'Authorization: Bearer <key>'")
     digest = secrets_util.digest(token)
-    row = _key_by_hash(digest)
+    row = _cached_key(digest, cache_seconds)
     if row is None or not secrets_util.matches(token, row.key_hash):
         raise Unauthorized("Invalid API key")
     if not row.enabled:
@@ -133,6 +159,7 @@ def get_key(key_id):
 
 
 def set_enabled(key_id, enabled):
+    clear_cache()
     row = get_key(key_id)
     ApiKey.update(enabled=bool(enabled)).where(ApiKey.id == row.id).execute()
     row.enabled = bool(enabled)
@@ -141,6 +168,7 @@ def set_enabled(key_id, enabled):
 
 def update_key(key_id, **changes):
     """Update name / scope / plan / limits / quota. Raises NotFound, BadRequest."""
+    clear_cache()
     row = get_key(key_id)
     if row.kind == "admin" and (changes.get("bot_ids") or changes.get("automation_ids")):
         raise BadRequest("admin keys cannot be scoped", fields={"bot_ids": "admin keys see everything"})
@@ -155,6 +183,7 @@ def update_key(key_id, **changes):
 
 
 def delete_key(key_id):
+    clear_cache()
     row = get_key(key_id)
     row.delete_instance()
 

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from peewee import OperationalError, fn
 
-from .. import clock
+from .. import clock, fastsql
 from ..db import db
 from ..errors import BadRequest, NotFound, QuotaExceeded, RateLimited
 from ..models import BotSource, KnowledgeChunk, KnowledgeRow, KnowledgeSource, RowTag, Tag
@@ -154,7 +154,11 @@ def delete_source(source):
 
 
 def source_ids_of_bot(bot):
-    return [link.source_id for link in BotSource.select(BotSource.source).where(BotSource.bot == bot)]
+    """Ids of the sources attached to ``bot`` (runs on every turn: SQL built once)."""
+    bot_id = bot.id if hasattr(bot, "id") else bot
+    rows = fastsql.select(BotSource, "sources_of_bot",
+                          lambda: BotSource.select(BotSource.source).where(BotSource.bot == "?"), bot_id)
+    return [row.source_id for row in rows]
 
 
 def _tag_ids(names):
