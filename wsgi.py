@@ -14,3 +14,9 @@ except ImportError:  # pragma: no cover - psycogreen is only in the postgres ext
 from app import create_app  # noqa: E402
 
 app = create_app()
+
+# Load the provider plugins and their SDKs as the worker boots, not in its first request
+# (importing the openai and anthropic SDKs takes a second or two).
+from app.llm import registry  # noqa: E402
+
+registry(app)

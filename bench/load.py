@@ -1,7 +1,7 @@
 """Load benchmark: one gevent worker holds 1,000 concurrent streams, then sustains a fixed
 non-streaming request rate for minutes with zero errors and flat memory.
 
-    .venv/bin/python -m bench.load [--minutes 5] [--rate 400] [--streams 1000]
+    .venv/bin/python -m bench.load [--minutes 5] [--fraction 0.8 | --rate 400] [--streams 1000]
 
 Starts, on 127.0.0.1 and free ports: two fake OpenAI upstreams (bench/fake_upstream.py; one
 fast, one that sends a token every ``--stream-delay`` seconds) and ``chatport serve`` with one
@@ -10,7 +10,8 @@ Then:
 
 1. ``--streams`` concurrent 50-token streams through ``/v1/chat/completions``: all must finish
    with ``[DONE]``; the worker's RSS after them is recorded.
-2. ``--minutes`` of open-loop load at ``--rate`` requests/s (a request is started every
+2. The closed-loop capacity at concurrency 16 (10 s), then ``--minutes`` of open-loop load at
+   ``--rate`` requests/s, by default ``--fraction`` (0.8) of that capacity (a request is started every
    1/rate s whatever the answers do, so a slow server shows up as latency and errors, not as
    a lower rate): non-streaming ``/v1/chat/completions`` calls, each with API-key auth, rate
    limit check and a usage row. The worker's RSS is sampled every 10 s. Any non-200 answer,
@@ -55,20 +56,48 @@ class Caller:
         self.idle = []
 
     def __call__(self):
-        conn = self.idle.pop() if self.idle else http.client.HTTPConnection("127.0.0.1", self.port,
-                                                                             timeout=self.timeout)
         started = time.perf_counter()
+        reused = bool(self.idle)
+        conn = self.idle.pop() if reused else self._new()
         try:
-            conn.request("POST", "/v1/chat/completions", self.body, self.headers)
-            resp = conn.getresponse()
-            data = resp.read()
-            ok = resp.status == 200 and b'"chat.completion"' in data
-            status = resp.status
+            result = self._send(conn)
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
-            return False, type(exc).__name__, time.perf_counter() - started
+            if not reused:
+                return False, type(exc).__name__, time.perf_counter() - started
+            # the server closed an idle keep-alive connection (gunicorn's --keep-alive): as
+            # every HTTP client does, send again once on a new connection
+            conn = self._new()
+            try:
+                result = self._send(conn)
+            except (OSError, http.client.HTTPException) as exc2:
+                conn.close()
+                return False, type(exc2).__name__, time.perf_counter() - started
         self.idle.append(conn)
-        return ok, status, time.perf_counter() - started
+        return (*result, time.perf_counter() - started)
+
+    def _new(self):
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+
+    def _send(self, conn):
+        conn.request("POST", "/v1/chat/completions", self.body, self.headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        return resp.status == 200 and b'"chat.completion"' in data, resp.status
+
+
+def capacity(port, body, headers, seconds=10, concurrency=16):
+    """Closed-loop requests/s at ``concurrency`` (what the gateway benchmark calls c=16)."""
+    call = Caller(port, body, headers, 30)
+    done, stop = [], time.perf_counter() + seconds
+
+    def loop():
+        while time.perf_counter() < stop:
+            done.append(call()[0])
+
+    started = time.perf_counter()
+    gevent.joinall([gevent.spawn(loop) for _ in range(concurrency)])
+    return sum(done) / (time.perf_counter() - started), done.count(False)
 
 
 def sustain(port, body, headers, rate, seconds, master_pid, max_in_flight=512, timeout=30):
@@ -112,7 +141,10 @@ def sustain(port, body, headers, rate, seconds, master_pid, max_in_flight=512, t
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=5)
-    parser.add_argument("--rate", type=float, default=400, help="non-streaming requests per second")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="non-streaming requests per second (default: --fraction of the c=16 "
+                             "capacity measured in this run)")
+    parser.add_argument("--fraction", type=float, default=0.8)
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--stream-delay", type=float, default=0.02, help="upstream seconds between tokens")
     args = parser.parse_args()
@@ -145,7 +177,10 @@ def main():
         first = hold_streams(cp_port, sbody, auth, args.streams)
         rss_streams = worker_rss_mb(cp.pid)
         print("streams:", first, f"RSS {rss_streams:.0f} MB", flush=True)
-        load = sustain(cp_port, body, auth, args.rate, args.minutes * 60, cp.pid)
+        measured, cap_errors = capacity(cp_port, body, auth)
+        rate = args.rate or round(measured * args.fraction)
+        print(f"c=16 capacity: {measured:.0f} req/s ({cap_errors} errors); sustaining {rate} req/s", flush=True)
+        load = sustain(cp_port, body, auth, rate, args.minutes * 60, cp.pid)
         print("sustained:", {k: v for k, v in load.items() if k != "rss"}, flush=True)
         second = hold_streams(cp_port, sbody, auth, args.streams)
         rss_end = worker_rss_mb(cp.pid)
@@ -158,13 +193,14 @@ def main():
         print(f"| idle | – | – | – | – | – | {rss_idle:.0f} |")
         print(f"| {args.streams} concurrent streams | {args.streams} | {first['ok']} | {first['errors']} | – | "
               f"TTFT p50 {first['ttft_p50_ms']:.0f} | {rss_streams:.0f} |")
-        print(f"| {args.minutes:g} min at {args.rate:g} req/s | {load['sent']} | {load['ok']} | {load['errors']} | "
+        print(f"| c=16 closed loop, 10 s | – | – | {cap_errors} | {measured:.0f} | – | – |")
+        print(f"| {args.minutes:g} min at {rate:g} req/s | {load['sent']} | {load['ok']} | {load['errors']} | "
               f"{load['achieved_rps']:.0f} | {load['p50_ms']:.1f} / {load['p99_ms']:.1f} | "
               f"{rss[0][1]:.0f} → {rss[-1][1]:.0f} (max {max(r for _, r in rss):.0f}) |")
         print(f"| {args.streams} streams again | {args.streams} | {second['ok']} | {second['errors']} | – | "
               f"TTFT p50 {second['ttft_p50_ms']:.0f} | {rss_end:.0f} |")
         print("\nRSS samples (s, MB):", ", ".join(f"{t:.0f}:{r:.0f}" for t, r in rss))
-        failed = first["errors"] + second["errors"] + load["errors"]
+        failed = first["errors"] + second["errors"] + load["errors"] + cap_errors
         return 1 if failed else 0
     finally:
         procs.stop()
