@@ -16,14 +16,12 @@ HTTP 200 and a stream without ``message_stop`` are provider errors.
 """
 import json
 
-import anthropic
 import httpx
 
 from app import errors
 from app.hookspecs import hookimpl
 from app.llm import Model
-from app.providers import (LazyClient, check_base_url, as_list, retry_after, setting, sse_data,
-                           upstream_message, usage_or_estimate)
+from app.providers import LazyClient, as_list, check_base_url, setting, sse_data, usage_or_estimate
 
 DEFAULT_MODELS = ["claude-sonnet-4-5", "claude-haiku-4-5"]
 # Error event types (sent after HTTP 200) → the status they stand for.
@@ -32,42 +30,16 @@ EVENT_STATUS = {"invalid_request_error": 400, "authentication_error": 401, "perm
                 "api_error": 500, "overloaded_error": 529}
 
 
-class _Client(anthropic.Anthropic):
-    """The SDK client, except that a 429 is not retried: the caller gets it with Retry-After."""
+def _sdk():
+    """The SDK glue (plugins/anthropic_sdk.py), imported when first needed."""
+    from . import anthropic_sdk
 
-    def _should_retry(self, response):
-        if response.status_code == 429:
-            return False
-        return super()._should_retry(response)
+    return anthropic_sdk
 
 
 def map_error(exc, provider="anthropic"):
     """Translate an anthropic/httpx exception into the ``app.errors`` Provider* taxonomy."""
-    if isinstance(exc, errors.ProviderError):
-        return exc
-    if isinstance(exc, (anthropic.APITimeoutError, httpx.TimeoutException)):
-        return errors.ProviderTimeout(f"{provider}: no answer within the configured timeout")
-    if isinstance(exc, anthropic.APIStatusError):
-        status, headers = exc.status_code, exc.response.headers
-        if status in (401, 403):
-            return errors.ProviderAuthError(
-                f"{provider} rejected chatport's credentials (HTTP {status})")
-        if status == 429:
-            return errors.ProviderRateLimited(f"{provider}: {upstream_message(exc)}",
-                                              headers=retry_after(headers))
-        if status == 408:
-            return errors.ProviderTimeout(f"{provider}: upstream request timeout (HTTP 408)")
-        if 400 <= status < 500 and status != 409:
-            return errors.ProviderBadRequest(f"{provider}: {upstream_message(exc)}")
-        return errors.ProviderUnavailable(f"{provider}: HTTP {status}: {upstream_message(exc)}")
-    if isinstance(exc, (anthropic.APIConnectionError, httpx.TransportError)):
-        return errors.ProviderUnavailable(f"{provider}: connection failed: {upstream_message(exc)}")
-    return errors.ProviderUnavailable(f"{provider}: malformed or failed reply: {upstream_message(exc)}")
-
-
-# Undecodable JSON is a ValueError; JSON of the wrong shape surfaces as the others.
-UPSTREAM_ERRORS = (anthropic.AnthropicError, httpx.HTTPError, ValueError, AttributeError,
-                   TypeError, KeyError, IndexError)
+    return _sdk().map_error(exc, provider)
 
 
 class AnthropicChatModel(Model):
@@ -103,14 +75,14 @@ class AnthropicChatModel(Model):
             client = self.client.get()
             if not request.stream:
                 reply = client.messages.create(**self._params(request))
-        except UPSTREAM_ERRORS as exc:
+        except _sdk().UPSTREAM_ERRORS as exc:
             raise map_error(exc) from exc
         if not request.stream:
             try:
                 text = "".join(block.text for block in reply.content if block.type == "text")
                 usage = usage_or_estimate(reply.usage.input_tokens, reply.usage.output_tokens,
                                           request, text)
-            except UPSTREAM_ERRORS as exc:
+            except _sdk().UPSTREAM_ERRORS as exc:
                 raise map_error(exc) from exc
             if text:
                 yield text
@@ -124,7 +96,7 @@ class AnthropicChatModel(Model):
         try:
             response = client.messages.with_streaming_response.create(
                 **self._params(request), stream=True).__enter__()
-        except UPSTREAM_ERRORS as exc:
+        except _sdk().UPSTREAM_ERRORS as exc:
             raise map_error(exc) from exc
         parts, prompt, completion, finished = [], None, None, False
         try:
@@ -147,7 +119,7 @@ class AnthropicChatModel(Model):
                     finished = True
                 elif kind == "error":
                     raise stream_error(event.get("error") or {})
-        except UPSTREAM_ERRORS as exc:
+        except _sdk().UPSTREAM_ERRORS as exc:
             raise map_error(exc) from exc
         finally:
             response.close()  # also on GeneratorExit: releases the HTTP connection
@@ -185,7 +157,7 @@ def register_models(register, config):
         if not key:
             raise errors.ProviderAuthError("anthropic: no API key configured (ANTHROPIC_API_KEY)")
         check_base_url("anthropic", base_url, config)
-        return _Client(api_key=key, base_url=base_url, max_retries=retries,
+        return _sdk().Client(api_key=key, base_url=base_url, max_retries=retries,
                        timeout=httpx.Timeout(read, connect=connect))
 
     client = LazyClient(factory)

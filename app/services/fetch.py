@@ -5,7 +5,7 @@ operator allows them (``KNOWLEDGE_URL_ALLOWED_NETWORKS``, e.g. ``["127.0.0.0/8"]
 re-checks every redirect, bounds time and size, and turns HTML into text.
 """
 from html.parser import HTMLParser
-from urllib.parse import urljoin, urlparse
+from urllib.parse import urljoin
 
 import requests
 
