@@ -105,7 +105,8 @@ def wrk(port, path, body, connections, duration, headers):
                           f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True).stdout
     os.unlink(script.name)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p50m, p99m = re.search(r"50%\s+(\S+)", out), re.search(r"99%\s+(\S+)", out)
+    # the distribution lines only: "+/- Stdev" columns can end in "50%" or "99%" too
+    p50m, p99m = re.search(r"^\s+50%[ \t]+(\S+)", out, re.M), re.search(r"^\s+99%[ \t]+(\S+)", out, re.M)
     if not p50m or not rps:
         raise RuntimeError("wrk got no answers:\n" + out)
     try:
