@@ -25,9 +25,7 @@ from gevent import monkey; monkey.patch_all()  # noqa: E702,I001
 import argparse
 import http.client
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +33,7 @@ import time
 import gevent
 from gevent.pool import Pool
 
-from .run_gateway import KEY, PY, ROOT, Procs, free_port, one_stream, wait_up, worker_rss_mb
+from .run_gateway import KEY, PY, Procs, free_port, one_stream, start_chatport, wait_up, worker_rss_mb
 
 
 def hold_streams(port, body, headers, count):
@@ -158,15 +156,7 @@ def main():
                      "--delay", str(args.stream_delay)])
         wait_up(up_fast, "/v1/models")
         wait_up(up_slow, "/v1/models")
-        env = {"CHATPORT_INSTANCE_PATH": tmp, "CHATPORT_ADMIN_KEY": KEY,
-               "CHATPORT_OPENAI_BASE_URL": f"http://127.0.0.1:{up_fast}/v1", "CHATPORT_OPENAI_API_KEY": "x",
-               "CHATPORT_OPENAI_MODELS": '["gpt-bench"]', "CHATPORT_PROVIDER_ALLOWED_NETWORKS": '["127.0.0.0/8"]',
-               "CHATPORT_OPENAI_COMPATIBLE": json.dumps({"slow": {"base_url": f"http://127.0.0.1:{up_slow}/v1",
-                                                                  "api_key": "x", "models": ["gpt-bench"]}})}
-        subprocess.run([PY, "-m", "app.cli", "init"], cwd=ROOT, env={**os.environ, **env}, check=True,
-                       capture_output=True)
-        cp = procs.start([PY, "-m", "app.cli", "serve", "--port", str(cp_port), "--", "--no-control-socket",
-                          "--backlog", "4096"], env=env, log=open(os.path.join(tmp, "server.log"), "ab"))
+        cp = start_chatport(procs, tmp, cp_port, up_fast, up_slow)
         wait_up(cp_port, "/healthz")
         auth = {"Authorization": f"Bearer {KEY}"}
         msg = [{"role": "user", "content": "hello"}]

@@ -86,6 +86,20 @@ def worker_rss_mb(master_pid):
     return total / 1024
 
 
+def start_chatport(procs, tmp, port, up_fast, up_slow):
+    """``chatport serve`` (1 gevent worker, SQLite in ``tmp``) with ``openai/gpt-bench`` on the fast
+    fake upstream and ``slow/gpt-bench`` on the slow one; returns the gunicorn master process."""
+    env = {"CHATPORT_INSTANCE_PATH": tmp, "CHATPORT_ADMIN_KEY": KEY,
+           "CHATPORT_OPENAI_BASE_URL": f"http://127.0.0.1:{up_fast}/v1", "CHATPORT_OPENAI_API_KEY": "x",
+           "CHATPORT_OPENAI_MODELS": '["gpt-bench"]', "CHATPORT_PROVIDER_ALLOWED_NETWORKS": '["127.0.0.0/8"]',
+           "CHATPORT_OPENAI_COMPATIBLE": json.dumps({"slow": {"base_url": f"http://127.0.0.1:{up_slow}/v1",
+                                                              "api_key": "x", "models": ["gpt-bench"]}})}
+    subprocess.run([PY, "-m", "app.cli", "init"], cwd=ROOT, env={**os.environ, **env}, check=True,
+                   capture_output=True)
+    return procs.start([PY, "-m", "app.cli", "serve", "--port", str(port), "--", "--no-control-socket",
+                        "--backlog", "4096"], env=env, log=open(os.path.join(tmp, "server.log"), "ab"))
+
+
 def to_ms(value):
     match = re.match(r"([\d.]+)(us|ms|s|m)", value)
     if not match:
@@ -173,15 +187,7 @@ def main():
                     "--no-control-socket", "--backlog", "4096"]
         pt = procs.start([*gunicorn, "-b", f"127.0.0.1:{pt_port}", "bench.passthrough:app"],
                          env={"BENCH_UPSTREAM": f"http://127.0.0.1:{up_fast}"})
-        env = {"CHATPORT_INSTANCE_PATH": tmp, "CHATPORT_ADMIN_KEY": KEY,
-               "CHATPORT_OPENAI_BASE_URL": f"http://127.0.0.1:{up_fast}/v1", "CHATPORT_OPENAI_API_KEY": "x",
-               "CHATPORT_OPENAI_MODELS": '["gpt-bench"]', "CHATPORT_PROVIDER_ALLOWED_NETWORKS": '["127.0.0.0/8"]',
-               "CHATPORT_OPENAI_COMPATIBLE": json.dumps({"slow": {"base_url": f"http://127.0.0.1:{up_slow}/v1",
-                                                                  "api_key": "x", "models": ["gpt-bench"]}})}
-        subprocess.run([PY, "-m", "app.cli", "init"], cwd=ROOT, env={**os.environ, **env}, check=True,
-                       capture_output=True)
-        cp = procs.start([PY, "-m", "app.cli", "serve", "--port", str(cp_port), "--", "--no-control-socket",
-                          "--backlog", "4096"], env=env, log=open(os.path.join(tmp, "server.log"), "ab"))
+        cp = start_chatport(procs, tmp, cp_port, up_fast, up_slow)
         wait_up(pt_port, "/")
         wait_up(cp_port, "/healthz")
         auth = {"Authorization": f"Bearer {KEY}"}
