@@ -177,7 +177,7 @@ def test_url_sources(admin, app, pages):
     src = _url_source(admin, pages + "/page")
     admin.post(f"{K}/sources/{src['id']}/sync")
     refused = wait_state(admin, src["id"])
-    assert refused["state"] == "sync_error" and "non-public address" in refused["error"]  # loopback refused by default
+    assert refused["state"] == "sync_error" and "non-public address" in refused["error"], refused  # loopback refused
     app.config["KNOWLEDGE_URL_ALLOWED_NETWORKS"] = ["127.0.0.0/8"]
     app.config["KNOWLEDGE_URL_MAX_BYTES"] = 1000
     app.config["KNOWLEDGE_URL_TIMEOUT"] = 10
@@ -189,7 +189,8 @@ def test_url_sources(admin, app, pages):
     assert content == "# Returns\n\nItems can be returned within 30 days." and "evil" not in content
     redirected = _url_source(admin, pages + "/redirect")
     admin.post(f"{K}/sources/{redirected['id']}/sync")
-    assert wait_state(admin, redirected["id"])["state"] == "synced"
+    followed = wait_state(admin, redirected["id"])
+    assert followed["state"] == "synced", followed
     for path, reason in [("/missing", "HTTP 404"), ("/image", "not text"), ("/huge", "larger than"),
                          ("/slow", "could not")]:
         if path == "/slow":
@@ -201,7 +202,8 @@ def test_url_sources(admin, app, pages):
     # a failed re-sync keeps the page that was there
     app.config["KNOWLEDGE_URL_ALLOWED_NETWORKS"] = []
     admin.post(f"{K}/sources/{src['id']}/sync")
-    assert wait_state(admin, src["id"])["state"] == "sync_error"
+    kept = wait_state(admin, src["id"])
+    assert kept["state"] == "sync_error", kept
     assert admin.get(f"{K}/sources/{src['id']}/rows").get_json()["pagination"]["total"] == 1
 
 
