@@ -37,6 +37,16 @@ class _Client(openai.OpenAI):
             return False
         return super()._should_retry(response)
 
+    def _prepare_url(self, url):
+        # The SDK parses and joins the same path with the same base URL on every call (~3% of a
+        # proxied call's CPU); httpx.URL is immutable, so the result is kept per path.
+        cache = self.__dict__.setdefault("_chatport_urls", {})
+        key = (str(self.base_url), url)
+        prepared = cache.get(key)
+        if prepared is None:
+            prepared = cache[key] = super()._prepare_url(url)
+        return prepared
+
 
 def map_error(exc, provider="openai"):
     """Translate an openai/httpx exception into the ``app.errors`` Provider* taxonomy."""
