@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from peewee import IntegrityError
 
-from .. import clock, secrets_util
+from .. import clock, fastsql, secrets_util
 from ..errors import BadRequest, Forbidden, NotFound, Unauthorized
 from ..models import ApiKey, Automation, Bot
 
@@ -73,20 +73,10 @@ def ensure_env_admin_key(plaintext):
     return row
 
 
-_BY_HASH_SQL = {}
-
-
 def _key_by_hash(digest):
-    """The key with this hash, or None. Runs on every request: the SQL is built once per
-    database type (peewee's query building cost more than the indexed lookup itself)."""
-    from ..db import db
-
-    kind = type(db.obj)
-    sql = _BY_HASH_SQL.get(kind)
-    if sql is None:
-        sql = _BY_HASH_SQL[kind] = ApiKey.select().where(ApiKey.key_hash == "?").sql()[0]
-    rows = list(ApiKey.raw(sql, digest))
-    return rows[0] if rows else None
+    """The key with this hash, or None. Runs on every request: the SQL is built once
+    (peewee's query building cost more than the indexed lookup itself)."""
+    return fastsql.first(ApiKey, "key_by_hash", lambda: ApiKey.select().where(ApiKey.key_hash == "?"), digest)
 
 
 # digest -> (ApiKey row or None, monotonic expiry): a worker's short-lived cache of lookups

@@ -4,7 +4,7 @@ from datetime import datetime, timedelta
 
 from peewee import Case, fn
 
-from .. import clock
+from .. import clock, fastsql
 from ..db import db, is_sqlite
 from ..errors import BadRequest
 from ..models import Usage
@@ -15,21 +15,6 @@ log = logging.getLogger("chatport.usage")
 
 GROUPS = {"key": Usage.key_id, "bot": Usage.bot_id, "automation": Usage.automation_id,
           "model": Usage.model, "dialect": Usage.dialect, "category": Usage.category}
-
-
-_INSERT_SQL = {}
-_COLUMNS = ("id", "created_at", "key_id", "dialect", "category", "endpoint", "bot_id", "automation_id", "model",
-            "prompt_tokens", "completion_tokens", "tokens_estimated", "credits", "status", "latency_ms")
-
-
-def _insert_sql():
-    """INSERT for one usage row, built once per database type (it runs on every call)."""
-    kind = type(db.obj)
-    if kind not in _INSERT_SQL:
-        mark = db.obj.param
-        _INSERT_SQL[kind] = 'INSERT INTO "usage" (%s) VALUES (%s)' % (
-            ", ".join(f'"{c}"' for c in _COLUMNS), ", ".join([mark] * len(_COLUMNS)))
-    return _INSERT_SQL[kind]
 
 
 def record(meter, *, status, latency_ms, prices):
@@ -47,7 +32,7 @@ def record(meter, *, status, latency_ms, prices):
             completion_tokens=meter.completion_tokens, tokens_estimated=meter.tokens_estimated,
             credits=credits, status=meter.status or status, latency_ms=round(latency_ms, 3))
         with db.connection_context():
-            db.execute_sql(_insert_sql(), [Usage._meta.fields[k].db_value(v) for k, v in values.items()])
+            fastsql.insert(Usage(**values))  # runs on every call: SQL built once
     except Exception:  # noqa: BLE001 - usage must never fail the call
         log.exception("could not record usage")
 
