@@ -60,19 +60,10 @@ def get_conversation(conversation_id, *, bot_ids=None, channel=None):
 
     Raises NotFound outside that scope.
     """
-    if bot_ids is None and channel is None:  # the common case: SQL built once
-        conv = fastsql.first(Conversation, "conversation_by_id",
-                             lambda: Conversation.select().where(Conversation.id == "?"), conversation_id)
-        if conv is None:
-            raise NotFound(f"Conversation {conversation_id} not found")
-        return conv
-    query = Conversation.select().where(Conversation.id == conversation_id)
-    if bot_ids is not None:
-        query = query.where(Conversation.bot.in_(bot_ids))
-    if channel is not None:
-        query = query.where(Conversation.bot == channel.bot_id)
-    conv = query.first()
-    if conv is None:
+    conv = fastsql.first(Conversation, "conversation_by_id",  # runs on every turn: SQL built once
+                         lambda: Conversation.select().where(Conversation.id == "?"), conversation_id)
+    if (conv is None or (bot_ids is not None and conv.bot_id not in bot_ids)
+            or (channel is not None and conv.bot_id != channel.bot_id)):
         raise NotFound(f"Conversation {conversation_id} not found")
     return conv
 
