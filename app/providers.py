@@ -3,7 +3,8 @@
 - ``setting``: a value from the app config, else an environment variable.
 - ``LazyClient``: one SDK client per process, created on first use (after
   gunicorn forks), never per request.
-- ``retry_after``, ``upstream_message``: pieces of error mapping.
+- ``retry_after``, ``upstream_message``, ``status_error``: error mapping (one rule for every
+  plugin: which upstream status becomes which Provider* error).
 - ``sse_data``: the data of each server-sent event, from response lines.
 - ``check_base_url``: refuse a base URL on a non-public address unless the operator
   allows its network (``PROVIDER_ALLOWED_NETWORKS``).
@@ -74,6 +75,20 @@ class LazyClient:
     def created(self):
         """True once a client exists in this process."""
         return self._client is not None and self._pid == os.getpid()
+
+
+def status_error(provider, status, headers, detail):
+    """The Provider* error for an upstream HTTP error status: 401/403 auth, 429 rate limited
+    (with its Retry-After), 408 timeout, other 4xx (but 409) bad request, the rest unavailable."""
+    if status in (401, 403):
+        return errors.ProviderAuthError(f"{provider} rejected chatport's credentials (HTTP {status})")
+    if status == 429:
+        return errors.ProviderRateLimited(f"{provider}: {detail}", headers=retry_after(headers))
+    if status == 408:
+        return errors.ProviderTimeout(f"{provider}: upstream request timeout (HTTP 408)")
+    if 400 <= status < 500 and status != 409:
+        return errors.ProviderBadRequest(f"{provider}: {detail}")
+    return errors.ProviderUnavailable(f"{provider}: HTTP {status}: {detail}")
 
 
 def retry_after(headers):

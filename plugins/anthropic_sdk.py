@@ -7,7 +7,7 @@ import anthropic
 import httpx
 
 from app import errors
-from app.providers import retry_after, upstream_message
+from app.providers import status_error, upstream_message
 
 
 class Client(anthropic.Anthropic):
@@ -26,18 +26,7 @@ def map_error(exc, provider="anthropic"):
     if isinstance(exc, (anthropic.APITimeoutError, httpx.TimeoutException)):
         return errors.ProviderTimeout(f"{provider}: no answer within the configured timeout")
     if isinstance(exc, anthropic.APIStatusError):
-        status, headers = exc.status_code, exc.response.headers
-        if status in (401, 403):
-            return errors.ProviderAuthError(
-                f"{provider} rejected chatport's credentials (HTTP {status})")
-        if status == 429:
-            return errors.ProviderRateLimited(f"{provider}: {upstream_message(exc)}",
-                                              headers=retry_after(headers))
-        if status == 408:
-            return errors.ProviderTimeout(f"{provider}: upstream request timeout (HTTP 408)")
-        if 400 <= status < 500 and status != 409:
-            return errors.ProviderBadRequest(f"{provider}: {upstream_message(exc)}")
-        return errors.ProviderUnavailable(f"{provider}: HTTP {status}: {upstream_message(exc)}")
+        return status_error(provider, exc.status_code, exc.response.headers, upstream_message(exc))
     if isinstance(exc, (anthropic.APIConnectionError, httpx.TransportError)):
         return errors.ProviderUnavailable(f"{provider}: connection failed: {upstream_message(exc)}")
     return errors.ProviderUnavailable(f"{provider}: malformed or failed reply: {upstream_message(exc)}")

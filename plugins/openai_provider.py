@@ -23,7 +23,7 @@ from app import errors
 from app.http_transport import LeanClient, Urllib3Transport
 from app.hookspecs import hookimpl
 from app.llm import Model
-from app.providers import (LazyClient, check_base_url, as_list, retry_after, setting, sse_data,
+from app.providers import (LazyClient, check_base_url, as_list, setting, sse_data, status_error,
                            upstream_message, usage_or_estimate)
 
 DEFAULT_MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini"]
@@ -55,18 +55,7 @@ def map_error(exc, provider="openai"):
     if isinstance(exc, (openai.APITimeoutError, httpx.TimeoutException)):
         return errors.ProviderTimeout(f"{provider}: no answer within the configured timeout")
     if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
-        if status in (401, 403):
-            return errors.ProviderAuthError(
-                f"{provider} rejected chatport's credentials (HTTP {status})")
-        if status == 429:
-            return errors.ProviderRateLimited(f"{provider}: {upstream_message(exc)}",
-                                              headers=retry_after(exc.response.headers))
-        if status == 408:
-            return errors.ProviderTimeout(f"{provider}: upstream request timeout (HTTP 408)")
-        if 400 <= status < 500 and status != 409:
-            return errors.ProviderBadRequest(f"{provider}: {upstream_message(exc)}")
-        return errors.ProviderUnavailable(f"{provider}: HTTP {status}: {upstream_message(exc)}")
+        return status_error(provider, exc.status_code, exc.response.headers, upstream_message(exc))
     if isinstance(exc, (openai.APIConnectionError, httpx.TransportError)):
         return errors.ProviderUnavailable(f"{provider}: connection failed: {upstream_message(exc)}")
     if isinstance(exc, openai.OpenAIError) and "api_key" in str(exc):
