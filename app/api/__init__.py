@@ -79,10 +79,10 @@ DIALECT_DOCS = {
 def _document_dialects(app, api):
     """Each compatibility dialect documents its own error body (not chatport's) and, for the
     channel API, its own credential; flask-smorest gives every operation the default error."""
-    import re
+    from flask_smorest.spec.plugins import FlaskPlugin
 
     spec = api.spec
-    for name, (schema, security) in DIALECT_DOCS.items():
+    for schema, _ in DIALECT_DOCS.values():
         spec.components.schema(schema.__name__, schema=schema)
     refs = {name: {"description": "Error, in this dialect's shape",
                    "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema.__name__}"}}}}
@@ -92,7 +92,7 @@ def _document_dialects(app, api):
         blueprint = rule.endpoint.partition(".")[0]
         if blueprint not in DIALECT_DOCS:
             continue
-        path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
+        path = FlaskPlugin.flaskpath2openapi(rule.rule)
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             operation = paths.get(path, {}).get(method.lower())
             if operation is None:
