@@ -80,3 +80,12 @@ def worker_pids(master_pid):
     """The pids of a gunicorn master's worker processes (its children)."""
     with open(f"/proc/{master_pid}/task/{master_pid}/children") as fh:
         return [int(pid) for pid in fh.read().split()]
+
+
+def upstream_env(upstream, admin_key, **settings):
+    """Environment for ``chatport serve`` with an admin key and ``openai/gpt-test`` on a
+    ``FakeOpenAI`` (key ``sk-upstream``); ``settings`` add ``CHATPORT_<NAME>`` values."""
+    env = {"CHATPORT_ADMIN_KEY": admin_key, "CHATPORT_OPENAI_BASE_URL": upstream.base_url,
+           "CHATPORT_OPENAI_API_KEY": "sk-upstream", "CHATPORT_OPENAI_MODELS": '["gpt-test"]'}
+    env.update({f"CHATPORT_{name}": str(value) for name, value in settings.items()})
+    return env

@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from .fakes import FakeOpenAI
-from .servers import chatport_server, worker_pids
+from .servers import chatport_server, upstream_env, worker_pids
 
 ADMIN = "cp_test_admin_key_for_the_fault_tests_000000000"
 H = {"Authorization": f"Bearer {ADMIN}"}
@@ -34,14 +34,7 @@ def upstream():
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, upstream):
-    env = {
-        "CHATPORT_ADMIN_KEY": ADMIN,
-        "CHATPORT_OPENAI_BASE_URL": upstream.base_url,
-        "CHATPORT_OPENAI_API_KEY": "sk-upstream",
-        "CHATPORT_OPENAI_MODELS": '["gpt-test"]',
-        "CHATPORT_OPENAI_READ_TIMEOUT": "1.5",
-        "CHATPORT_OPENAI_MAX_RETRIES": "0",
-    }
+    env = upstream_env(upstream, ADMIN, OPENAI_READ_TIMEOUT=1.5, OPENAI_MAX_RETRIES=0)
     with chatport_server(tmp_path_factory.mktemp("faults"), workers=1, env=env) as base:
         yield base
 

@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from .fakes import FakeOpenAI
-from .servers import chatport_server
+from .servers import chatport_server, upstream_env
 
 ADMIN = "cp_test_admin_key_for_the_openai_api_tests_0000"
 
@@ -21,15 +21,7 @@ def upstream():
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, upstream):
-    env = {
-        "CHATPORT_ADMIN_KEY": ADMIN,
-        "CHATPORT_OPENAI_BASE_URL": upstream.base_url,
-        "CHATPORT_OPENAI_API_KEY": "sk-upstream",
-        "CHATPORT_OPENAI_MODELS": '["gpt-test"]',
-        "CHATPORT_OPENAI_READ_TIMEOUT": "2",
-        "CHATPORT_OPENAI_MAX_RETRIES": "0",
-        "CHATPORT_STOP_POLL_INTERVAL": "0.1",
-    }
+    env = upstream_env(upstream, ADMIN, OPENAI_READ_TIMEOUT=2, OPENAI_MAX_RETRIES=0, STOP_POLL_INTERVAL=0.1)
     with chatport_server(tmp_path_factory.mktemp("openai"), workers=2, env=env) as base:
         yield base
 

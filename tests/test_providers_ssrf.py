@@ -7,7 +7,7 @@ from app import errors, netguard
 from app.llm import ChatRequest, ModelRegistry, collect
 from tests.fakes import FakeAnthropic, FakeOpenAI
 
-from .servers import chatport_server
+from .servers import chatport_server, upstream_env
 
 HI = ChatRequest(messages=[{"role": "user", "content": "hi"}])
 
@@ -90,9 +90,7 @@ def test_netguard_rules():
 
 def test_refused_provider_through_the_server_is_a_502_in_each_dialect(tmp_path, fake):
     admin = "cp_test_admin_key_for_the_ssrf_tests_000000000000"
-    env = {"CHATPORT_ADMIN_KEY": admin, "CHATPORT_OPENAI_BASE_URL": fake.base_url,
-           "CHATPORT_OPENAI_API_KEY": "sk-test", "CHATPORT_OPENAI_MODELS": '["gpt-test"]',
-           "CHATPORT_PROVIDER_ALLOWED_NETWORKS": "[]"}
+    env = upstream_env(fake, admin, PROVIDER_ALLOWED_NETWORKS="[]")
     headers = {"Authorization": f"Bearer {admin}"}
     with chatport_server(tmp_path, env=env) as base:
         resp = requests.post(base + "/v1/chat/completions", headers=headers, timeout=10, json={
