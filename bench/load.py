@@ -33,7 +33,8 @@ import time
 import gevent
 from gevent.pool import Pool
 
-from .run_gateway import KEY, PY, Procs, free_port, one_stream, start_chatport, wait_up, worker_rss_mb
+from .run_gateway import (KEY, Procs, free_port, one_stream, start_chatport, start_upstreams, wait_up,
+                          worker_rss_mb)
 
 
 def hold_streams(port, body, headers, count):
@@ -151,11 +152,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="chatport-load-")
     up_fast, up_slow, cp_port = free_port(), free_port(), free_port()
     try:
-        procs.start([PY, "-m", "bench.fake_upstream", "--port", str(up_fast), "--tokens", "50"])
-        procs.start([PY, "-m", "bench.fake_upstream", "--port", str(up_slow), "--tokens", "50",
-                     "--delay", str(args.stream_delay)])
-        wait_up(up_fast, "/v1/models")
-        wait_up(up_slow, "/v1/models")
+        start_upstreams(procs, up_fast, up_slow, args.stream_delay)
         cp = start_chatport(procs, tmp, cp_port, up_fast, up_slow)
         wait_up(cp_port, "/healthz")
         auth = {"Authorization": f"Bearer {KEY}"}

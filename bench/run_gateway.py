@@ -86,6 +86,15 @@ def worker_rss_mb(master_pid):
     return total / 1024
 
 
+def start_upstreams(procs, up_fast, up_slow, stream_delay):
+    """Two fake OpenAI upstreams answering 50 tokens: one at once, one a token per ``stream_delay`` s."""
+    procs.start([PY, "-m", "bench.fake_upstream", "--port", str(up_fast), "--tokens", "50"])
+    procs.start([PY, "-m", "bench.fake_upstream", "--port", str(up_slow), "--tokens", "50",
+                 "--delay", str(stream_delay)])
+    wait_up(up_fast, "/v1/models")
+    wait_up(up_slow, "/v1/models")
+
+
 def start_chatport(procs, tmp, port, up_fast, up_slow):
     """``chatport serve`` (1 gevent worker, SQLite in ``tmp``) with ``openai/gpt-bench`` on the fast
     fake upstream and ``slow/gpt-bench`` on the slow one; returns the gunicorn master process."""
@@ -178,11 +187,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="chatport-bench-")
     up_fast, up_slow, pt_port, cp_port = free_port(), free_port(), free_port(), free_port()
     try:
-        procs.start([PY, "-m", "bench.fake_upstream", "--port", str(up_fast), "--tokens", "50"])
-        procs.start([PY, "-m", "bench.fake_upstream", "--port", str(up_slow), "--tokens", "50",
-                     "--delay", str(args.stream_delay)])
-        wait_up(up_fast, "/v1/models")
-        wait_up(up_slow, "/v1/models")
+        start_upstreams(procs, up_fast, up_slow, args.stream_delay)
         gunicorn = [PY, "-m", "gunicorn", "-k", "gevent", "-w", "1", "--worker-connections", "4096",
                     "--no-control-socket", "--backlog", "4096"]
         pt = procs.start([*gunicorn, "-b", f"127.0.0.1:{pt_port}", "bench.passthrough:app"],
