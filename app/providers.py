@@ -5,7 +5,8 @@
   gunicorn forks), never per request.
 - ``retry_after``, ``upstream_message``, ``status_error``: error mapping (one rule for every
   plugin: which upstream status becomes which Provider* error).
-- ``sse_data``: the data of each server-sent event, from response lines.
+- ``sse_data``: the data of each server-sent event, from response lines; ``byte_lines``:
+  the lines of a raw byte stream (``response.iter_raw()``) to give it.
 - ``check_base_url``: refuse a base URL on a non-public address unless the operator
   allows its network (``PROVIDER_ALLOWED_NETWORKS``).
 """
@@ -123,6 +124,30 @@ def usage_or_estimate(prompt_tokens, completion_tokens, request, text):
         return Usage(prompt_tokens=prompt_tokens or 0, completion_tokens=completion_tokens or 0)
     prompt = sum(estimate_tokens(m.get("content") or "") for m in request.messages)
     return Usage(prompt_tokens=prompt, completion_tokens=estimate_tokens(text), estimated=True)
+
+
+def byte_lines(chunks):
+    """The lines of a UTF-8 byte stream (LF, CRLF or CR endings), as str, in one pass.
+
+    What ``httpx.Response.iter_lines()`` gives, without its byte, text and line decoder layers,
+    which cost about a tenth of a relayed stream's CPU. Splitting at line ends never splits a
+    UTF-8 sequence, so each line decodes on its own."""
+    pending = b""
+    for chunk in chunks:
+        if pending:
+            chunk = pending + chunk
+        tail = b""
+        if b"\r" in chunk:
+            if chunk.endswith(b"\r"):  # maybe half of a CRLF: decided by the next chunk
+                chunk, tail = chunk[:-1], b"\r"
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        lines = chunk.split(b"\n")
+        pending = lines.pop() + tail
+        for line in lines:
+            yield line.decode("utf-8", "replace")
+    pending = pending.rstrip(b"\r")
+    if pending:
+        yield pending.decode("utf-8", "replace")
 
 
 def sse_data(lines):

@@ -21,7 +21,7 @@ import httpx
 from app import errors
 from app.hookspecs import hookimpl
 from app.llm import Model
-from app.providers import LazyClient, as_list, check_base_url, setting, sse_data, usage_or_estimate
+from app.providers import LazyClient, as_list, byte_lines, check_base_url, setting, sse_data, usage_or_estimate
 
 DEFAULT_MODELS = ["claude-sonnet-4-5", "claude-haiku-4-5"]
 # Error event types (sent after HTTP 200) → the status they stand for.
@@ -100,7 +100,7 @@ class AnthropicChatModel(Model):
             raise map_error(exc) from exc
         parts, prompt, completion, finished = [], None, None, False
         try:
-            for data in sse_data(response.iter_lines()):
+            for data in sse_data(byte_lines(response.http_response.iter_raw())):
                 event = json.loads(data)
                 kind = event.get("type")
                 if kind == "content_block_delta":

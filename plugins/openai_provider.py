@@ -23,7 +23,7 @@ from app import errors
 from app.http_transport import LeanClient, Urllib3Transport
 from app.hookspecs import hookimpl
 from app.llm import Model
-from app.providers import (LazyClient, check_base_url, as_list, setting, sse_data, status_error,
+from app.providers import (LazyClient, byte_lines, check_base_url, as_list, setting, sse_data, status_error,
                            upstream_message, usage_or_estimate)
 
 DEFAULT_MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini"]
@@ -131,7 +131,7 @@ class OpenAIChatModel(Model):
             raise map_error(exc, self.provider) from exc
         parts, usage, finished = [], None, False
         try:
-            for data in sse_data(response.iter_lines()):
+            for data in sse_data(byte_lines(response.iter_raw())):
                 if data.startswith("[DONE]"):
                     break
                 chunk = json.loads(data)

@@ -320,6 +320,23 @@ def test_sse_data_follows_the_event_stream_format():
     assert list(sse_data(lines)) == ['{"a": 1}', "no-space", "line one\nline two", "[DONE]"]
 
 
+def test_byte_lines_splits_any_chunking_like_the_line_endings_say():
+    import re
+
+    from app.providers import byte_lines
+
+    raw = 'data: {"a": "é"}\r\n\r\nevent: x\rdata: ünï\n\ndata: [DONE]\r\n: tail'.encode()
+    expected = re.split(r"\r\n|\r|\n", raw.decode())
+    # every way to cut the stream in two or three pieces, including inside CRLF and inside "é"
+    for i in range(len(raw) + 1):
+        assert list(byte_lines([raw[:i], raw[i:]])) == expected, i
+        for j in range(i, len(raw) + 1, 3):
+            assert list(byte_lines([raw[:i], raw[i:j], raw[j:]])) == expected, (i, j)
+    assert list(byte_lines(bytes([b]) for b in raw)) == expected
+    assert list(byte_lines([b"data: x\r"])) == ["data: x"]
+    assert list(byte_lines([])) == []
+
+
 def test_lazy_client_is_created_once_per_process_and_again_after_fork():
     from app.providers import LazyClient
 
