@@ -6,6 +6,12 @@ gevent-patched process the producer runs in its own greenlet so a silent
 upstream does not silence the client connection; closing the consumer kills
 the producer at once, which closes the upstream response (its generator's
 ``finally``). Without gevent (in-process tests) it iterates directly.
+
+Text deltas that are already waiting when the consumer takes one are joined
+into one item: a worker that keeps up sends every delta as it comes, one that
+falls behind (many streams at once) sends what has arrived in one write
+instead of one write, one frame and one chunk per token. Nothing waits for
+more text to arrive.
 """
 HEARTBEAT = object()
 _END = object()
@@ -42,17 +48,31 @@ def with_heartbeats(iterator, interval):
             queue.put((False, exc))
 
     producer = gevent.spawn(produce)
+    held = None  # an item taken while joining text, handled next
     try:
         while True:
-            try:
-                ok, item = queue.get(timeout=interval)
-            except Empty:
-                yield HEARTBEAT
-                continue
+            if held is not None:
+                (ok, item), held = held, None
+            else:
+                try:
+                    ok, item = queue.get(timeout=interval)
+                except Empty:
+                    yield HEARTBEAT
+                    continue
             if not ok:
                 raise item
             if item is _END:
                 return
+            if isinstance(item, str) and queue.qsize():
+                parts = [item]
+                while queue.qsize():
+                    entry = queue.get_nowait()
+                    if entry[0] and isinstance(entry[1], str):
+                        parts.append(entry[1])
+                    else:
+                        held = entry
+                        break
+                item = "".join(parts)
             yield item
     finally:
         if not producer.dead:

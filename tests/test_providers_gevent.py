@@ -55,3 +55,59 @@ def test_anthropic_streams_run_concurrently_under_gevent():
                                                   "ANTHROPIC_MAX_RETRIES": 0})
     assert result["texts"] == ["".join(f"t{i} " for i in range(10))]
     assert result["elapsed"] < 5, result
+
+
+HEARTBEAT_SCRIPT = r"""
+from gevent import monkey; monkey.patch_all()
+import json
+import gevent
+from app.llm import Usage
+from app.streaming import HEARTBEAT, with_heartbeats
+
+def burst():  # everything arrives at once: the consumer finds it waiting
+    yield "a"
+    yield "b"
+    yield "c"
+    yield Usage(1, 3)
+    yield "d"
+    gevent.sleep(0.05)
+    yield "e"
+
+def slow_then_fail():
+    gevent.sleep(0.25)
+    yield "x"
+    raise ValueError("upstream broke")
+
+def show(item):
+    return "HB" if item is HEARTBEAT else item if isinstance(item, str) else repr(item)
+
+out = {"burst": [], "paced": [], "fail": [], "error": None}
+out["burst"] = [show(i) for i in with_heartbeats(burst(), 5)]
+
+def paced():  # the consumer keeps up: one item per delta, nothing held back
+    for w in ("p", "q", "r"):
+        gevent.sleep(0.02)
+        yield w
+out["paced"] = [show(i) for i in with_heartbeats(paced(), 5)]
+try:
+    for item in with_heartbeats(slow_then_fail(), 0.1):
+        out["fail"].append(show(item))
+except ValueError as exc:
+    out["error"] = str(exc)
+print(json.dumps(out))
+"""
+
+
+def test_with_heartbeats_joins_waiting_text_and_keeps_order():
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    out = subprocess.run([sys.executable, "-c", HEARTBEAT_SCRIPT], env=env, cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    # text that was already waiting is one item; the usage record stays between the texts,
+    # and what comes later is sent as it comes
+    burst = result["burst"]
+    assert burst[0] == "abc" and burst[1].startswith("Usage(") and burst[2:] == ["d", "e"], burst
+    assert result["paced"] == ["p", "q", "r"]
+    assert result["fail"][:2] == ["HB", "HB"] and result["fail"][-1] == "x"
+    assert result["error"] == "upstream broke"
