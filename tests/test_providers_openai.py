@@ -45,6 +45,21 @@ def test_json_reply_passes_options(fake):
     assert fake.last.headers["authorization"] == "Bearer sk-test"
 
 
+def test_sdk_telemetry_headers_are_not_sent_and_streams_ask_for_identity(fake):
+    model = openai_model(fake)
+    collect(model.stream(request(stream=False)))
+    sent = fake.last.headers
+    assert sent["authorization"] == "Bearer sk-test" and sent["content-type"] == "application/json"
+    assert sent["user-agent"].startswith("OpenAI/Python")
+    assert not [h for h in sent if h.startswith("x-stainless-") and h not in
+                ("x-stainless-retry-count", "x-stainless-read-timeout")], sent
+    assert "gzip" in sent.get("accept-encoding", "")
+    fake.script(chunks=["a", "b"])
+    assert collect(model.stream(request()))[0] == "ab"
+    assert fake.last.headers["accept-encoding"] == "identity"
+    assert "x-stainless-os" not in fake.last.headers and "x-stainless-async" not in fake.last.headers
+
+
 def test_unset_options_are_not_sent(fake):
     collect(openai_model(fake).stream(request()))
     assert not {"temperature", "max_tokens", "stop", "user"} & set(fake.last.body)
