@@ -41,6 +41,12 @@ def test_non_streaming(client):
     assert resp.usage.completion_tokens == 3 and resp.usage.total_tokens > 3
 
 
+def test_body_keys_keep_openais_order(server):
+    resp = requests.post(server + "/v1/chat/completions", headers=H, timeout=10,
+                         json={"model": "echo/echo", "messages": [{"role": "user", "content": "hi"}]})
+    assert list(resp.json()) == ["id", "object", "created", "model", "choices", "usage"]  # not sorted
+
+
 def test_streaming_with_usage(client):
     stream = client.chat.completions.create(
         model="echo/echo", messages=[{"role": "user", "content": "[echo tokens=6]"}],
