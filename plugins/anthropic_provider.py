@@ -100,7 +100,7 @@ class AnthropicChatModel(Model):
             raise map_error(exc) from exc
         parts, prompt, completion, finished = [], None, None, False
         try:
-            for data in sse_data(byte_lines(response.http_response.iter_raw())):
+            for data in sse_data(byte_lines(response.http_response.iter_bytes())):
                 event = json.loads(data)
                 kind = event.get("type")
                 if kind == "content_block_delta":
