@@ -289,8 +289,9 @@ class Turn:
         self.saved = None  # the assistant Message once saved
 
     def _stop_requested(self):
-        with db.connection_context():
-            return GenerationStop.select().where(GenerationStop.id == self.message_id).exists()
+        with fastsql.session():
+            return fastsql.first(GenerationStop, "stop_by_id", lambda: GenerationStop.select(GenerationStop.id)
+                                 .where(GenerationStop.id == "?"), self.message_id) is not None
 
     def events(self, heartbeat=None):
         """Yield Start, Delta*, (Heartbeat*), then Done or Error. Persists in ``finally``."""
@@ -361,7 +362,7 @@ class Turn:
         if not self.conversation_id:
             return
         try:
-            with db.connection_context():
+            with fastsql.session():
                 self.saved = fastsql.insert(Message(
                     id=self.message_id, conversation=self.conversation_id, role="assistant",
                     content=content, status=status, error=(error.message if error else None),

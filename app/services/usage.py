@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 from peewee import Case, fn
 
 from .. import clock, fastsql
-from ..db import db, is_sqlite
+from ..db import is_sqlite
 from ..errors import BadRequest
 from ..models import Usage
 from ..ids import new_id
@@ -31,7 +31,7 @@ def record(meter, *, status, latency_ms, prices):
             automation_id=meter.automation_id, model=meter.model, prompt_tokens=meter.prompt_tokens,
             completion_tokens=meter.completion_tokens, tokens_estimated=meter.tokens_estimated,
             credits=credits, status=meter.status or status, latency_ms=round(latency_ms, 3))
-        with db.connection_context():
+        with fastsql.session():
             fastsql.insert(Usage(**values))  # runs on every call: SQL built once
     except Exception:  # noqa: BLE001 - usage must never fail the call
         log.exception("could not record usage")

@@ -1,0 +1,67 @@
+"""app.fastsql: SQL built once, run on the process's own SQLite connection outside transactions."""
+import os
+
+import peewee
+import pytest
+
+from app import fastsql
+from app.db import db
+from app.ids import new_id
+from app.models import Bot, Conversation
+
+
+def _conv(bot, conv_id=None):
+    return Conversation(id=conv_id or new_id(), bot=bot.id, surface="api", title="")
+
+
+def _get(conv_id):
+    return fastsql.first(Conversation, "test_conv_by_id",
+                         lambda: Conversation.select().where(Conversation.id == "?"), conv_id)
+
+
+@pytest.fixture
+def ctx(app):
+    with app.app_context(), db.connection_context():
+        yield app
+
+
+def test_rows_come_back_as_models_on_either_database(ctx):
+    bot = Bot.create(name="b", model="echo/echo")
+    conv = fastsql.insert(_conv(bot))
+    got = _get(conv.id)
+    assert isinstance(got, Conversation) and got.id == conv.id and got.bot_id == bot.id
+    assert got.created_at == Conversation.get_by_id(conv.id).created_at  # converted like peewee's own
+    assert _get("no-such-id") is None
+    assert fastsql.execute("test_touch", lambda: Conversation.update(title="?").where(Conversation.id == "?"),
+                           "renamed", conv.id) == 1
+    assert Conversation.get_by_id(conv.id).title == "renamed"  # visible to the pooled connection
+
+
+def test_duplicate_insert_raises_peewees_integrity_error(ctx):
+    bot = Bot.create(name="b", model="echo/echo")
+    conv = fastsql.insert(_conv(bot))
+    with pytest.raises(peewee.IntegrityError):
+        fastsql.insert(_conv(bot, conv.id))
+
+
+def test_statements_join_an_open_transaction(ctx):
+    bot = Bot.create(name="b", model="echo/echo")
+    conv_id = new_id()
+    with db.atomic() as txn:
+        fastsql.insert(_conv(bot, conv_id))
+        assert _get(conv_id) is not None  # sees its own uncommitted row
+        txn.rollback()
+    assert _get(conv_id) is None and not Conversation.select().where(Conversation.id == conv_id).exists()
+
+
+def test_sqlite_file_uses_one_connection_per_process(sqlite_app):
+    with sqlite_app.app_context():
+        with fastsql.session():  # nothing to open on a SQLite file
+            assert db.is_closed()
+            first = fastsql._direct()
+            assert first is not None and fastsql._direct() is first
+            assert first.execute("PRAGMA foreign_keys").fetchone()[0] == 1  # the pool's pragmas
+            assert first.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            assert first.execute("PRAGMA busy_timeout").fetchone()[0] == sqlite_app.config["SQLITE_BUSY_TIMEOUT_MS"]
+            db.obj._chatport_own = (os.getpid() + 1, first)  # as a forked child would inherit it
+            assert fastsql._direct() is not first
