@@ -76,6 +76,35 @@ def map_error(exc, provider="openai"):
 # A stream is read as it comes: ask for it uncompressed (iter_bytes still decodes one that is not).
 _STREAM_HEADERS = {"X-Stainless-Raw-Response": "stream", "Accept-Encoding": "identity"}
 
+try:  # the SDK's own request options type, to copy a template of instead of building one per call
+    from openai._compat import model_copy
+    from openai._models import FinalRequestOptions
+except ImportError:  # pragma: no cover - an SDK that moved them: plain client.post
+    FinalRequestOptions = None
+_OPTIONS = {}
+
+
+def _post(client, body, stream=False):
+    """What ``client.post("/chat/completions", body=body, cast_to=httpx.Response)`` does.
+
+    ``post`` builds its request options with pydantic's ``model_construct`` on every call
+    (about 17 µs, 2% of a proxied call); here a template per kind of call is built once and
+    copied (1.4 µs). The request then goes through the same ``client.request``: auth, headers,
+    timeouts, retries and status errors."""
+    headers = _STREAM_HEADERS if stream else None
+    if FinalRequestOptions is None:
+        return client.post("/chat/completions", body=body, cast_to=httpx.Response,
+                           options={"headers": headers} if headers else {})
+    template = _OPTIONS.get(stream)
+    if template is None:
+        extra = {"headers": headers} if headers else {}
+        template = _OPTIONS[stream] = FinalRequestOptions.construct(
+            method="post", url="/chat/completions", json_data=None, **extra)
+    options = model_copy(template)
+    options.json_data = body
+    return client.request(httpx.Response, options)
+
+
 # Undecodable JSON is a ValueError; JSON of the wrong shape surfaces as the others.
 UPSTREAM_ERRORS = (openai.OpenAIError, httpx.HTTPError, ValueError, AttributeError, TypeError,
                    KeyError, IndexError)
@@ -106,8 +135,7 @@ class OpenAIChatModel(Model):
             if not request.stream:
                 # client.post skips the SDK's per-field request transform (several ms for a
                 # long history) but keeps its auth, timeouts, retries and status errors.
-                reply = client.post("/chat/completions", body=self._params(request),
-                                    cast_to=httpx.Response).json()
+                reply = _post(client, self._params(request)).json()
         except UPSTREAM_ERRORS as exc:
             raise map_error(exc, self.provider) from exc
         if not request.stream:
@@ -136,9 +164,7 @@ class OpenAIChatModel(Model):
         # pydantic objects for every chunk was over half the CPU time of a stream.
         extra = {"stream_options": {"include_usage": True}} if self.stream_usage else {}
         try:
-            response = client.post(
-                "/chat/completions", body={**self._params(request), "stream": True, **extra},
-                cast_to=httpx.Response, options={"headers": _STREAM_HEADERS})
+            response = _post(client, {**self._params(request), "stream": True, **extra}, stream=True)
         except UPSTREAM_ERRORS as exc:
             raise map_error(exc, self.provider) from exc
         parts, usage, finished = [], None, False

@@ -60,6 +60,22 @@ def test_sdk_telemetry_headers_are_not_sent_and_streams_ask_for_identity(fake):
     assert "x-stainless-os" not in fake.last.headers and "x-stainless-async" not in fake.last.headers
 
 
+def test_request_options_come_from_templates_that_calls_do_not_change(fake):
+    from plugins import openai_provider
+
+    assert openai_provider.FinalRequestOptions is not None  # this SDK has it: the fast path runs
+    model = openai_model(fake)
+    fake.script(text="one")
+    assert collect(model.stream(request(stream=False)))[0] == "one"
+    fake.script(chunks=["t", "wo"])
+    assert collect(model.stream(request()))[0] == "two"
+    fake.script(text="three")
+    assert collect(model.stream(request(stream=False)))[0] == "three"
+    assert not fake.last.body.get("stream") and "accept-encoding" in fake.last.headers
+    for template in openai_provider._OPTIONS.values():
+        assert template.json_data is None and template.idempotency_key is None
+
+
 def test_unset_options_are_not_sent(fake):
     collect(openai_model(fake).stream(request()))
     assert not {"temperature", "max_tokens", "stop", "user"} & set(fake.last.body)
