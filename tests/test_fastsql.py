@@ -65,3 +65,19 @@ def test_sqlite_file_uses_one_connection_per_process(sqlite_app):
             assert first.execute("PRAGMA busy_timeout").fetchone()[0] == sqlite_app.config["SQLITE_BUSY_TIMEOUT_MS"]
             db.obj._chatport_own = (os.getpid() + 1, first)  # as a forked child would inherit it
             assert fastsql._direct() is not first
+
+
+def test_insert_values_writes_every_column_and_insists_on_all(ctx):
+    from datetime import datetime
+
+    from app.models import Usage
+
+    values = dict(id=new_id(), created_at=datetime(2026, 11, 25, 12, 0, 1), key_id="k1", dialect="openai",
+                  category="conversation", endpoint="POST /v1/chat/completions", bot_id=None,
+                  automation_id=None, model="echo/echo", prompt_tokens=3, completion_tokens=5,
+                  tokens_estimated=True, credits=2, status=200, latency_ms=1.5)
+    fastsql.insert_values(Usage, values)
+    row = Usage.get_by_id(values["id"])
+    assert {name: getattr(row, name) for name in values} == values
+    with pytest.raises(KeyError):
+        fastsql.insert_values(Usage, {k: v for k, v in values.items() if k != "credits"} | {"id": new_id()})

@@ -32,7 +32,7 @@ def record(meter, *, status, latency_ms, prices):
             completion_tokens=meter.completion_tokens, tokens_estimated=meter.tokens_estimated,
             credits=credits, status=meter.status or status, latency_ms=round(latency_ms, 3))
         with fastsql.session():
-            fastsql.insert(Usage(**values))  # runs on every call: SQL built once
+            fastsql.insert_values(Usage, values)  # runs on every call: SQL built once
     except Exception:  # noqa: BLE001 - usage must never fail the call
         log.exception("could not record usage")
 
