@@ -22,7 +22,8 @@ import platform  # noqa: E402
 from app.llm import registry  # noqa: E402
 
 registry(app)
-# The SDKs put platform.platform() in their headers; its first call runs `uname -p` in a
-# subprocess, and under gevent every concurrent first request forked it (1,000 streams arriving
-# together on a fresh worker: TTFT p50 10 s instead of 4 s). Fill platform's cache once, here.
+# The anthropic SDK puts platform.platform() in its headers (the openai plugin no longer sends
+# them); its first call runs `uname -p` in a subprocess, and under gevent every concurrent first
+# request forked it (1,000 streams arriving together on a fresh worker: TTFT p50 10 s instead of
+# 4 s). Fill platform's cache once, here.
 platform.platform()
