@@ -12,6 +12,8 @@ History:
   6  rate-limit state in double precision on PostgreSQL (REAL lost seconds at epoch scale);
      usage and rate-limit subjects up to 64 characters ("channel:<id>").
   7  messages indexed by (conversation, created_at, id): history reads stop sorting whole conversations.
+  8  the message indexes that one covers (conversation_id; created_at, which no query used) are
+     dropped: two fewer index writes per message.
 """
 from peewee import CharField, DateTimeField, DoubleField, TextField
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
@@ -60,7 +62,12 @@ def _v7(migrator):
                    'ON "message" ("conversation_id", "created_at", "id")')
 
 
-STEPS = {2: _v2, 4: _v4, 6: _v6, 7: _v7}
+def _v8(migrator):
+    db.execute_sql('DROP INDEX IF EXISTS "message_conversation_id"')
+    db.execute_sql('DROP INDEX IF EXISTS "message_created_at"')
+
+
+STEPS = {2: _v2, 4: _v4, 6: _v6, 7: _v7, 8: _v8}
 LATEST = max(STEPS)
 
 

@@ -4,11 +4,12 @@ Models hold data and small query helpers; rules live in ``app/services``.
 Ids are time-ordered UUID strings; times are naive UTC datetimes.
 """
 import json
+from datetime import datetime
 
+import peewee
 from peewee import (
     BooleanField,
     CharField,
-    DateTimeField,
     DoubleField,
     FloatField,
     ForeignKeyField,
@@ -30,6 +31,19 @@ class JSONField(TextField):
 
     def python_value(self, value):
         return None if value is None else json.loads(value)
+
+
+class DateTimeField(peewee.DateTimeField):
+    """peewee's, reading SQLite's text timestamps with ``datetime.fromisoformat`` (0.2 µs a value)
+    before trying peewee's ``strptime`` formats (4 µs): every row read parses one or two."""
+
+    def python_value(self, value):
+        if isinstance(value, str):
+            try:
+                return datetime.fromisoformat(value)
+            except ValueError:
+                pass
+        return super().python_value(value)
 
 
 def IdField(**kw):
@@ -130,7 +144,8 @@ class Conversation(BaseModel):
 
 class Message(BaseModel):
     id = IdField()
-    conversation = ForeignKeyField(Conversation, backref="messages", on_delete="CASCADE")
+    # No index of its own: (conversation, created_at, id) below serves lookups and the cascade.
+    conversation = ForeignKeyField(Conversation, backref="messages", on_delete="CASCADE", index=False)
     role = CharField(max_length=20)  # "user" | "assistant" | "system"
     content = TextField(default="")
     # "complete" | "incomplete" | "error"
@@ -144,10 +159,11 @@ class Message(BaseModel):
     citations = JSONField(default=list)
     rating = CharField(max_length=10, null=True)  # "like" | "dislike"
     rating_comment = TextField(null=True)
-    created_at = DateTimeField(default=clock.now, index=True)
+    created_at = DateTimeField(default=clock.now)
 
     class Meta:
-        # A conversation's history and listings read "its messages in time order".
+        # A conversation's history and listings read "its messages in time order". Every turn
+        # writes two messages, so this is their only secondary index (schema version 8).
         indexes = ((("conversation", "created_at", "id"), False),)
 
 

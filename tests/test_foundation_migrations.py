@@ -70,6 +70,46 @@ def test_newer_database_refuses(database_url, tmp_path):
         make_app(database_url, tmp_path)
 
 
+def _indexes(table):
+    if is_sqlite():
+        return {i.name for i in db.get_indexes(table)}
+    schema = db.execute_sql("SELECT current_schema()").fetchone()[0]
+    return {i.name for i in db.get_indexes(table, schema=schema)}
+
+
+def test_v8_drops_the_message_indexes_the_composite_one_covers(database_url, tmp_path):
+    app = make_app(database_url, tmp_path)
+    with app.app_context(), db.connection_context():
+        assert _indexes("message") & {"message_conversation_id", "message_created_at"} == set()
+        assert "message_conversation_id_created_at_id" in _indexes("message")
+        db.execute_sql('CREATE INDEX "message_conversation_id" ON "message" ("conversation_id")')
+        db.execute_sql('CREATE INDEX "message_created_at" ON "message" ("created_at")')
+        SchemaVersion.update(version=7).execute()
+    app2 = make_app(database_url, tmp_path)  # AUTO_UPGRADE at start-up
+    with app2.app_context(), db.connection_context():
+        assert migrations.current_version() == migrations.LATEST
+        assert _indexes("message") & {"message_conversation_id", "message_created_at"} == set()
+        assert "message_conversation_id_created_at_id" in _indexes("message")
+
+
+def test_timestamps_read_back_whatever_text_form_they_were_stored_in(app):
+    from datetime import datetime
+
+    from app.models import Conversation
+
+    field = Conversation.created_at
+    assert field.python_value("2026-11-25 21:10:11.123456") == datetime(2026, 11, 25, 21, 10, 11, 123456)
+    assert field.python_value("2026-11-25 21:10:11") == datetime(2026, 11, 25, 21, 10, 11)
+    assert field.python_value("2026-11-25T21:10:11") == datetime(2026, 11, 25, 21, 10, 11)
+    assert field.python_value("2026-11-25") == datetime(2026, 11, 25)
+    assert field.python_value("not a time") == "not a time"  # as peewee leaves it
+    assert field.python_value(None) is None
+    with app.app_context(), db.connection_context():
+        bot = Bot.create(name="t", model="echo/echo")
+        stored = Bot.get_by_id(bot.id).created_at
+        assert isinstance(stored, datetime) and stored == bot.created_at
+
+
 def test_fresh_database_is_latest(app):
     with app.app_context(), db.connection_context():
         assert migrations.current_version() == migrations.LATEST
