@@ -5,6 +5,7 @@ on every request; under load through one gevent worker that was about 15%
 of the CPU of a proxied call. urllib3 checks only the connection it takes.
 urllib3 errors are raised as the httpx exceptions the SDKs map.
 """
+import http.client
 import time
 
 import httpx
@@ -23,8 +24,15 @@ class _Stream(httpx.SyncByteStream):
         self._request = request
 
     def __iter__(self):
+        # read1 per chunk, not urllib3's stream() generator: a consumer that stops early (a
+        # provider at ``data: [DONE]``) abandons this generator, and closing stream() midway
+        # closes the connection before ``close()`` can read the body's last bytes and keep it.
+        response = self._response
         try:
-            for chunk in self._response.stream(65536, decode_content=False):
+            while True:
+                chunk = response.read1(65536, decode_content=False)
+                if not chunk:
+                    break
                 yield chunk
         except ReadTimeoutError as exc:
             raise httpx.ReadTimeout(str(exc), request=self._request) from exc
@@ -34,10 +42,47 @@ class _Stream(httpx.SyncByteStream):
     def close(self):
         # A fully read response goes back to the pool; one closed early (a client that
         # went away mid-stream) closes its connection, which tells the upstream to stop.
-        if self._response.isclosed() or self._response.length_remaining == 0:
-            self._response.release_conn()
+        response = self._response
+        if not self._complete(response):
+            _read_what_arrived(response)
+        if self._complete(response):
+            response.release_conn()
         else:
-            self._response.close()
+            response.close()
+
+    @staticmethod
+    def _complete(response):
+        return response.isclosed() or response.length_remaining == 0
+
+
+def _read_what_arrived(response, budget=65536):
+    """Read the rest of a body that has already arrived, without waiting for more.
+
+    A provider stops reading at ``data: [DONE]``; the body's last, empty chunk follows at once.
+    Reading it here lets the connection serve the next request instead of being closed (and
+    reopened, with a TLS handshake, for the next stream). The socket is non-blocking meanwhile,
+    and at most ``budget`` bytes are read: a body still streaming is closed as before."""
+    sock = getattr(response.connection, "sock", None)
+    if sock is None:
+        return
+    try:
+        previous = sock.gettimeout()
+        sock.settimeout(0)
+    except OSError:
+        return
+    try:
+        while budget > 0:
+            data = response.read(min(budget, 16384), decode_content=False)
+            if not data:
+                break
+            budget -= len(data)
+    except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError, ValueError):
+        pass  # not all there (or the connection broke): it gets closed
+    finally:
+        try:
+            sock.settimeout(previous)
+        except OSError:
+            pass
 
 
 def _real_select():

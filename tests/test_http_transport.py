@@ -55,3 +55,81 @@ def test_lean_client_streams_and_reads_like_httpx():
     else:
         raise AssertionError("a closed client must refuse to send")
     assert isinstance(client, httpx.Client)
+
+
+def _sse_server(hold_after_first=False):
+    """A keep-alive server answering every request on a connection with a chunked SSE body:
+    ``data: a``, ``data: [DONE]``, then the last chunk. With ``hold_after_first`` it sends only
+    the first event and keeps the connection open (a stream still going)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    accepted, gone = [], threading.Event()
+
+    def chunk(data):
+        return b"%x\r\n%s\r\n" % (len(data), data)
+
+    def serve(conn):
+        with conn:
+            while True:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    data = conn.recv(65536)
+                    if not data:
+                        gone.set()
+                        return
+                    request += data
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                             b"Transfer-Encoding: chunked\r\n\r\n" + chunk(b"data: a\n\n"))
+                if hold_after_first:
+                    if not conn.recv(65536):  # until the client hangs up
+                        gone.set()
+                    return
+                conn.sendall(chunk(b"data: [DONE]\n\n"))
+                conn.sendall(b"0\r\n\r\n")
+
+    def run():
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            accepted.append(conn)
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=run, daemon=True).start()
+    return srv, accepted, gone
+
+
+def _read_until_done(client, url):
+    """What a provider plugin does: read events up to [DONE], then close the response."""
+    with client.stream("POST", url, content=b"{}") as resp:
+        lines = []
+        for line in resp.iter_lines():
+            lines.append(line)
+            if line == "data: [DONE]":
+                break
+        return lines
+
+
+def test_a_stream_read_up_to_done_leaves_its_connection_for_the_next():
+    srv, accepted, _ = _sse_server()
+    client = LeanClient(transport=Urllib3Transport(), timeout=5)
+    url = f"http://127.0.0.1:{srv.getsockname()[1]}/v1/chat/completions"
+    for _ in range(3):
+        assert _read_until_done(client, url)[-1] == "data: [DONE]"
+        time.sleep(0.05)
+    assert len(accepted) == 1  # the rest of each body had arrived: read, and the connection reused
+    srv.close()
+
+
+def test_a_stream_closed_midway_closes_its_connection_at_once():
+    srv, accepted, gone = _sse_server(hold_after_first=True)
+    client = LeanClient(transport=Urllib3Transport(), timeout=5)
+    url = f"http://127.0.0.1:{srv.getsockname()[1]}/v1/chat/completions"
+    started = time.monotonic()
+    with client.stream("POST", url, content=b"{}") as resp:
+        assert next(resp.iter_lines()) == "data: a"
+    assert time.monotonic() - started < 1  # nothing waited for the rest
+    assert gone.wait(2), "the upstream connection was kept open"
+    srv.close()
