@@ -6,9 +6,11 @@ cost more CPU than SQLite spent running them. Here each query is built once per 
 with placeholder values, its SQL kept, and later executed with the real parameters.
 Results come back as model instances, as peewee's own queries give them.
 
-On a SQLite file these single statements run on one connection per process instead of a
-pooled one. Each is its own autocommit transaction and SQLite never yields to another greenlet
-inside a call, so no statement can interleave with another. Two things make this cheaper:
+On a SQLite file these single statements run on one connection per OS thread (under gevent:
+one per worker process) instead of a pooled one. Each is its own autocommit transaction and
+SQLite never yields to another greenlet inside a call, so no statement can interleave with
+another; threads do not share one (Python's sqlite3 objects are not safe to use from two
+threads at once). Two things make this cheaper:
 - there is no pool checkout per call;
 - the page cache stays warm, where a write through any other connection empties a
   connection's whole cache in WAL mode.
@@ -40,16 +42,32 @@ def sql(key, build, nparams):
     return text
 
 
+def _thread_local():
+    """Storage local to the OS thread: under gevent, shared by all the greenlets of a worker
+    (``threading.local`` is patched to be per greenlet)."""
+    try:
+        from gevent import monkey
+
+        return monkey.get_original("_thread", "_local")()
+    except ImportError:  # pragma: no cover - gevent is a dependency
+        import _thread
+
+        return _thread._local()
+
+
 def _direct():
-    """The process's own connection to the bound SQLite file, or None: PostgreSQL, in-memory
+    """This thread's own connection to the bound SQLite file, or None: PostgreSQL, in-memory
     SQLite, or a peewee transaction open in this greenlet (its statements must join it)."""
     database = db.obj
     if type(database) is not SqliteDatabaseImmediate or database.in_transaction():
         return None
-    own = database.__dict__.get("_chatport_own")
+    local = database.__dict__.get("_chatport_own")
+    if local is None:
+        local = database.__dict__.setdefault("_chatport_own", _thread_local())
+    own = getattr(local, "conn", None)
     if own is None or own[0] != os.getpid():  # not one inherited across a fork
         # the pool's own connect: same file, timeout, pragmas and functions
-        own = database._chatport_own = (os.getpid(), peewee.SqliteDatabase._connect(database))
+        own = local.conn = (os.getpid(), peewee.SqliteDatabase._connect(database))
     return own[1]
 
 

@@ -1,5 +1,6 @@
 """app.fastsql: SQL built once, run on the process's own SQLite connection outside transactions."""
 import os
+import threading
 
 import peewee
 import pytest
@@ -54,7 +55,7 @@ def test_statements_join_an_open_transaction(ctx):
     assert _get(conv_id) is None and not Conversation.select().where(Conversation.id == conv_id).exists()
 
 
-def test_sqlite_file_uses_one_connection_per_process(sqlite_app):
+def test_sqlite_file_uses_one_connection_per_thread(sqlite_app):
     with sqlite_app.app_context():
         with fastsql.session():  # nothing to open on a SQLite file
             assert db.is_closed()
@@ -63,7 +64,12 @@ def test_sqlite_file_uses_one_connection_per_process(sqlite_app):
             assert first.execute("PRAGMA foreign_keys").fetchone()[0] == 1  # the pool's pragmas
             assert first.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
             assert first.execute("PRAGMA busy_timeout").fetchone()[0] == sqlite_app.config["SQLITE_BUSY_TIMEOUT_MS"]
-            db.obj._chatport_own = (os.getpid() + 1, first)  # as a forked child would inherit it
+            other = []
+            thread = threading.Thread(target=lambda: other.append(fastsql._direct()))
+            thread.start()
+            thread.join()
+            assert other[0] is not None and other[0] is not first  # threads never share one
+            db.obj._chatport_own.conn = (os.getpid() + 1, first)  # as a forked child would inherit it
             assert fastsql._direct() is not first
 
 
@@ -81,3 +87,27 @@ def test_insert_values_writes_every_column_and_insists_on_all(ctx):
     assert {name: getattr(row, name) for name in values} == values
     with pytest.raises(KeyError):
         fastsql.insert_values(Usage, {k: v for k, v in values.items() if k != "credits"} | {"id": new_id()})
+
+
+GEVENT_SCRIPT = r"""
+from gevent import monkey; monkey.patch_all()
+import sys, gevent
+from app import create_app, fastsql
+app = create_app({"DATABASE_URL": "sqlite:///" + sys.argv[1]})
+with app.app_context():
+    conns = [job.value for job in gevent.joinall([gevent.spawn(fastsql._direct) for _ in range(5)])]
+print(len({id(c) for c in conns}), all(c is not None for c in conns))
+"""
+
+
+def test_greenlets_of_a_worker_share_its_connection(tmp_path):
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATPORT_")}
+    env.update(PYTHONPATH=root, CHATPORT_INSTANCE_PATH=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", GEVENT_SCRIPT, str(tmp_path / "g.db")], env=env, cwd=root,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-2:] == ["1", "True"]
