@@ -73,8 +73,8 @@ def _sse_server(hold_after_first=False):
         with conn:
             while True:
                 request = b""
-                while b"\r\n\r\n" not in request:
-                    data = conn.recv(65536)
+                while b"\r\n\r\n" not in request or len(request) < request.index(b"\r\n\r\n") + 6:
+                    data = conn.recv(65536)  # the headers and the 2-byte body every request here has
                     if not data:
                         gone.set()
                         return
@@ -82,11 +82,11 @@ def _sse_server(hold_after_first=False):
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
                              b"Transfer-Encoding: chunked\r\n\r\n" + chunk(b"data: a\n\n"))
                 if hold_after_first:
-                    if not conn.recv(65536):  # until the client hangs up
-                        gone.set()
+                    while conn.recv(65536):  # (the request body may come late) until the client hangs up
+                        pass
+                    gone.set()
                     return
-                conn.sendall(chunk(b"data: [DONE]\n\n"))
-                conn.sendall(b"0\r\n\r\n")
+                conn.sendall(chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")  # the end comes with [DONE]
 
     def run():
         while True:
@@ -133,3 +133,35 @@ def test_a_stream_closed_midway_closes_its_connection_at_once():
     assert time.monotonic() - started < 1  # nothing waited for the rest
     assert gone.wait(2), "the upstream connection was kept open"
     srv.close()
+
+
+def test_reuse_check_works_for_descriptors_above_select_limit():
+    import os
+    import resource
+
+    from app.http_transport import _ReuseCheck
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    high = min(soft - 1, 1500)
+    assert high > 1024, "needs a descriptor limit above 1,024"  # a worker holding 1,000 streams has one
+    ours, peer = socket.socketpair()
+    os.dup2(ours.fileno(), high)
+    sock = socket.socket(fileno=high)
+
+    class Conn(_ReuseCheck):
+        pass
+
+    conn = Conn()
+    conn.sock = sock
+    try:
+        assert conn.is_connected  # idle and open: reusable (select() raised here and said dropped)
+        peer.sendall(b"x")
+        time.sleep(0.05)
+        assert not conn.is_connected  # something unasked arrived
+        sock.recv(1)
+        peer.close()
+        time.sleep(0.05)
+        assert not conn.is_connected  # the peer closed
+    finally:
+        sock.close()
+        ours.close()
