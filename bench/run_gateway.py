@@ -57,8 +57,8 @@ class Procs:
     def __init__(self):
         self.procs = []
 
-    def start(self, argv, env=None, log=None):
-        proc = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **(env or {})},
+    def start(self, argv, env=None, log=None, cwd=ROOT):
+        proc = subprocess.Popen(argv, cwd=cwd, env={**os.environ, **(env or {})},
                                 stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         self.procs.append(proc)
@@ -95,18 +95,19 @@ def start_upstreams(procs, up_fast, up_slow, stream_delay):
     wait_up(up_slow, "/v1/models")
 
 
-def start_chatport(procs, tmp, port, up_fast, up_slow):
+def start_chatport(procs, tmp, port, up_fast, up_slow, root=ROOT):
     """``chatport serve`` (1 gevent worker, SQLite in ``tmp``) with ``openai/gpt-bench`` on the fast
-    fake upstream and ``slow/gpt-bench`` on the slow one; returns the gunicorn master process."""
+    fake upstream and ``slow/gpt-bench`` on the slow one, run from the checkout in ``root``;
+    returns the gunicorn master process."""
     env = {"CHATPORT_INSTANCE_PATH": tmp, "CHATPORT_ADMIN_KEY": KEY,
            "CHATPORT_OPENAI_BASE_URL": f"http://127.0.0.1:{up_fast}/v1", "CHATPORT_OPENAI_API_KEY": "x",
            "CHATPORT_OPENAI_MODELS": '["gpt-bench"]', "CHATPORT_PROVIDER_ALLOWED_NETWORKS": '["127.0.0.0/8"]',
            "CHATPORT_OPENAI_COMPATIBLE": json.dumps({"slow": {"base_url": f"http://127.0.0.1:{up_slow}/v1",
                                                               "api_key": "x", "models": ["gpt-bench"]}})}
-    subprocess.run([PY, "-m", "app.cli", "init"], cwd=ROOT, env={**os.environ, **env}, check=True,
+    subprocess.run([PY, "-m", "app.cli", "init"], cwd=root, env={**os.environ, **env}, check=True,
                    capture_output=True)
     return procs.start([PY, "-m", "app.cli", "serve", "--port", str(port), "--", "--no-control-socket",
-                        "--backlog", "4096"], env=env, log=open(os.path.join(tmp, "server.log"), "ab"))
+                        "--backlog", "4096"], env=env, log=open(os.path.join(tmp, "server.log"), "ab"), cwd=root)
 
 
 def to_ms(value):
