@@ -82,6 +82,13 @@ def worker_pids(master_pid):
         return [int(pid) for pid in fh.read().split()]
 
 
+def fake_upstream():
+    """The ``FakeOpenAI`` that ``upstream_env`` points a server at (its key and model)."""
+    from .fakes import FakeOpenAI
+
+    return FakeOpenAI(api_key="sk-upstream", models=("gpt-test",))
+
+
 def upstream_env(upstream, admin_key, **settings):
     """Environment for ``chatport serve`` with an admin key and ``openai/gpt-test`` on a
     ``FakeOpenAI`` (key ``sk-upstream``); ``settings`` add ``CHATPORT_<NAME>`` values."""

@@ -18,8 +18,7 @@ import time
 import pytest
 import requests
 
-from .fakes import FakeOpenAI
-from .servers import chatport_server, upstream_env, worker_pids
+from .servers import chatport_server, fake_upstream, upstream_env, worker_pids
 
 ADMIN = "cp_test_admin_key_for_the_fault_tests_000000000"
 H = {"Authorization": f"Bearer {ADMIN}"}
@@ -28,7 +27,7 @@ WRITERS_SECONDS = float(os.environ.get("CHATPORT_TEST_WRITERS_SECONDS", "60"))
 
 @pytest.fixture(scope="module")
 def upstream():
-    with FakeOpenAI(api_key="sk-upstream", models=("gpt-test",)) as fake:
+    with fake_upstream() as fake:
         yield fake
 
 

@@ -6,8 +6,7 @@ import openai
 import pytest
 import requests
 
-from .fakes import FakeOpenAI
-from .servers import chatport_server, upstream_env
+from .servers import chatport_server, fake_upstream, upstream_env
 
 ADMIN = "cp_test_admin_key_for_the_heartbeat_tests_0000"
 H = {"Authorization": f"Bearer {ADMIN}"}
@@ -15,7 +14,7 @@ H = {"Authorization": f"Bearer {ADMIN}"}
 
 @pytest.fixture(scope="module")
 def upstream():
-    with FakeOpenAI(api_key="sk-upstream", models=("gpt-test",)) as fake:
+    with fake_upstream() as fake:
         yield fake
 
 
