@@ -1,28 +1,20 @@
 """Iterating a provider stream with heartbeats, under gevent.
 
-``with_heartbeats(iterator, interval, beat)`` yields the iterator's items as it produces them,
-in the caller's own greenlet. When the caller has waited inside the iterator (a silent
-provider) for ``interval`` seconds, ``beat()`` is called, from the worker's heartbeat greenlet,
-and again every ``interval`` while the silence lasts. A dialect passes a ``beat`` that writes
-a comment frame out of band through the response's WSGI ``write`` callable
-(``app.api.sse.sse_heartbeat``).
+``with_heartbeats(iterator, interval)`` yields the iterator's items and
+``HEARTBEAT`` whenever nothing arrived for ``interval`` seconds. Under a
+gevent-patched process the producer runs in its own greenlet so a silent
+upstream does not silence the client connection; closing the consumer kills
+the producer at once, which closes the upstream response (its generator's
+``finally``). Without gevent (in-process tests) it iterates directly.
 
-A beat never overlaps the caller's own writes: the caller writes only between items, a beat is
-only started while the caller is inside the iterator, and a caller that gets its next item while
-a beat is being written waits for it to finish.
-
-Reading the provider in the response's own greenlet keeps each delta one scheduling step from
-the client. The earlier design (a producer greenlet per stream feeding a queue) put two steps
-there; with 1,000 concurrent streams in one worker its time to first token was about 40% longer.
-
-Without gevent (in-process tests), without a ``beat`` or with ``interval`` 0 it iterates
-directly, without heartbeats.
+Text deltas that are already waiting when the consumer takes one are joined
+into one item: a worker that keeps up sends every delta as it comes, one that
+falls behind (many streams at once) sends what has arrived in one write
+instead of one write, one frame and one chunk per token. Nothing waits for
+more text to arrive.
 """
-import logging
-import os
-import time
-
-log = logging.getLogger("chatport.streaming")
+HEARTBEAT = object()
+_END = object()
 
 
 def _gevent_active():
@@ -33,71 +25,55 @@ def _gevent_active():
     return monkey.is_module_patched("socket")
 
 
-class _Watch:
-    __slots__ = ("beat", "interval", "waiting_since", "lock")
-
-    def __init__(self, beat, interval, lock):
-        self.beat, self.interval, self.lock = beat, float(interval), lock
-        self.waiting_since = None  # set while the caller waits inside the iterator
-
-
-_watches = set()
-_watchdog = [None, None]  # (pid, greenlet): one per process, started on demand
-
-
-def _beat(watch):
-    if watch.waiting_since is None or watch.lock.locked():
-        return  # the item came meanwhile: the caller is writing (or about to)
-    with watch.lock:
-        try:
-            watch.beat()
-        except Exception:  # noqa: BLE001 - a client gone: the stream's own next write ends it
-            log.debug("heartbeat failed", exc_info=True)
-
-
-def _watch_loop():
-    import gevent
-
-    while _watches:
-        gevent.sleep(min(1.0, min(w.interval for w in _watches) / 4))
-        now = time.monotonic()
-        for watch in list(_watches):
-            since = watch.waiting_since
-            if since is not None and now - since >= watch.interval:
-                watch.waiting_since = now  # the next beat after another interval of silence
-                gevent.spawn(_beat, watch)
-
-
-def _ensure_watchdog():
-    import gevent
-
-    pid, greenlet = _watchdog
-    if pid != os.getpid() or greenlet is None or greenlet.dead:
-        _watchdog[:] = [os.getpid(), gevent.spawn(_watch_loop)]
-
-
-def with_heartbeats(iterator, interval, beat=None):
-    if not interval or beat is None or not _gevent_active():
+def with_heartbeats(iterator, interval):
+    if not interval or not _gevent_active():
         yield from iterator
         return
-    from gevent.lock import Semaphore
+    import gevent
+    from gevent.queue import Empty, Queue
 
-    watch = _Watch(beat, interval, Semaphore())
-    _watches.add(watch)
-    _ensure_watchdog()
-    items = iter(iterator)
+    queue = Queue()
+
+    def produce():
+        try:
+            for item in iterator:
+                queue.put((True, item))
+            queue.put((True, _END))
+        except gevent.GreenletExit:
+            close = getattr(iterator, "close", None)
+            if close:
+                close()
+            raise
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
+            queue.put((False, exc))
+
+    producer = gevent.spawn(produce)
+    held = None  # an item taken while joining text, handled next
     try:
         while True:
-            watch.waiting_since = time.monotonic()
-            try:
-                item = next(items)
-            except StopIteration:
+            if held is not None:
+                (ok, item), held = held, None
+            else:
+                try:
+                    ok, item = queue.get(timeout=interval)
+                except Empty:
+                    yield HEARTBEAT
+                    continue
+            if not ok:
+                raise item
+            if item is _END:
                 return
-            finally:
-                watch.waiting_since = None
-                if watch.lock.locked():  # a beat is being written: the frames must not interleave
-                    watch.lock.acquire()
-                    watch.lock.release()
+            if isinstance(item, str) and queue.qsize():
+                parts = [item]
+                while queue.qsize():
+                    entry = queue.get_nowait()
+                    if entry[0] and isinstance(entry[1], str):
+                        parts.append(entry[1])
+                    else:
+                        held = entry
+                        break
+                item = "".join(parts)
             yield item
     finally:
-        _watches.discard(watch)
+        if not producer.dead:
+            producer.kill(block=True, timeout=2)

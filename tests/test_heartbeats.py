@@ -69,3 +69,27 @@ def test_chatport_sse_keeps_alive_before_the_first_token(server, upstream):
     assert done["status"] == "complete"
     saved = requests.get(f"{server}/api/v1/conversations/{conv['id']}/messages", headers=H, timeout=10).json()
     assert saved["data"][-1]["content"] == "Thought done"
+
+
+def test_a_stop_takes_effect_while_the_provider_is_still_silent(server, upstream):
+    import time
+
+    bot = requests.post(server + "/api/v1/bots", headers=H, timeout=10,
+                        json={"name": "thinker", "model": "openai/gpt-test"}).json()
+    conv = requests.post(server + "/api/v1/conversations", headers=H, timeout=10,
+                         json={"bot_id": bot["id"]}).json()
+    upstream.script(chunks=["late"], chunk_delay=4)  # nothing for 4 s
+    started = time.monotonic()
+    resp = requests.post(f"{server}/api/v1/conversations/{conv['id']}/messages", headers=H, stream=True,
+                         timeout=30, json={"content": "hi", "stream": True})
+    lines = resp.iter_lines(decode_unicode=True)
+    assert next(lines) == "event: start"
+    start = json.loads(next(lines)[6:])
+    stop = requests.post(f"{server}/api/v1/conversations/{conv['id']}/messages/{start['message_id']}/stop",
+                         headers=H, timeout=10)
+    assert stop.status_code == 202
+    rest = [line for line in lines if line]
+    elapsed = time.monotonic() - started
+    done = json.loads(rest[rest.index("event: done") + 1][6:])
+    assert done["status"] == "incomplete" and done["finish_reason"] == "stopped", rest
+    assert elapsed < 3, elapsed  # the heartbeats carry the stop check through the silence

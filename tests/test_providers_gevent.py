@@ -61,68 +61,53 @@ HEARTBEAT_SCRIPT = r"""
 from gevent import monkey; monkey.patch_all()
 import json
 import gevent
-from app.streaming import with_heartbeats
+from app.llm import Usage
+from app.streaming import HEARTBEAT, with_heartbeats
 
-out = {}
-timeline = []
-
-def silent_then_more():
-    timeline.append("a")
+def burst():  # everything arrives at once: the consumer finds it waiting
     yield "a"
-    gevent.sleep(0.45)  # silent: beats go out meanwhile
-    timeline.append("b")
     yield "b"
+    yield "c"
+    yield Usage(1, 3)
+    yield "d"
+    gevent.sleep(0.05)
+    yield "e"
 
-def beat():
-    timeline.append("HB")
-
-consumer = gevent.getcurrent()
-def where():
-    yield gevent.getcurrent() is consumer
-
-out["same_greenlet"] = list(with_heartbeats(where(), 0.1, beat)) == [True]
-out["items"] = list(with_heartbeats(silent_then_more(), 0.1, beat))
-out["timeline"] = timeline[:]
-
-# a beat still being written when the next item comes: the caller waits for it to finish
-slow = []
-def slow_beat():
-    slow.append("beat start")
-    gevent.sleep(0.3)
-    slow.append("beat end")
-
-def item_during_beat():
-    gevent.sleep(0.2)  # the beat starts at ~0.1-0.15 s and ends ~0.3 s later
+def slow_then_fail():
+    gevent.sleep(0.25)
     yield "x"
+    raise ValueError("upstream broke")
 
-for item in with_heartbeats(item_during_beat(), 0.1, slow_beat):
-    slow.append("caller got " + item)
-out["slow"] = slow
+def show(item):
+    return "HB" if item is HEARTBEAT else item if isinstance(item, str) else repr(item)
 
-quiet = []
-out["no_beat"] = list(with_heartbeats(silent_then_more(), 0.1, None))
+out = {"burst": [], "paced": [], "fail": [], "error": None}
+out["burst"] = [show(i) for i in with_heartbeats(burst(), 5)]
+
+def paced():  # the consumer keeps up: one item per delta, nothing held back
+    for w in ("p", "q", "r"):
+        gevent.sleep(0.02)
+        yield w
+out["paced"] = [show(i) for i in with_heartbeats(paced(), 5)]
 try:
-    def broken():
-        yield "y"
-        raise ValueError("upstream broke")
-    list(with_heartbeats(broken(), 0.1, beat))
+    for item in with_heartbeats(slow_then_fail(), 0.1):
+        out["fail"].append(show(item))
 except ValueError as exc:
     out["error"] = str(exc)
 print(json.dumps(out))
 """
 
 
-def test_with_heartbeats_beats_while_the_provider_is_silent_and_never_over_a_write():
+def test_with_heartbeats_joins_waiting_text_and_keeps_order():
     env = {**os.environ, "PYTHONPATH": ROOT}
     out = subprocess.run([sys.executable, "-c", HEARTBEAT_SCRIPT], env=env, cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["same_greenlet"]  # the provider is read in the caller's own greenlet
-    assert result["items"] == ["a", "b"]
-    timeline = result["timeline"]
-    assert timeline[0] == "a" and timeline[-1] == "b"
-    assert 2 <= timeline.count("HB") <= 5, timeline  # ~every 0.1 s of a 0.45 s silence
-    assert result["slow"] == ["beat start", "beat end", "caller got x"], result["slow"]
-    assert result["no_beat"] == ["a", "b"]
+    # text that was already waiting is one item; the usage record stays between the texts,
+    # and what comes later is sent as it comes
+    burst = result["burst"]
+    assert burst[0] == "abc" and burst[1].startswith("Usage(") and burst[2:] == ["d", "e"], burst
+    assert result["paced"] == ["p", "q", "r"]
+    assert result["fail"][:2] == ["HB", "HB"] and result["fail"][-1] == "x"
     assert result["error"] == "upstream broke"

@@ -120,9 +120,6 @@ class ChatportApi(Api):
 
 
 def init_api(app):
-    from .sse import capture_write
-
-    app.wsgi_app = capture_write(app.wsgi_app)  # heartbeats write through the response's write()
     app.config.setdefault("API_TITLE", "chatport API")
     app.config.setdefault("API_VERSION", "v1")
     app.config.setdefault("OPENAPI_VERSION", "3.0.3")

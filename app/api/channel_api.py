@@ -18,7 +18,7 @@ from ..services import channels, chat, knowledge
 from . import policy
 from .common import Blueprint
 from .openai_format import chunk_stream
-from .sse import SSE_EVENT_SCHEMA, sse_heartbeat, stream_response
+from .sse import SSE_EVENT_SCHEMA, stream_response
 
 blp = Blueprint("channel_api", __name__, url_prefix="", description="Channel API (one bot's API channel)")
 
@@ -130,7 +130,7 @@ def send_message():
             if error is not None:
                 meter.status = error.status
 
-        events = turn.events(**sse_heartbeat())
+        events = turn.events(heartbeat=current_app.config["SSE_HEARTBEAT"])
         resp = stream_response(chunk_stream(events, turn.model.model_id, on_finish=finish))
         resp.headers["X-Conversation-Id"] = conv.id
         return resp

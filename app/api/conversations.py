@@ -12,11 +12,11 @@ from marshmallow import Schema, fields, validate
 from .. import metering
 from ..llm import registry
 from ..services import bots, chat, keys, users
-from ..services.events import Delta, Done, Error, Start
+from ..services.events import Delta, Done, Error, Heartbeat, Start
 from ..pagination import paginate
 from ..models import Conversation, Message
 from .common import Blueprint, PageArgs, Timestamp, any_key, current_key, page, page_schema
-from .sse import SSE_EVENT_SCHEMA, sse, sse_heartbeat, stream_response
+from .sse import SSE_EVENT_SCHEMA, HEARTBEAT_FRAME, sse, stream_response
 
 blp = Blueprint("conversations", __name__, url_prefix="/conversations",
                 description="Conversations with bots")
@@ -176,7 +176,7 @@ class MessageList(MethodView):
             options={k: data.get(k) for k in ("temperature", "max_tokens", "stop")} | {"stream": data["stream"]},
         )
         if data["stream"]:
-            return stream_response(_sse_events(turn, meter, sse_heartbeat()))
+            return stream_response(_sse_events(turn, meter, current_app.config["SSE_HEARTBEAT"]))
         done = turn.run()
         meter.add_tokens(done.usage, turn.model.name)
         return {
@@ -196,12 +196,14 @@ def _usage(usage):
 def _sse_events(turn, meter, heartbeat):
     """chatport SSE: start, delta..., done | error."""
     try:
-        for event in turn.events(**heartbeat):
+        for event in turn.events(heartbeat=heartbeat):
             if isinstance(event, Start):
                 yield sse({"conversation_id": event.conversation_id, "user_message_id": event.user_message_id,
                            "message_id": event.assistant_message_id, "model": event.model}, "start")
             elif isinstance(event, Delta):
                 yield sse({"text": event.text}, "delta")
+            elif isinstance(event, Heartbeat):
+                yield HEARTBEAT_FRAME
             elif isinstance(event, Done):
                 yield sse({"message_id": event.message_id, "status": event.status,
                            "finish_reason": event.finish_reason, "usage": _usage(event.usage),

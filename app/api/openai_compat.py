@@ -18,7 +18,7 @@ from ..services import bots, chat, keys
 from ..services.models import list_models
 from .common import Blueprint, any_key, current_key
 from .openai_format import chunk_stream, completion_body
-from .sse import SSE_EVENT_SCHEMA, sse_heartbeat, stream_response
+from .sse import SSE_EVENT_SCHEMA, stream_response
 
 blp = Blueprint("openai", __name__, url_prefix="/v1", description="OpenAI-compatible API")
 blp.before_request(any_key)
@@ -102,7 +102,7 @@ def chat_completions(data):
             if error is not None:
                 meter.status = error.status
 
-        events = turn.events(**sse_heartbeat())
+        events = turn.events(heartbeat=current_app.config["SSE_HEARTBEAT"])
         return stream_response(chunk_stream(events, shown_model, include_usage=include_usage, on_finish=finish))
     done = turn.run()
     meter.add_tokens(done.usage, turn.model.name)

@@ -5,8 +5,8 @@ the same ``chat.completion.chunk`` format).
 """
 import time
 
-from ..services.events import Delta, Done, Error, Start
-from .sse import sse
+from ..services.events import Delta, Done, Error, Heartbeat, Start
+from .sse import HEARTBEAT_FRAME, sse
 
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                404: "not_found_error", 405: "invalid_request_error", 413: "invalid_request_error",
@@ -64,6 +64,8 @@ def chunk_stream(events, model, *, include_usage=False, on_finish=None):
                 yield chunk({"role": "assistant", "content": ""})
             elif isinstance(event, Delta):
                 yield chunk({"content": event.text})
+            elif isinstance(event, Heartbeat):
+                yield HEARTBEAT_FRAME
             elif isinstance(event, Done):
                 usage = event.usage
                 yield chunk({}, "length" if event.finish_reason == "length" else "stop")

@@ -17,9 +17,9 @@ from ..errors import ApiError, BadRequest, NotFound
 from ..ids import new_id
 from ..llm import ChatRequest, Usage, estimate_tokens
 from ..models import Bot, Conversation, GenerationStop, Message
-from ..streaming import with_heartbeats
+from ..streaming import HEARTBEAT, with_heartbeats
 from . import retrieval
-from .events import Delta, Done, Error, Start
+from .events import Delta, Done, Error, Heartbeat, Start
 
 log = logging.getLogger("chatport.chat")
 
@@ -293,11 +293,8 @@ class Turn:
             return fastsql.first(GenerationStop, "stop_by_id", lambda: GenerationStop.select(GenerationStop.id)
                                  .where(GenerationStop.id == "?"), self.message_id) is not None
 
-    def events(self, heartbeat=None, beat=None):
-        """Yield Start, Delta*, then Done or Error. Persists in ``finally``.
-
-        ``beat()`` is called every ``heartbeat`` seconds the provider stays silent (under gevent;
-        ``app.streaming``): the dialect's way to keep the connection alive."""
+    def events(self, heartbeat=None):
+        """Yield Start, Delta*, (Heartbeat*), then Done or Error. Persists in ``finally``."""
         if not db.is_closed() and not db.in_transaction():
             db.close()  # never hold a connection across the provider call
         yield Start(self.conversation_id, self.user_message_id, self.message_id,
@@ -306,12 +303,14 @@ class Turn:
         deadline = time.monotonic() + self.stream_timeout
         next_stop_check = time.monotonic() + self.stop_poll
         source = self.model.stream(self.request)
-        stream = with_heartbeats(source, heartbeat, beat)
+        stream = with_heartbeats(source, heartbeat)
         try:
             try:
                 for item in stream:
                     now = time.monotonic()
-                    if isinstance(item, Usage):
+                    if item is HEARTBEAT:
+                        yield Heartbeat()
+                    elif isinstance(item, Usage):
                         usage = item
                     elif item:
                         parts.append(item)
@@ -328,7 +327,7 @@ class Turn:
                 else:
                     status = "complete"
             finally:
-                stream.close()  # stops the heartbeats first
+                stream.close()  # stops a heartbeat producer first, which closes the source
                 close = getattr(source, "close", None)
                 if close:
                     try:

@@ -1,8 +1,8 @@
 """The events of a chat turn. Every dialect renders these same events.
 
-A turn yields ``Start``, then ``Delta`` (text) any number of times, and ends
-with exactly one ``Done`` or ``Error`` (heartbeats during a silent provider are
-written out of band: ``app.streaming``). A turn cut short by the client
+A turn yields ``Start``, then ``Delta`` (text) any number of times, possibly
+``Heartbeat`` (nothing to say yet; SSE renderers send a comment), and ends
+with exactly one ``Done`` or ``Error``. A turn cut short by the client
 simply stops (the service still saves the partial answer).
 """
 from dataclasses import dataclass, field
@@ -24,6 +24,11 @@ class Start:
 @dataclass
 class Delta:
     text: str
+
+
+@dataclass
+class Heartbeat:
+    pass
 
 
 @dataclass
