@@ -4,7 +4,9 @@
 - ``LazyClient``: one SDK client per process, created on first use (after
   gunicorn forks), never per request.
 - ``retry_after``, ``upstream_message``, ``status_error``: error mapping (one rule for every
-  plugin: which upstream status becomes which Provider* error).
+  plugin: which upstream status becomes which Provider* error); ``sdk_error`` maps the
+  exceptions of the Stainless-generated SDKs (openai, anthropic) with it, and
+  ``NoRetryOn429`` keeps their clients from sleeping on a 429.
 - ``sse_data``: the data of each server-sent event, from response lines; ``byte_lines``:
   the lines of a byte stream (``response.iter_bytes()``) to give it.
 - ``check_base_url``: refuse a base URL on a non-public address unless the operator
@@ -92,6 +94,34 @@ def status_error(provider, status, headers, detail):
     return errors.ProviderUnavailable(f"{provider}: HTTP {status}: {detail}")
 
 
+def sdk_error(exc, provider, sdk):
+    """The Provider* error for an exception of ``sdk`` (the ``openai`` or ``anthropic`` module:
+    the same exception classes) or of httpx under it; an error already mapped is returned as is.
+    Whatever is left (an error event inside a stream, undecodable or misshapen JSON) is
+    ``ProviderUnavailable``."""
+    import httpx
+
+    if isinstance(exc, errors.ProviderError):
+        return exc
+    if isinstance(exc, (sdk.APITimeoutError, httpx.TimeoutException)):
+        return errors.ProviderTimeout(f"{provider}: no answer within the configured timeout")
+    if isinstance(exc, sdk.APIStatusError):
+        return status_error(provider, exc.status_code, exc.response.headers, upstream_message(exc))
+    if isinstance(exc, (sdk.APIConnectionError, httpx.TransportError)):
+        return errors.ProviderUnavailable(f"{provider}: connection failed: {upstream_message(exc)}")
+    return errors.ProviderUnavailable(f"{provider}: malformed or failed reply: {upstream_message(exc)}")
+
+
+class NoRetryOn429:
+    """Mixin for an openai/anthropic SDK client: a 429 is not retried (the SDK would sleep on it);
+    the caller gets it, with its Retry-After, as ``ProviderRateLimited``."""
+
+    def _should_retry(self, response):
+        if response.status_code == 429:
+            return False
+        return super()._should_retry(response)
+
+
 def retry_after(headers):
     """Upstream ``Retry-After`` (or ``retry-after-ms``, rounded up) as a header dict, or {}."""
     if headers is None:
@@ -130,8 +160,8 @@ def byte_lines(chunks):
     """The lines of a UTF-8 byte stream (LF, CRLF or CR endings), as str, in one pass.
 
     What ``httpx.Response.iter_lines()`` gives from ``iter_bytes()``, without its text and line
-    decoder layers, which cost several percent of a relayed stream's CPU. Splitting at line ends never splits a
-    UTF-8 sequence, so each line decodes on its own."""
+    decoder layers, which cost several percent of a relayed stream's CPU. Splitting at line
+    ends never splits a UTF-8 sequence, so each line decodes on its own."""
     pending = b""
     for chunk in chunks:
         if pending:

@@ -23,13 +23,13 @@ from app import errors
 from app.http_transport import LeanClient, Urllib3Transport
 from app.hookspecs import hookimpl
 from app.llm import Model
-from app.providers import (LazyClient, byte_lines, check_base_url, as_list, setting, sse_data, status_error,
-                           upstream_message, usage_or_estimate)
+from app.providers import (LazyClient, NoRetryOn429, as_list, byte_lines, check_base_url, sdk_error, setting,
+                           sse_data, usage_or_estimate)
 
 DEFAULT_MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini"]
 
 
-class _Client(openai.OpenAI):
+class _Client(NoRetryOn429, openai.OpenAI):
     """The SDK client, except that a 429 is not retried (the caller gets it with Retry-After)
     and the SDK's platform telemetry headers (``X-Stainless-OS``, ``-Arch``, ``-Runtime``, ...)
     are not sent: seven headers fewer to build, send and parse on every call."""
@@ -40,11 +40,6 @@ class _Client(openai.OpenAI):
     @property
     def user_agent(self):
         return f"OpenAI/Python {self._version}"  # not the subclass's name
-
-    def _should_retry(self, response):
-        if response.status_code == 429:
-            return False
-        return super()._should_retry(response)
 
     def _prepare_url(self, url):
         # The SDK parses and joins the same path with the same base URL on every call (~3% of a
@@ -59,18 +54,9 @@ class _Client(openai.OpenAI):
 
 def map_error(exc, provider="openai"):
     """Translate an openai/httpx exception into the ``app.errors`` Provider* taxonomy."""
-    if isinstance(exc, errors.ProviderError):
-        return exc
-    if isinstance(exc, (openai.APITimeoutError, httpx.TimeoutException)):
-        return errors.ProviderTimeout(f"{provider}: no answer within the configured timeout")
-    if isinstance(exc, openai.APIStatusError):
-        return status_error(provider, exc.status_code, exc.response.headers, upstream_message(exc))
-    if isinstance(exc, (openai.APIConnectionError, httpx.TransportError)):
-        return errors.ProviderUnavailable(f"{provider}: connection failed: {upstream_message(exc)}")
-    if isinstance(exc, openai.OpenAIError) and "api_key" in str(exc):
-        return errors.ProviderAuthError(f"{provider}: no API key configured")
-    # openai.APIError from an error inside a stream, undecodable JSON, ...
-    return errors.ProviderUnavailable(f"{provider}: malformed or failed reply: {upstream_message(exc)}")
+    if isinstance(exc, openai.OpenAIError) and not isinstance(exc, openai.APIError) and "api_key" in str(exc):
+        return errors.ProviderAuthError(f"{provider}: no API key configured")  # raised before any request
+    return sdk_error(exc, provider, openai)
 
 
 # A stream is read as it comes: ask for it uncompressed (iter_bytes still decodes one that is not).
