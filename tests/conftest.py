@@ -19,6 +19,15 @@ PG_SKIP_REASON = "CHATPORT_TEST_POSTGRES_URL is not set: PostgreSQL variant skip
 LOOPBACK_PROVIDERS = '["127.0.0.0/8"]'
 
 
+@pytest.fixture(scope="module")
+def upstream():
+    """A fake OpenAI server for the module's ``chatport serve`` (``tests.servers.upstream_env``)."""
+    from .servers import fake_upstream
+
+    with fake_upstream() as fake:
+        yield fake
+
+
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch):
     """Tests see only the configuration they set (and loopback providers allowed)."""

@@ -18,17 +18,11 @@ import time
 import pytest
 import requests
 
-from .servers import chatport_server, fake_upstream, upstream_env, worker_pids
+from .servers import chatport_server, upstream_env, worker_pids
 
 ADMIN = "cp_test_admin_key_for_the_fault_tests_000000000"
 H = {"Authorization": f"Bearer {ADMIN}"}
 WRITERS_SECONDS = float(os.environ.get("CHATPORT_TEST_WRITERS_SECONDS", "60"))
-
-
-@pytest.fixture(scope="module")
-def upstream():
-    with fake_upstream() as fake:
-        yield fake
 
 
 @pytest.fixture(scope="module")

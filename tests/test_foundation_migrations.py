@@ -21,11 +21,14 @@ def _downgrade_to_v1():
                    "VALUES ('u1', 'alice', '{\"plan\": \"pro\"}', '2024-01-01 00:00:00', '2024-01-01 00:00:00')")
 
 
+def _schema():
+    """Where the test's tables are: SQLite's main database, or PostgreSQL's current schema
+    (peewee's introspection assumes ``public``)."""
+    return None if is_sqlite() else db.execute_sql("SELECT current_schema()").fetchone()[0]
+
+
 def _columns(table):
-    if is_sqlite():
-        return {c.name for c in db.get_columns(table)}
-    schema = db.execute_sql("SELECT current_schema()").fetchone()[0]
-    return {c.name for c in db.get_columns(table, schema=schema)}
+    return {c.name for c in db.get_columns(table, schema=_schema())}
 
 
 def test_upgrade_at_startup_keeps_data(database_url, tmp_path):
@@ -71,10 +74,7 @@ def test_newer_database_refuses(database_url, tmp_path):
 
 
 def _indexes(table):
-    if is_sqlite():
-        return {i.name for i in db.get_indexes(table)}
-    schema = db.execute_sql("SELECT current_schema()").fetchone()[0]
-    return {i.name for i in db.get_indexes(table, schema=schema)}
+    return {i.name for i in db.get_indexes(table, schema=_schema())}
 
 
 def test_v8_drops_the_message_indexes_the_composite_one_covers(database_url, tmp_path):

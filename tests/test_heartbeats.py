@@ -6,16 +6,10 @@ import openai
 import pytest
 import requests
 
-from .servers import chatport_server, fake_upstream, upstream_env
+from .servers import chatport_server, upstream_env
 
 ADMIN = "cp_test_admin_key_for_the_heartbeat_tests_0000"
 H = {"Authorization": f"Bearer {ADMIN}"}
-
-
-@pytest.fixture(scope="module")
-def upstream():
-    with fake_upstream() as fake:
-        yield fake
 
 
 @pytest.fixture(scope="module")

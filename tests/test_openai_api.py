@@ -7,15 +7,9 @@ import openai
 import pytest
 import requests
 
-from .servers import chatport_server, fake_upstream, upstream_env
+from .servers import chatport_server, upstream_env
 
 ADMIN = "cp_test_admin_key_for_the_openai_api_tests_0000"
-
-
-@pytest.fixture(scope="module")
-def upstream():
-    with fake_upstream() as fake:
-        yield fake
 
 
 @pytest.fixture(scope="module")
