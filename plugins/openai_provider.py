@@ -20,7 +20,7 @@ import httpx
 import openai
 
 from app import errors
-from app.http_transport import LeanClient, Urllib3Transport
+from app.http_transport import Http11Transport, LeanClient
 from app.hookspecs import hookimpl
 from app.llm import Model
 from app.providers import (LazyClient, NoRetryOn429, as_list, byte_lines, check_base_url, sdk_error, setting,
@@ -191,7 +191,7 @@ def _client_factory(provider, base_url, api_key, connect_timeout, read_timeout, 
         timeout = httpx.Timeout(float(read_timeout), connect=float(connect_timeout))
         return _Client(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=int(max_retries),
                        default_headers={"X-Stainless-Async": openai.Omit()},
-                       http_client=LeanClient(transport=Urllib3Transport(), timeout=timeout))
+                       http_client=LeanClient(transport=Http11Transport(), timeout=timeout))
 
     return factory
 

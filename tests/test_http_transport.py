@@ -1,11 +1,11 @@
-"""app/http_transport.py: the urllib3 transport under the provider SDKs."""
+"""app/http_transport.py: the HTTP/1.1 transport under the provider SDKs."""
 import socket
 import threading
 import time
 
 import httpx
 
-from app.http_transport import LeanClient, Urllib3Transport
+from app.http_transport import Http11Transport, LeanClient
 
 
 def _closing_server(replies):
@@ -31,7 +31,7 @@ def _closing_server(replies):
 
 def test_a_connection_the_server_closed_is_not_reused():
     port, accepted = _closing_server(3)
-    client = LeanClient(transport=Urllib3Transport(), timeout=5)
+    client = LeanClient(transport=Http11Transport(), timeout=5)
     for _ in range(3):
         time.sleep(0.2)  # the server has closed the previous connection by now
         resp = client.get(f"http://127.0.0.1:{port}/")
@@ -41,7 +41,7 @@ def test_a_connection_the_server_closed_is_not_reused():
 
 def test_lean_client_streams_and_reads_like_httpx():
     port, _ = _closing_server(2)
-    client = LeanClient(transport=Urllib3Transport(), timeout=5)
+    client = LeanClient(transport=Http11Transport(), timeout=5)
     with client.stream("GET", f"http://127.0.0.1:{port}/") as resp:
         assert resp.status_code == 200 and b"".join(resp.iter_bytes()) == b"ok"
         assert resp.elapsed.total_seconds() >= 0
@@ -114,7 +114,7 @@ def _read_until_done(client, url):
 
 def test_a_stream_read_up_to_done_leaves_its_connection_for_the_next():
     srv, accepted, _ = _sse_server()
-    client = LeanClient(transport=Urllib3Transport(), timeout=5)
+    client = LeanClient(transport=Http11Transport(), timeout=5)
     url = f"http://127.0.0.1:{srv.getsockname()[1]}/v1/chat/completions"
     for _ in range(3):
         assert _read_until_done(client, url)[-1] == "data: [DONE]"
@@ -125,7 +125,7 @@ def test_a_stream_read_up_to_done_leaves_its_connection_for_the_next():
 
 def test_a_stream_closed_midway_closes_its_connection_at_once():
     srv, accepted, gone = _sse_server(hold_after_first=True)
-    client = LeanClient(transport=Urllib3Transport(), timeout=5)
+    client = LeanClient(transport=Http11Transport(), timeout=5)
     url = f"http://127.0.0.1:{srv.getsockname()[1]}/v1/chat/completions"
     started = time.monotonic()
     with client.stream("POST", url, content=b"{}") as resp:
@@ -139,7 +139,7 @@ def test_reuse_check_works_for_descriptors_above_select_limit():
     import os
     import resource
 
-    from app.http_transport import _ReuseCheck
+    from app.http_transport import is_reusable
 
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     high = min(soft - 1, 1500)
@@ -147,21 +147,259 @@ def test_reuse_check_works_for_descriptors_above_select_limit():
     ours, peer = socket.socketpair()
     os.dup2(ours.fileno(), high)
     sock = socket.socket(fileno=high)
-
-    class Conn(_ReuseCheck):
-        pass
-
-    conn = Conn()
-    conn.sock = sock
     try:
-        assert conn.is_connected  # idle and open: reusable (select() raised here and said dropped)
+        assert is_reusable(sock)  # idle and open: reusable (select() raised here and said dropped)
         peer.sendall(b"x")
         time.sleep(0.05)
-        assert not conn.is_connected  # something unasked arrived
+        assert not is_reusable(sock)  # something unasked arrived
         sock.recv(1)
         peer.close()
         time.sleep(0.05)
-        assert not conn.is_connected  # the peer closed
+        assert not is_reusable(sock)  # the peer closed
     finally:
         sock.close()
         ours.close()
+
+
+# ---------------------------------------------------------------- framing, errors, TLS
+
+
+def _read_request(conn, pending):
+    """One request (head and Content-Length body) from ``conn``; ``(request, rest)`` or None."""
+    data = pending
+    while b"\r\n\r\n" not in data:
+        more = conn.recv(65536)
+        if not more:
+            return None
+        data += more
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(rest) < length:
+        rest += conn.recv(65536)
+    return head + b"\r\n\r\n" + rest[:length], rest[length:]
+
+
+class Scripted:
+    """A keep-alive server on 127.0.0.1 that answers the n-th request of the whole server with
+    ``replies[n]``: bytes (sent in pieces at each ``|SPLIT|``), or None to close the connection
+    without answering. ``close_after`` closes a connection after sending that reply."""
+
+    def __init__(self, replies, close_after=(), hold=False):
+        self.replies, self.close_after, self.hold = list(replies), set(close_after), hold
+        self.requests, self.accepted = [], 0
+        self.srv = socket.socket()
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(8)
+        self.url = f"http://127.0.0.1:{self.srv.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.srv.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        pending = b""
+        with conn:
+            while True:
+                got = _read_request(conn, pending)
+                if got is None:
+                    return
+                request, pending = got
+                index = len(self.requests)
+                self.requests.append(request)
+                reply = self.replies[index] if index < len(self.replies) else None
+                if reply is None:
+                    if self.hold:
+                        time.sleep(3)
+                    return
+                for piece in reply.split(b"|SPLIT|"):
+                    conn.sendall(piece)
+                    time.sleep(0.02)
+                if index in self.close_after:
+                    return
+
+    def close(self):
+        self.srv.close()
+
+
+def _client(**kw):
+    return LeanClient(transport=Http11Transport(**kw), timeout=httpx.Timeout(5, connect=2))
+
+
+OK_LEN = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n{\"a\": |SPLIT|\"b\"}"
+
+
+def test_request_line_headers_and_body_go_out_as_httpx_built_them():
+    srv = Scripted([OK_LEN])
+    resp = _client().post(srv.url + "/v1/chat/completions?x=1&y=%20", json={"q": "é"},
+                          headers={"Authorization": "Bearer k"})
+    assert resp.status_code == 200 and resp.json() == {"a": "b"}
+    head, _, body = srv.requests[0].partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"POST /v1/chat/completions?x=1&y=%20 HTTP/1.1"
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(b":") for line in lines[1:])}
+    assert headers[b"host"] == srv.url.split("//")[1].encode()
+    assert headers[b"authorization"] == b"Bearer k"
+    assert int(headers[b"content-length"]) == len(body) and body == '{"q":"é"}'.encode()
+    srv.close()
+
+
+def test_content_length_body_in_pieces_then_the_connection_is_reused():
+    srv = Scripted([OK_LEN, OK_LEN, OK_LEN])
+    client = _client()
+    for _ in range(3):
+        resp = client.get(srv.url + "/")
+        assert resp.json() == {"a": "b"}
+    assert srv.accepted == 1
+    srv.close()
+
+
+def test_chunked_body_with_extensions_and_trailers():
+    chunked = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"5;name=x\r\nhello\r\n|SPLIT|1\r\n \r\n6\r\nwor|SPLIT|ld!\r\n0\r\nX-Trailer: 1\r\n\r\n")
+    srv = Scripted([chunked, chunked])
+    client = _client()
+    assert client.get(srv.url + "/").content == b"hello world!"
+    with client.stream("GET", srv.url + "/") as resp:
+        pieces = list(resp.iter_raw())
+    assert b"".join(pieces) == b"hello world!" and len(pieces) >= 2  # yielded as chunks arrived
+    assert srv.accepted == 1
+    srv.close()
+
+
+def test_a_body_delimited_by_the_connection_end_is_read_to_the_end_and_not_reused():
+    until_close = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nall of it|SPLIT| and more"
+    srv = Scripted([until_close, until_close], close_after={0, 1})
+    client = _client()
+    assert client.get(srv.url + "/").text == "all of it and more"
+    assert client.get(srv.url + "/").text == "all of it and more"
+    assert srv.accepted == 2
+    srv.close()
+
+
+def test_interim_responses_empty_bodies_and_connection_close():
+    srv = Scripted([
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 204 No Content\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",  # HEAD: the length, no body
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbye",
+        b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    ], close_after={3, 4})
+    client = _client()
+    assert client.get(srv.url + "/").text == "ok"
+    assert client.get(srv.url + "/").status_code == 204
+    head = client.head(srv.url + "/")
+    assert head.status_code == 200 and head.content == b"" and head.headers["content-length"] == "5"
+    assert srv.accepted == 1  # all three on one connection
+    assert client.get(srv.url + "/").text == "bye"
+    assert client.get(srv.url + "/").text == "ok"  # Connection: close was honoured: a new one
+    assert srv.accepted == 2
+    srv.close()
+
+
+def test_upstream_errors_are_httpx_errors():
+    import pytest
+
+    srv = Scripted([
+        b"HTP/1.1 200 OK\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nnope\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+        None,  # closes without answering
+    ], close_after={0, 1, 2})
+    client = _client()
+    for _ in range(4):
+        with pytest.raises(httpx.RemoteProtocolError):
+            client.get(srv.url + "/")
+    srv.close()
+
+    with socket.socket() as s:  # a port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(httpx.ConnectError):
+        client.get(f"http://127.0.0.1:{port}/")
+
+
+def test_a_server_that_never_answers_times_out_on_read():
+    import pytest
+
+    srv = Scripted([], hold=True)
+    client = LeanClient(transport=Http11Transport(), timeout=httpx.Timeout(0.3, connect=2))
+    started = time.monotonic()
+    with pytest.raises(httpx.ReadTimeout):
+        client.get(srv.url + "/")
+    assert time.monotonic() - started < 2
+    srv.close()
+
+
+def test_content_codings_are_decoded_by_httpx():
+    import gzip
+
+    body = gzip.compress(b'{"ok": true}')
+    srv = Scripted([b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)])
+    assert _client().get(srv.url + "/").json() == {"ok": True}
+    srv.close()
+
+
+def test_https_with_certificate_verification(tmp_path):
+    import shutil
+    import ssl
+    import subprocess
+
+    import pytest
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                    "/CN=localhost", "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key),
+                    "-out", str(cert)], check=True, capture_output=True)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(str(cert), str(key))
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    port = srv.getsockname()[1]
+    connections = []
+
+    def handle(raw):
+        try:
+            conn = server_ctx.wrap_socket(raw, server_side=True)
+        except (ssl.SSLError, OSError):
+            raw.close()  # a client that refused our certificate
+            return
+        connections.append(conn)
+        pending = b""
+        with conn:
+            while True:
+                got = _read_request(conn, pending)
+                if got is None:
+                    return
+                pending = got[1]
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecure")
+
+    def serve():
+        while True:
+            try:
+                raw, _ = srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=handle, args=(raw,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    trusting = ssl.create_default_context(cafile=str(cert))
+    client = _client(verify=trusting)
+    for _ in range(2):
+        assert client.get(f"https://localhost:{port}/").text == "secure"
+    assert len(connections) == 1  # kept alive over TLS
+    with pytest.raises(httpx.ConnectError, match="certificate"):
+        _client().get(f"https://localhost:{port}/")  # default trust: a self-signed certificate fails
+    srv.close()
