@@ -20,6 +20,7 @@ import httpx
 
 from app import errors
 from app.hookspecs import hookimpl
+from app.http_transport import Http11Transport, LeanClient
 from app.llm import Model
 from app.providers import LazyClient, as_list, byte_lines, check_base_url, setting, sse_data, usage_or_estimate
 
@@ -157,8 +158,9 @@ def register_models(register, config):
         if not key:
             raise errors.ProviderAuthError("anthropic: no API key configured (ANTHROPIC_API_KEY)")
         check_base_url("anthropic", base_url, config)
-        return _sdk().Client(api_key=key, base_url=base_url, max_retries=retries,
-                       timeout=httpx.Timeout(read, connect=connect))
+        timeout = httpx.Timeout(read, connect=connect)
+        return _sdk().Client(api_key=key, base_url=base_url, max_retries=retries, timeout=timeout,
+                             http_client=LeanClient(transport=Http11Transport(), timeout=timeout))
 
     client = LazyClient(factory)
     for model_id in models:
