@@ -98,6 +98,17 @@ def select(model, key, build, *params):
         return list(query._get_cursor_wrapper(conn.execute(text, params)))
 
 
+def rows(key, build, *params):
+    """The cached query's rows as plain tuples of database values: no model instances, no
+    field conversion (for text and numbers read on every call)."""
+    text = sql(key, build, len(params))
+    conn = _direct()
+    if conn is None:
+        return db.execute_sql(text, params).fetchall()
+    with peewee.__exception_wrapper__:
+        return conn.execute(text, params).fetchall()
+
+
 def first(model, key, build, *params):
     rows = select(model, key, build, *params)
     return rows[0] if rows else None

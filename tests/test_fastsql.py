@@ -38,6 +38,19 @@ def test_rows_come_back_as_models_on_either_database(ctx):
     assert Conversation.get_by_id(conv.id).title == "renamed"  # visible to the pooled connection
 
 
+def test_rows_are_plain_tuples_in_query_order(ctx):
+    bot = Bot.create(name="b", model="echo/echo")
+    first, second = fastsql.insert(_conv(bot)), fastsql.insert(_conv(bot))
+    fastsql.execute("test_title", lambda: Conversation.update(title="?").where(Conversation.id == "?"),
+                    "second", second.id)
+    got = fastsql.rows("test_titles", lambda: Conversation.select(Conversation.id, Conversation.title)
+                       .where(Conversation.bot == "?").order_by(Conversation.id.desc()), bot.id)
+    assert [tuple(row) for row in got] == [(second.id, "second"), (first.id, "")]
+    assert fastsql.rows("test_titles", lambda: None, "no-such-bot") == []  # built once: the lambda is not called
+    with pytest.raises(ValueError, match="parameters"):
+        fastsql.rows("test_titles_2", lambda: Conversation.select().where(Conversation.bot == "?"))
+
+
 def test_duplicate_insert_raises_peewees_integrity_error(ctx):
     bot = Bot.create(name="b", model="echo/echo")
     conv = fastsql.insert(_conv(bot))

@@ -167,20 +167,20 @@ def _history(conversation, config):
     """Recent messages, newest last, bounded by count and approximate tokens."""
     max_msgs = config.get("HISTORY_MAX_MESSAGES", 20)
     max_tokens = config.get("HISTORY_MAX_TOKENS", 4000)
-    rows = fastsql.select(Message, "history", lambda: (
+    rows = fastsql.rows("history_rows", lambda: (
         Message.select(Message.role, Message.content, Message.status)
         .where(Message.conversation == "?")
         .order_by(Message.created_at.desc(), Message.id.desc())
         .limit(1)), conversation.id, int(max_msgs))
     out, budget = [], max_tokens
-    for row in rows:
-        if row.status == "error" or not row.content:
+    for role, content, status in rows:
+        if status == "error" or not content:
             continue
-        cost = estimate_tokens(row.content)
+        cost = estimate_tokens(content)
         if cost > budget:
             break
         budget -= cost
-        out.append({"role": row.role, "content": row.content})
+        out.append({"role": role, "content": content})
     out.reverse()
     return out
 
