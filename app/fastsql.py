@@ -109,6 +109,30 @@ def rows(key, build, *params):
         return conn.execute(text, params).fetchall()
 
 
+def columns(model):
+    """Every column of ``model``, in the order ``joined`` reads them back."""
+    return model._meta.sorted_fields
+
+
+def joined(key, build, models, *params):
+    """Rows of a cached query that selects ``columns(m)`` of each of ``models`` in turn, then
+    any extra expressions: for each row, one instance per model (values converted as peewee
+    converts them) followed by the extra values as the database returned them."""
+    out = []
+    for row in rows(key, build, *params):
+        items, i = [], 0
+        for model in models:
+            data = {}
+            for f in model._meta.sorted_fields:
+                value = row[i]
+                data[f.name] = value if value is None else f.python_value(value)
+                i += 1
+            items.append(model(__no_default__=1, **data))
+        items.extend(row[i:])
+        out.append(items)
+    return out
+
+
 def first(model, key, build, *params):
     rows = select(model, key, build, *params)
     return rows[0] if rows else None

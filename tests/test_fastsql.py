@@ -51,6 +51,22 @@ def test_rows_are_plain_tuples_in_query_order(ctx):
         fastsql.rows("test_titles_2", lambda: Conversation.select().where(Conversation.bot == "?"))
 
 
+def test_joined_rows_come_back_as_one_instance_per_model_then_the_extras(ctx):
+    bot = Bot.create(name="b", model="echo/echo", knowledge={"top_k": 2}, temperature=0.5)
+    conv = fastsql.insert(_conv(bot))
+    build = lambda: (Conversation.select(*fastsql.columns(Conversation), *fastsql.columns(Bot),  # noqa: E731
+                                         Conversation.title.is_null(False))
+                     .join(Bot, on=(Conversation.bot == Bot.id)).where(Conversation.id == "?"))
+    [(got_conv, got_bot, titled)] = fastsql.joined("test_joined", build, (Conversation, Bot), conv.id)
+    assert got_conv.id == conv.id and got_conv.bot_id == bot.id
+    assert got_conv.created_at == Conversation.get_by_id(conv.id).created_at  # a datetime, as peewee reads it
+    again = Bot.get_by_id(bot.id)
+    assert (got_bot.knowledge, got_bot.temperature, got_bot.enabled) == ({"top_k": 2}, 0.5, True)
+    assert got_bot.created_at == again.created_at and got_bot.allowed_models == again.allowed_models
+    assert bool(titled) is True
+    assert fastsql.joined("test_joined", build, (Conversation, Bot), "no-such-id") == []
+
+
 def test_duplicate_insert_raises_peewees_integrity_error(ctx):
     bot = Bot.create(name="b", model="echo/echo")
     conv = fastsql.insert(_conv(bot))

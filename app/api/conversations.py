@@ -167,8 +167,7 @@ class MessageList(MethodView):
                       content_type="text/event-stream", success=True, schema=SSE_EVENT_SCHEMA)
     def post(self, data, conversation_id):
         """Send a message and get the bot's answer (JSON, or SSE when stream is true)"""
-        conv = _conversation(conversation_id)
-        bot = chat.bot_of(conv)
+        conv, bot = chat.conversation_for_turn(conversation_id, bot_ids=keys.bot_scope(current_key()))
         meter = _meter(bot)
         turn = chat.prepare_turn(
             registry=registry(), config=current_app.config, bot=bot, model=data.get("model"),

@@ -11,12 +11,14 @@ connection is held across the provider call.
 import logging
 import time
 
+from peewee import SQL, fn
+
 from .. import clock, fastsql
 from ..db import db
 from ..errors import ApiError, BadRequest, NotFound
 from ..ids import new_id
 from ..llm import ChatRequest, Usage, estimate_tokens
-from ..models import Bot, Conversation, GenerationStop, Message
+from ..models import Bot, BotSource, Conversation, GenerationStop, Message
 from ..streaming import HEARTBEAT, with_heartbeats
 from . import retrieval
 from .events import Delta, Done, Error, Heartbeat, Start
@@ -46,15 +48,6 @@ def start_conversation(bot, *, surface="api", channel=None, end_user=None, api_k
     return conv
 
 
-def bot_of(conversation):
-    """The conversation's bot (what ``conversation.bot`` loads, with SQL built once)."""
-    bot = fastsql.first(Bot, "bot_by_id", lambda: Bot.select().where(Bot.id == "?"), conversation.bot_id)
-    if bot is None:
-        raise NotFound(f"Bot {conversation.bot_id} not found")
-    conversation.bot = bot
-    return bot
-
-
 def get_conversation(conversation_id, *, bot_ids=None, channel=None):
     """A conversation, limited to ``bot_ids`` (a list, None = any) or a channel's bot.
 
@@ -66,6 +59,25 @@ def get_conversation(conversation_id, *, bot_ids=None, channel=None):
             or (channel is not None and conv.bot_id != channel.bot_id)):
         raise NotFound(f"Conversation {conversation_id} not found")
     return conv
+
+
+def conversation_for_turn(conversation_id, *, bot_ids=None):
+    """The conversation (as ``get_conversation``, limited to ``bot_ids``) and its bot, in one
+    query, for a turn. Raises NotFound.
+
+    The bot also carries ``has_knowledge``: whether any knowledge source is attached, so the
+    turn of a bot without knowledge asks the database nothing more before the provider call."""
+    found = fastsql.joined("conversation_for_turn", lambda: (
+        Conversation.select(*fastsql.columns(Conversation), *fastsql.columns(Bot),
+                            fn.EXISTS(BotSource.select(SQL("1")).where(BotSource.bot == Bot.id)))
+        .join(Bot, on=(Conversation.bot == Bot.id))
+        .where(Conversation.id == "?")), (Conversation, Bot), conversation_id)
+    if not found or (bot_ids is not None and found[0][0].bot_id not in bot_ids):
+        raise NotFound(f"Conversation {conversation_id} not found")
+    conv, bot, has_knowledge = found[0]
+    bot.has_knowledge = bool(has_knowledge)
+    conv.bot = bot
+    return conv, bot
 
 
 def conversations_query(*, bot_ids=None, bot_id=None, end_user=None, channel=None):
@@ -251,10 +263,14 @@ def prepare_turn(*, registry, config, bot=None, model=None, content=None, messag
         options["max_tokens"] = bot.max_tokens
     user_message_id = None
     if persist and conversation is not None:
-        user_message_id = fastsql.insert(Message(conversation=conversation.id, role="user", content=new_user,
-                                                 status="complete")).id
-        fastsql.execute("touch_conversation", lambda: Conversation.update(updated_at=clock.now()).where(
-            Conversation.id == "?"), clock.now(), conversation.id)
+        user_message_id, now = new_id(), clock.now()
+        fastsql.insert_values(Message, {  # runs on every turn: no model instance built
+            "id": user_message_id, "conversation": conversation.id, "role": "user", "content": new_user,
+            "status": "complete", "error": None, "model": None, "prompt_tokens": 0, "completion_tokens": 0,
+            "tokens_estimated": False, "citations": [], "rating": None, "rating_comment": None,
+            "created_at": now})
+        fastsql.execute("touch_conversation", lambda: Conversation.update(updated_at=now).where(
+            Conversation.id == "?"), now, conversation.id)
     request = ChatRequest(
         messages=prompt_msgs,
         temperature=options.get("temperature"),

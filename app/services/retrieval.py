@@ -8,7 +8,12 @@ from . import knowledge
 
 
 def passages_for_turn(bot, query, recent=()):
-    """Top passages from the bot's attached sources for ``query`` (plus recent context)."""
+    """Top passages from the bot's attached sources for ``query`` (plus recent context).
+
+    A bot read with ``has_knowledge`` (``chat.conversation_for_turn``) that has no source
+    attached is answered without a query."""
+    if getattr(bot, "has_knowledge", True) is False:
+        return []
     source_ids = knowledge.source_ids_of_bot(bot)
     if not source_ids:
         return []
