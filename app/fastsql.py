@@ -18,7 +18,7 @@ Inside a peewee transaction, and on PostgreSQL, the statements run on the caller
 as before. ``session()`` is what a caller outside a request puts around them.
 """
 import os
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 import peewee
 
@@ -77,6 +77,30 @@ def session():
     if type(db.obj) is SqliteDatabaseImmediate:
         return nullcontext()
     return db.connection_context()
+
+
+@contextmanager
+def atomic():
+    """One transaction around a few of these statements (one commit instead of one each).
+
+    On the thread's own SQLite connection: ``BEGIN IMMEDIATE`` ... ``COMMIT``. That connection
+    is shared by the greenlets of a worker, so the block must not yield to another greenlet:
+    only database statements inside, no network I/O. Elsewhere: ``db.atomic()``."""
+    conn = _direct()
+    if conn is None:
+        with db.atomic():
+            yield
+        return
+    with peewee.__exception_wrapper__:
+        conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        with peewee.__exception_wrapper__:
+            conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:  # never leave the shared connection inside a transaction
+            conn.execute("ROLLBACK")
+        raise
 
 
 def _run(text, params):

@@ -84,6 +84,23 @@ def test_statements_join_an_open_transaction(ctx):
     assert _get(conv_id) is None and not Conversation.select().where(Conversation.id == conv_id).exists()
 
 
+def test_atomic_commits_together_or_not_at_all(ctx):
+    bot = Bot.create(name="b", model="echo/echo")
+    kept, dropped = _conv(bot), _conv(bot)
+    with fastsql.atomic():
+        fastsql.insert(kept)
+        fastsql.execute("test_title", lambda: Conversation.update(title="?").where(Conversation.id == "?"),
+                        "both", kept.id)
+    assert Conversation.get_by_id(kept.id).title == "both"  # committed: seen by the pooled connection
+    with pytest.raises(peewee.IntegrityError):
+        with fastsql.atomic():
+            fastsql.insert(dropped)
+            fastsql.insert(_conv(bot, kept.id))  # a duplicate: the block fails
+    assert _get(dropped.id) is None  # rolled back with it
+    later = fastsql.insert(_conv(bot))  # and the connection is not left inside a transaction
+    assert Conversation.select().where(Conversation.id == later.id).exists()
+
+
 def test_sqlite_file_uses_one_connection_per_thread(sqlite_app):
     with sqlite_app.app_context():
         with fastsql.session():  # nothing to open on a SQLite file

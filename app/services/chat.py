@@ -264,13 +264,14 @@ def prepare_turn(*, registry, config, bot=None, model=None, content=None, messag
     user_message_id = None
     if persist and conversation is not None:
         user_message_id, now = new_id(), clock.now()
-        fastsql.insert_values(Message, {  # runs on every turn: no model instance built
-            "id": user_message_id, "conversation": conversation.id, "role": "user", "content": new_user,
-            "status": "complete", "error": None, "model": None, "prompt_tokens": 0, "completion_tokens": 0,
-            "tokens_estimated": False, "citations": [], "rating": None, "rating_comment": None,
-            "created_at": now})
-        fastsql.execute("touch_conversation", lambda: Conversation.update(updated_at=now).where(
-            Conversation.id == "?"), now, conversation.id)
+        with fastsql.atomic():  # one commit for both
+            fastsql.insert_values(Message, {  # runs on every turn: no model instance built
+                "id": user_message_id, "conversation": conversation.id, "role": "user", "content": new_user,
+                "status": "complete", "error": None, "model": None, "prompt_tokens": 0, "completion_tokens": 0,
+                "tokens_estimated": False, "citations": [], "rating": None, "rating_comment": None,
+                "created_at": now})
+            fastsql.execute("touch_conversation", lambda: Conversation.update(updated_at=now).where(
+                Conversation.id == "?"), now, conversation.id)
     request = ChatRequest(
         messages=prompt_msgs,
         temperature=options.get("temperature"),
