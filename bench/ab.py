@@ -1,7 +1,7 @@
 """CPU per request of two (or more) checkouts of chatport, measured in one run.
 
     apt-get install -y wrk
-    .venv/bin/python -m bench.ab /path/to/checkout-a /path/to/checkout-b [--target v1|bot]
+    .venv/bin/python -m bench.ab /path/to/checkout-a /path/to/checkout-b [--target v1|stream|bot]
                                  [--rounds 5] [--duration 3] [--connections 16]
 
 Starts the fast fake OpenAI upstream and one ``chatport serve`` (1 gevent worker, SQLite) from
@@ -36,8 +36,8 @@ def _cpu_seconds(pid):
 
 def _target(port, kind):
     auth = {"Authorization": f"Bearer {rg.KEY}", "Content-Type": "application/json"}
-    if kind == "v1":
-        return "/v1/chat/completions", {"model": "openai/gpt-bench",
+    if kind in ("v1", "stream"):
+        return "/v1/chat/completions", {"model": "openai/gpt-bench", "stream": kind == "stream",
                                         "messages": [{"role": "user", "content": "hello"}]}
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     conn.request("POST", "/api/v1/bots", json.dumps({"name": "bench", "model": "openai/gpt-bench"}), auth)
@@ -51,8 +51,9 @@ def _target(port, kind):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkouts", nargs="+", help="directories holding a chatport checkout")
-    parser.add_argument("--target", choices=("v1", "bot"), default="v1",
-                        help="v1: POST /v1/chat/completions; bot: a persisted bot turn")
+    parser.add_argument("--target", choices=("v1", "stream", "bot"), default="v1",
+                        help="v1: POST /v1/chat/completions; stream: the same streamed (50 tokens sent "
+                             "at once); bot: a persisted bot turn")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--duration", type=int, default=3, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=16)
