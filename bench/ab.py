@@ -1,7 +1,7 @@
 """CPU per request of two (or more) checkouts of chatport, measured in one run.
 
     apt-get install -y wrk
-    .venv/bin/python -m bench.ab /path/to/checkout-a /path/to/checkout-b [--target v1|stream|bot]
+    .venv/bin/python -m bench.ab /path/to/checkout-a /path/to/checkout-b [--target v1|stream|bot] [--passthrough]
                                  [--rounds 5] [--duration 3] [--connections 16]
 
 Starts the fast fake OpenAI upstream and one ``chatport serve`` (1 gevent worker, SQLite) from
@@ -57,7 +57,11 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--duration", type=int, default=3, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--passthrough", action="store_true",
+                        help="also measure the pass-through (bench/passthrough.py) on the same call")
     args = parser.parse_args()
+    if args.passthrough and args.target == "bot":
+        parser.error("the pass-through has no bot turns: use --target v1 or stream")
 
     procs = rg.Procs()
     up_fast, up_slow = rg.free_port(), rg.free_port()
@@ -73,7 +77,17 @@ def main():
             headers = {"Authorization": f"Bearer {rg.KEY}"}
             rg.wrk(port, path, json.dumps(body), 4, 1, headers)  # warm up
             servers.append((checkout, port, path, json.dumps(body), headers, _worker_pid(master)))
-        runs = {checkout: [] for checkout in args.checkouts}
+        if args.passthrough:
+            port = rg.free_port()
+            master = procs.start([rg.PY, "-m", "gunicorn", "-k", "gevent", "-w", "1", "--no-control-socket",
+                                  "-b", f"127.0.0.1:{port}", "bench.passthrough:app"],
+                                 env={"BENCH_UPSTREAM": f"http://127.0.0.1:{up_fast}"})
+            rg.wait_up(port, "/")
+            path, body = _target(port, args.target)
+            body = json.dumps({**body, "model": "gpt-bench"})
+            rg.wrk(port, path, body, 4, 1, {})
+            servers.append(("pass-through", port, path, body, {}, _worker_pid(master)))
+        runs = {server[0]: [] for server in servers}
         for _ in range(args.rounds):
             for checkout, port, path, body, headers, pid in servers:
                 before = _cpu_seconds(pid)
