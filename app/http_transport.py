@@ -8,7 +8,8 @@ general-purpose stacks beneath httpx cost more CPU than the rest of a proxied ca
   read a chunked body with a ``readline`` and a ``read`` per chunk, through buffered files.
 
 ``Http11Transport`` speaks HTTP/1.1 on its own sockets (gevent's, under gevent), over TLS
-for ``https``: the request goes out in one ``sendall``; the response head is split with
+for ``https``: the request goes out in one ``send`` (gevent's ``sendall`` asks the socket's
+buffer size first, a second system call); the response head is split with
 ``bytes.find``; a body is framed by ``Content-Length``, ``Transfer-Encoding: chunked`` or the
 end of the connection (RFC 9112, section 6.3) and decoded from one buffer, every whole chunk
 that has arrived at once. Connections are kept per host while the server allows it, checked
@@ -309,7 +310,9 @@ class Http11Transport(httpx.BaseTransport):
         try:
             conn.settimeout(timeouts.get("write"))
             try:
-                conn.sock.sendall(payload)
+                sent = conn.sock.send(payload)  # all of it, nearly always: one system call
+                if sent < len(payload):
+                    conn.sock.sendall(memoryview(payload)[sent:])
             except (socket.timeout, TimeoutError) as exc:
                 raise httpx.WriteTimeout("timed out sending the request", request=request) from exc
             except OSError as exc:

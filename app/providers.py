@@ -162,6 +162,13 @@ def byte_lines(chunks):
     What ``httpx.Response.iter_lines()`` gives from ``iter_bytes()``, without its text and line
     decoder layers, which cost several percent of a relayed stream's CPU. Splitting at line
     ends never splits a UTF-8 sequence, so each line decodes on its own."""
+    for lines in _line_batches(chunks):
+        yield from lines
+
+
+def _line_batches(chunks):
+    """For each chunk of a byte stream, the lines it completes (a list, maybe empty); the
+    last line, if unterminated, comes after the last chunk."""
     pending = b""
     for chunk in chunks:
         if pending:
@@ -173,11 +180,44 @@ def byte_lines(chunks):
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         lines = chunk.split(b"\n")
         pending = lines.pop() + tail
-        for line in lines:
-            yield line.decode("utf-8", "replace")
+        yield [line.decode("utf-8", "replace") for line in lines]
     pending = pending.rstrip(b"\r")
     if pending:
-        yield pending.decode("utf-8", "replace")
+        yield [pending.decode("utf-8", "replace")]
+
+
+def body_chunks(response):
+    """The body of a streamed ``httpx.Response`` as it arrives, as bytes.
+
+    Without a content coding (a provider stream asked for with ``Accept-Encoding: identity``)
+    that is the response's own byte stream, without ``iter_bytes()``'s decoder and
+    re-chunking layers (three generators and two objects' calls per chunk); with one, it is
+    ``iter_bytes()``, which decodes it."""
+    if response.headers.get("content-encoding", "").strip().lower() in ("", "identity"):
+        return iter(response.stream)
+    return response.iter_bytes()
+
+
+def sse_batches(chunks):
+    """For each chunk of a byte stream, the ``data`` of the server-sent events it completes.
+
+    What ``sse_data(byte_lines(chunks))`` yields, grouped by the chunk that brought them: a
+    provider can then pass on, as one delta, the text of every event that arrived together
+    (a worker that falls behind reads many at once) instead of one delta per token."""
+    data = []
+    for lines in _line_batches(chunks):
+        batch = []
+        for line in lines:
+            if not line:
+                if data:
+                    batch.append("\n".join(data))
+                    data = []
+            elif line.startswith("data:"):
+                data.append(line[6:] if line.startswith("data: ") else line[5:])
+        if batch:
+            yield batch
+    if data:
+        yield ["\n".join(data)]
 
 
 def sse_data(lines):

@@ -22,7 +22,8 @@ from app import errors
 from app.hookspecs import hookimpl
 from app.http_transport import Http11Transport, LeanClient
 from app.llm import Model
-from app.providers import LazyClient, as_list, byte_lines, check_base_url, setting, sse_data, usage_or_estimate
+from app.providers import (LazyClient, as_list, body_chunks, check_base_url, setting, sse_batches,
+                           usage_or_estimate)
 
 DEFAULT_MODELS = ["claude-sonnet-4-5", "claude-haiku-4-5"]
 # Error event types (sent after HTTP 200) → the status they stand for.
@@ -101,25 +102,32 @@ class AnthropicChatModel(Model):
             raise map_error(exc) from exc
         parts, prompt, completion, finished = [], None, None, False
         try:
-            for data in sse_data(byte_lines(response.http_response.iter_bytes())):
-                event = json.loads(data)
-                kind = event.get("type")
-                if kind == "content_block_delta":
-                    text = event["delta"].get("text")
-                    if text:
-                        parts.append(text)
-                        yield text
-                elif kind == "message_start":
-                    usage = event["message"].get("usage") or {}
-                    prompt, completion = usage.get("input_tokens"), usage.get("output_tokens")
-                elif kind == "message_delta":
-                    usage = event.get("usage") or {}
-                    completion = usage.get("output_tokens", completion)
-                    prompt = usage.get("input_tokens") or prompt
-                elif kind == "message_stop":
-                    finished = True
-                elif kind == "error":
-                    raise stream_error(event.get("error") or {})
+            for batch in sse_batches(body_chunks(response.http_response)):
+                texts = []  # the text of the events that arrived together: one delta
+                for data in batch:
+                    event = json.loads(data)
+                    kind = event.get("type")
+                    if kind == "content_block_delta":
+                        text = event["delta"].get("text")
+                        if text:
+                            texts.append(text)
+                    elif kind == "message_start":
+                        usage = event["message"].get("usage") or {}
+                        prompt, completion = usage.get("input_tokens"), usage.get("output_tokens")
+                    elif kind == "message_delta":
+                        usage = event.get("usage") or {}
+                        completion = usage.get("output_tokens", completion)
+                        prompt = usage.get("input_tokens") or prompt
+                    elif kind == "message_stop":
+                        finished = True
+                    elif kind == "error":
+                        if texts:  # what came before the error is part of the answer
+                            parts.append("".join(texts))
+                            yield parts[-1]
+                        raise stream_error(event.get("error") or {})
+                if texts:
+                    parts.append("".join(texts))
+                    yield parts[-1]
         except _sdk().UPSTREAM_ERRORS as exc:
             raise map_error(exc) from exc
         finally:

@@ -23,8 +23,8 @@ from app import errors
 from app.http_transport import Http11Transport, LeanClient
 from app.hookspecs import hookimpl
 from app.llm import Model
-from app.providers import (LazyClient, NoRetryOn429, as_list, byte_lines, check_base_url, sdk_error, setting,
-                           sse_data, usage_or_estimate)
+from app.providers import (LazyClient, NoRetryOn429, as_list, body_chunks, check_base_url, sdk_error, setting,
+                           sse_batches, usage_or_estimate)
 
 DEFAULT_MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini"]
 
@@ -59,7 +59,7 @@ def map_error(exc, provider="openai"):
     return sdk_error(exc, provider, openai)
 
 
-# A stream is read as it comes: ask for it uncompressed (iter_bytes still decodes one that is not).
+# A stream is read as it comes: ask for it uncompressed (body_chunks still decodes one that is not).
 _STREAM_HEADERS = {"X-Stainless-Raw-Response": "stream", "Accept-Encoding": "identity"}
 
 try:  # the SDK's own request options type, to copy a template of instead of building one per call
@@ -153,27 +153,37 @@ class OpenAIChatModel(Model):
             response = _post(client, {**self._params(request), "stream": True, **extra}, stream=True)
         except UPSTREAM_ERRORS as exc:
             raise map_error(exc, self.provider) from exc
-        parts, usage, finished = [], None, False
+        parts, usage, finished, done = [], None, False, False
         try:
-            for data in sse_data(byte_lines(response.iter_bytes())):
-                if data.startswith("[DONE]"):
+            for batch in sse_batches(body_chunks(response)):
+                texts = []  # the text of the events that arrived together: one delta
+                for data in batch:
+                    if data.startswith("[DONE]"):
+                        done = True
+                        break
+                    chunk = json.loads(data)
+                    if chunk.get("error"):
+                        error = chunk["error"]
+                        message = error.get("message") if isinstance(error, dict) else error
+                        if texts:  # what came before the error is part of the answer
+                            parts.append("".join(texts))
+                            yield parts[-1]
+                        raise errors.ProviderUnavailable(f"{self.provider}: {message}")
+                    if chunk.get("usage"):
+                        usage = chunk["usage"]
+                    for choice in chunk.get("choices") or ():
+                        if choice.get("index", 0) != 0:
+                            continue
+                        content = (choice.get("delta") or {}).get("content")
+                        if content:
+                            texts.append(content)
+                        if choice.get("finish_reason"):
+                            finished = True
+                if texts:
+                    parts.append("".join(texts))
+                    yield parts[-1]
+                if done:
                     break
-                chunk = json.loads(data)
-                if chunk.get("error"):
-                    error = chunk["error"]
-                    message = error.get("message") if isinstance(error, dict) else error
-                    raise errors.ProviderUnavailable(f"{self.provider}: {message}")
-                if chunk.get("usage"):
-                    usage = chunk["usage"]
-                for choice in chunk.get("choices") or ():
-                    if choice.get("index", 0) != 0:
-                        continue
-                    content = (choice.get("delta") or {}).get("content")
-                    if content:
-                        parts.append(content)
-                        yield content
-                    if choice.get("finish_reason"):
-                        finished = True
         except UPSTREAM_ERRORS as exc:
             raise map_error(exc, self.provider) from exc
         finally:

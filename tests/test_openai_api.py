@@ -198,3 +198,28 @@ def test_many_concurrent_streams_one_worker(server):
         t.join()
     assert results == [22] * 50  # role chunk + 20 deltas + finish chunk, for each stream
     assert time.time() - start < 10  # 1 s streams in parallel, not 50 s in series
+
+
+def test_chunk_frames_are_the_json_of_each_chunk():
+    """Text deltas are rendered from a frame built once per stream: byte for byte what encoding
+    each chunk whole gives, whatever the text holds; the last frames go out together."""
+    from app.api.openai_format import chunk_stream
+    from app.api.sse import sse
+    from app.llm import Usage
+    from app.services.events import Delta, Done, Start
+
+    texts = ["plain", 'quote " and \\ backslash', "new\nline", "é ü 中文 😀", "\x00text\x00", ""]
+    events = [Start(None, None, "0193-ab", "echo/echo", 1700000000.5), *(Delta(t) for t in texts),
+              Done("0193-ab", "".join(texts), Usage(3, 4), "stop", "complete")]
+    frames = list(chunk_stream(iter(events), "bot/x", include_usage=True))
+    base = {"id": "chatcmpl-0193ab", "object": "chat.completion.chunk", "created": 1700000000, "model": "bot/x"}
+    assert frames[0] == sse({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                                  "finish_reason": None}]})
+    for frame, text in zip(frames[1:], texts):
+        assert frame == sse({**base, "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]})
+    last = frames[-1]
+    assert len(frames) == len(texts) + 2 and last.endswith("data: [DONE]\n\n")
+    finish, with_usage, done = last.split("\n\n")[:3]
+    assert json.loads(finish[6:])["choices"][0]["finish_reason"] == "stop"
+    assert json.loads(with_usage[6:])["usage"] == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+    assert done == "data: [DONE]"

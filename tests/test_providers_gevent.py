@@ -64,14 +64,19 @@ import gevent
 from app.llm import Usage
 from app.streaming import HEARTBEAT, with_heartbeats
 
-def burst():  # everything arrives at once: the consumer finds it waiting
-    yield "a"
-    yield "b"
-    yield "c"
-    yield Usage(1, 3)
-    yield "d"
-    gevent.sleep(0.05)
-    yield "e"
+produced = []
+
+def quick():  # a token every 10 ms, with the usage record in the middle
+    for w in ("a", "b", "c", Usage(1, 3), "d", "e", "f"):
+        gevent.sleep(0.01)
+        produced.append(w if isinstance(w, str) else "U")
+        yield w
+
+def late():  # silent for longer than the heartbeat interval, then three tokens at once
+    gevent.sleep(0.15)
+    yield "x"
+    yield "y"
+    yield "z"
 
 def slow_then_fail():
     gevent.sleep(0.25)
@@ -81,8 +86,15 @@ def slow_then_fail():
 def show(item):
     return "HB" if item is HEARTBEAT else item if isinstance(item, str) else repr(item)
 
-out = {"burst": [], "paced": [], "fail": [], "error": None}
-out["burst"] = [show(i) for i in with_heartbeats(burst(), 5)]
+out = {"busy": [], "ahead": [], "late": [], "paced": [], "fail": [], "error": None}
+for item in with_heartbeats(quick(), 5):  # a consumer slower than the tokens (a slow client)
+    out["busy"].append(show(item))
+    out["ahead"].append(len(produced))
+    gevent.sleep(0.035)
+for item in with_heartbeats(late(), 0.1):
+    out["late"].append(show(item))
+    if item is HEARTBEAT:
+        gevent.sleep(0.1)  # busy writing the heartbeat when the tokens come
 
 def paced():  # the consumer keeps up: one item per delta, nothing held back
     for w in ("p", "q", "r"):
@@ -98,16 +110,19 @@ print(json.dumps(out))
 """
 
 
-def test_with_heartbeats_joins_waiting_text_and_keeps_order():
+def test_with_heartbeats_hands_items_over_in_order_and_joins_text_that_waited():
     env = {**os.environ, "PYTHONPATH": ROOT}
     out = subprocess.run([sys.executable, "-c", HEARTBEAT_SCRIPT], env=env, cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    # text that was already waiting is one item; the usage record stays between the texts,
-    # and what comes later is sent as it comes
-    burst = result["burst"]
-    assert burst[0] == "abc" and burst[1].startswith("Usage(") and burst[2:] == ["d", "e"], burst
+    # items in order, one per request of the consumer: the producer does not read ahead of a
+    # busy consumer (the upstream connection holds the rest, as a relay would)
+    busy = result["busy"]
+    assert busy[:3] == ["a", "b", "c"] and busy[3].startswith("Usage(") and busy[4:] == ["d", "e", "f"], busy
+    assert result["ahead"] == [1, 2, 3, 4, 5, 6, 7], result["ahead"]
+    # text that came while the consumer was busy with a heartbeat is joined into one item
+    assert result["late"] == ["HB", "xyz"], result["late"]
     assert result["paced"] == ["p", "q", "r"]
     assert result["fail"][:2] == ["HB", "HB"] and result["fail"][-1] == "x"
     assert result["error"] == "upstream broke"

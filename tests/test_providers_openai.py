@@ -82,11 +82,19 @@ def test_unset_options_are_not_sent(fake):
 
 
 def test_stream_yields_deltas_then_streamed_usage(fake):
-    fake.script(chunks=["Hel", "lo", " world"], prompt_tokens=21, completion_tokens=3)
+    fake.script(chunks=["Hel", "lo", " world"], prompt_tokens=21, completion_tokens=3, chunk_delay=0.05)
     items = list(openai_model(fake).stream(request()))
     assert items == ["Hel", "lo", " world", Usage(21, 3, estimated=False)]
     assert fake.last.body["stream"] is True
     assert fake.last.body["stream_options"] == {"include_usage": True}
+
+
+def test_events_sent_at_once_come_out_whole_and_in_order(fake):
+    # joined as they were read (test_sse_batches_group_the_events_each_chunk_completes); how
+    # many reads it takes is up to the network
+    fake.script(chunks=["Hel", "lo", " world"], prompt_tokens=21, completion_tokens=3)
+    items = list(openai_model(fake).stream(request()))
+    assert "".join(items[:-1]) == "Hello world" and items[-1] == Usage(21, 3, estimated=False)
 
 
 def test_stream_without_usage_is_estimated(fake):
@@ -165,7 +173,7 @@ def test_stream_cut_midway_is_unavailable_after_partial_deltas(fake):
     with pytest.raises(errors.ProviderUnavailable) as info:
         for item in openai_model(fake).stream(request()):
             received.append(item)
-    assert received == ["a", "b"]
+    assert "".join(received) == "ab"  # what came before the break (arriving together: one delta)
     assert info.value.status == 502
 
 
@@ -271,5 +279,5 @@ def test_error_inside_a_stream_is_unavailable_after_partial_deltas(fake):
     with pytest.raises(errors.ProviderUnavailable) as info:
         for item in openai_model(fake).stream(request()):
             received.append(item)
-    assert received == ["a", "b"]
+    assert "".join(received) == "ab"  # what came before the error event is passed on
     assert "boom" in info.value.message

@@ -377,3 +377,31 @@ def test_served_instance_lists_models_configured_by_environment(tmp_path, fake_o
     by_id = {m["id"]: m for m in resp.json()["data"]}
     assert by_id["vllm/llama-8b"]["aliases"] == ["local"]
     assert by_id["vllm/llama-8b"]["plugin"] == "openai"
+
+
+def test_sse_batches_group_the_events_each_chunk_completes():
+    from app.providers import sse_batches, sse_data, byte_lines
+
+    raw = b'data: {"a": 1}\n\ndata: b\r\n\r\ndata:c\n: comment\n\ndata: line one\ndata: line two\n\ndata: [DONE]\n\n'
+    expected = list(sse_data(byte_lines([raw])))
+    assert list(sse_batches([raw])) == [expected]  # one chunk: all its events together
+    for i in range(len(raw) + 1):  # any split: the same events, in order, each in the chunk that ends it
+        batches = list(sse_batches([raw[:i], raw[i:]]))
+        assert [data for batch in batches for data in batch] == expected, i
+        assert 1 <= len(batches) <= 2
+    assert list(sse_batches(bytes([b]) for b in raw)) == [[data] for data in expected]
+    assert list(sse_batches([b"data: tail without blank line"])) == [["tail without blank line"]]
+    assert list(sse_batches([b": only a comment\n\n"])) == []
+
+
+def test_body_chunks_reads_raw_bytes_and_decodes_a_content_coding():
+    import gzip
+
+    import httpx
+
+    from app.providers import body_chunks
+
+    raw = b"data: plain\n\n"
+    assert b"".join(body_chunks(httpx.Response(200, content=raw))) == raw
+    packed = httpx.Response(200, headers={"Content-Encoding": "gzip"}, content=gzip.compress(raw))
+    assert b"".join(body_chunks(packed)) == raw  # decoded, not the gzip bytes

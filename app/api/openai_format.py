@@ -3,6 +3,7 @@
 Shared by the OpenAI-compatible API and the channel API (whose stream is
 the same ``chat.completion.chunk`` format).
 """
+import json
 import time
 
 from ..services.events import Delta, Done, Error, Heartbeat, Start
@@ -45,12 +46,17 @@ def completion_body(done, model, created):
     }
 
 
+_MARK = "\x00text\x00"  # stands for the text while a delta frame is built once per stream
+_encode = json.JSONEncoder(separators=(",", ":")).encode  # what sse() does to a str inside a dict
+
+
 def chunk_stream(events, model, *, include_usage=False, on_finish=None):
     """Render turn events as ``data: {chat.completion.chunk}`` lines and ``data: [DONE]``.
 
     ``on_finish(usage_or_None, error_or_None)`` runs at the end, also when the client left.
     """
     cid, created, usage, error = None, int(time.time()), None, None
+    text_frame = None  # (head, tail) of a text delta's frame: only the text is encoded per delta
 
     def chunk(delta, finish=None):
         return sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
@@ -58,21 +64,24 @@ def chunk_stream(events, model, *, include_usage=False, on_finish=None):
 
     try:
         for event in events:
-            if isinstance(event, Start):
+            if isinstance(event, Delta):
+                if text_frame is None:
+                    head, _, tail = chunk({"content": _MARK}).partition(_encode(_MARK))
+                    text_frame = (head, tail)
+                yield text_frame[0] + _encode(event.text) + text_frame[1]
+            elif isinstance(event, Start):
                 cid = completion_id(event.assistant_message_id)
                 created = int(event.created)
                 yield chunk({"role": "assistant", "content": ""})
-            elif isinstance(event, Delta):
-                yield chunk({"content": event.text})
             elif isinstance(event, Heartbeat):
                 yield HEARTBEAT_FRAME
-            elif isinstance(event, Done):
+            elif isinstance(event, Done):  # the last frames go out in one write
                 usage = event.usage
-                yield chunk({}, "length" if event.finish_reason == "length" else "stop")
+                last = chunk({}, "length" if event.finish_reason == "length" else "stop")
                 if include_usage:
-                    yield sse({"id": cid, "object": "chat.completion.chunk", "created": created,
-                               "model": model, "choices": [], "usage": usage_body(usage)})
-                yield "data: [DONE]\n\n"
+                    last += sse({"id": cid, "object": "chat.completion.chunk", "created": created,
+                                 "model": model, "choices": [], "usage": usage_body(usage)})
+                yield last + "data: [DONE]\n\n"
             elif isinstance(event, Error):
                 error = event.error
                 yield sse(error_body(error))
