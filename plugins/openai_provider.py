@@ -32,10 +32,20 @@ DEFAULT_MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini"]
 class _Client(NoRetryOn429, openai.OpenAI):
     """The SDK client, except that a 429 is not retried (the caller gets it with Retry-After)
     and the SDK's platform telemetry headers (``X-Stainless-OS``, ``-Arch``, ``-Runtime``, ...)
-    are not sent: seven headers fewer to build, send and parse on every call."""
+    are not sent: seven headers fewer to build, send and parse on every call. Its default
+    headers are built once."""
 
     def platform_headers(self):
         return {}
+
+    @property
+    def default_headers(self):
+        # The SDK builds them anew through three classes on every call; for one client they
+        # never change (the key goes in the auth headers, built separately).
+        cached = self.__dict__.get("_chatport_default_headers")
+        if cached is None:
+            cached = self.__dict__["_chatport_default_headers"] = super().default_headers
+        return cached
 
     @property
     def user_agent(self):

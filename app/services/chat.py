@@ -199,6 +199,8 @@ def _history(conversation, config):
 
 def _trim_to_budget(messages, max_tokens):
     """Drop the oldest non-system messages until the prompt fits (the last one always stays)."""
+    if sum(len(m["content"]) for m in messages) // 4 + 2 * len(messages) <= max_tokens:
+        return messages  # fits for sure: a message is estimated at most len/4 + 1 tokens
     total = sum(estimate_tokens(m["content"]) for m in messages)
     out = list(messages)
     while total > max_tokens and len(out) > 1:
