@@ -41,6 +41,10 @@ def test_conversation_flow(admin, bot):
     msgs = admin.get(f"/api/v1/conversations/{conv['id']}/messages").get_json()
     assert [m["role"] for m in msgs["data"]] == ["assistant", "user", "assistant"]
     assert msgs["pagination"]["total"] == 3
+    assert body["message"] == msgs["data"][-1]  # the reply's message is the one stored, as listed
+    assert list(body["message"]) == list(msgs["data"][-1])  # key for key, in the schema's order
+    assert list(body) == ["conversation_id", "user_message_id", "message", "usage", "finish_reason"]
+    assert body["user_message_id"] == msgs["data"][1]["id"] and body["conversation_id"] == conv["id"]
     rated = admin.post(f"/api/v1/conversations/{conv['id']}/messages/{body['message']['id']}/rating",
                        json={"rating": "like", "comment": "great"})
     assert rated.get_json()["rating"] == "like" and rated.get_json()["rating_comment"] == "great"

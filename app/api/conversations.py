@@ -9,7 +9,7 @@ from flask import current_app
 from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 
-from .. import metering
+from .. import clock, metering
 from ..llm import registry
 from ..services import bots, chat, keys, users
 from ..services.events import Delta, Done, Error, Heartbeat, Start
@@ -178,13 +178,27 @@ class MessageList(MethodView):
             return stream_response(_sse_events(turn, meter, current_app.config["SSE_HEARTBEAT"]))
         done = turn.run()
         meter.add_tokens(done.usage, turn.model.name)
-        return {
+        # Every turn answers this: rendered from the saved row's values, as TurnOut would
+        # render it (tests/test_conversations_api.py holds them equal), without a schema pass.
+        message = (_message_json(turn.saved) if turn.saved is not None
+                   else MessageOut().dump(Message.get_by_id(done.message_id)))
+        return current_app.json.response({
             "conversation_id": conv.id,
             "user_message_id": turn.user_message_id,
-            "message": turn.saved or Message.get_by_id(done.message_id),
+            "message": message,
             "usage": _usage(done.usage),
             "finish_reason": done.finish_reason,
-        }
+        })
+
+
+def _message_json(row):
+    """``MessageOut`` of a message given as its column values."""
+    return {"id": row["id"], "conversation_id": row["conversation"], "role": row["role"],
+            "content": row["content"], "status": row["status"], "error": row["error"], "model": row["model"],
+            "prompt_tokens": row["prompt_tokens"], "completion_tokens": row["completion_tokens"],
+            "tokens_estimated": row["tokens_estimated"], "citations": row["citations"],
+            "rating": row["rating"], "rating_comment": row["rating_comment"],
+            "created_at": clock.iso(row["created_at"])}
 
 
 def _usage(usage):

@@ -305,7 +305,7 @@ class Turn:
         self.stop_poll = stop_poll
         self.created = time.time()
         self.stop_requested_elsewhere = False  # a stop row was seen (deleted when the turn is saved)
-        self.saved = None  # the assistant Message once saved
+        self.saved = None  # the assistant message's column values once saved
 
     def _stop_requested(self):
         with fastsql.session():
@@ -382,13 +382,14 @@ class Turn:
             return
         try:
             with fastsql.session():
-                self.saved = fastsql.insert(Message(
-                    id=self.message_id, conversation=self.conversation_id, role="assistant",
-                    content=content, status=status, error=(error.message if error else None),
-                    model=self.model.name, prompt_tokens=usage.prompt_tokens,
-                    completion_tokens=usage.completion_tokens, tokens_estimated=usage.estimated,
-                    citations=self.passages,
-                ))
+                row = {"id": self.message_id, "conversation": self.conversation_id, "role": "assistant",
+                       "content": content, "status": status, "error": (error.message if error else None),
+                       "model": self.model.name, "prompt_tokens": usage.prompt_tokens,
+                       "completion_tokens": usage.completion_tokens, "tokens_estimated": usage.estimated,
+                       "citations": self.passages, "rating": None, "rating_comment": None,
+                       "created_at": clock.now()}
+                fastsql.insert_values(Message, row)
+                self.saved = row
                 if self.stop_requested_elsewhere:
                     fastsql.execute("clear_stop", lambda: GenerationStop.delete().where(
                         GenerationStop.id == "?"), self.message_id)
