@@ -63,13 +63,12 @@ class _Relay:
 
     def __init__(self, iterator, interval):
         import gevent
-        from gevent import getcurrent
 
         self._gevent = gevent
         self.iterator = iterator
         self.interval = interval
         self.hub = gevent.get_hub()
-        self.consumer = getcurrent()
+        self.consumer = None
         self.producer = gevent.Greenlet(self._produce)
         self.kept = deque()  # (ok, item) handed over while the consumer was busy
         self.consumer_waiting = False  # suspended until an item (or a heartbeat) is switched in
@@ -116,6 +115,7 @@ class _Relay:
     # ------------------------------------------------------------ the consumer (the request)
 
     def next(self):
+        self.consumer = self._gevent.getcurrent()  # whoever iterates is the one to switch to
         kept = self.kept
         if kept:
             entry = kept.popleft()
