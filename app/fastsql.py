@@ -4,12 +4,13 @@ peewee builds a query's SQL on every execution, and for the small indexed querie
 (conversation by id, its bot, its recent history, two message inserts, one update) building
 cost more CPU than SQLite spent running them. Here each query is built once per database type
 with placeholder values, its SQL kept, and later executed with the real parameters.
-Results come back as model instances, as peewee's own queries give them.
+Results come back as model instances, as peewee's own queries give them (``select``,
+``first``, ``joined`` for a query over several models), or as plain tuples (``rows``).
 
-On a SQLite file these single statements run on one connection per OS thread (under gevent:
-one per worker process) instead of a pooled one. Each is its own autocommit transaction and
-SQLite never yields to another greenlet inside a call, so no statement can interleave with
-another; threads do not share one (Python's sqlite3 objects are not safe to use from two
+On a SQLite file these statements run on one connection per OS thread (under gevent: one per
+worker process) instead of a pooled one. Each is its own autocommit transaction, or a few
+share one in ``atomic()``, and SQLite never yields to another greenlet inside a call, so no
+statement can interleave with another; threads do not share one (Python's sqlite3 objects are not safe to use from two
 threads at once). Two things make this cheaper:
 - there is no pool checkout per call;
 - the page cache stays warm, where a write through any other connection empties a

@@ -103,31 +103,33 @@ class AnthropicChatModel(Model):
         parts, prompt, completion, finished = [], None, None, False
         try:
             for batch in sse_batches(body_chunks(response.http_response)):
-                texts = []  # the text of the events that arrived together: one delta
-                for data in batch:
-                    event = json.loads(data)
-                    kind = event.get("type")
-                    if kind == "content_block_delta":
-                        text = event["delta"].get("text")
-                        if text:
-                            texts.append(text)
-                    elif kind == "message_start":
-                        usage = event["message"].get("usage") or {}
-                        prompt, completion = usage.get("input_tokens"), usage.get("output_tokens")
-                    elif kind == "message_delta":
-                        usage = event.get("usage") or {}
-                        completion = usage.get("output_tokens", completion)
-                        prompt = usage.get("input_tokens") or prompt
-                    elif kind == "message_stop":
-                        finished = True
-                    elif kind == "error":
-                        if texts:  # what came before the error is part of the answer
-                            parts.append("".join(texts))
-                            yield parts[-1]
-                        raise stream_error(event.get("error") or {})
-                if texts:
+                texts, failure = [], None  # the text of the events that arrived together: one delta
+                try:
+                    for data in batch:
+                        event = json.loads(data)
+                        kind = event.get("type")
+                        if kind == "content_block_delta":
+                            text = event["delta"].get("text")
+                            if text:
+                                texts.append(text)
+                        elif kind == "message_start":
+                            usage = event["message"].get("usage") or {}
+                            prompt, completion = usage.get("input_tokens"), usage.get("output_tokens")
+                        elif kind == "message_delta":
+                            usage = event.get("usage") or {}
+                            completion = usage.get("output_tokens", completion)
+                            prompt = usage.get("input_tokens") or prompt
+                        elif kind == "message_stop":
+                            finished = True
+                        elif kind == "error":
+                            raise stream_error(event.get("error") or {})
+                except Exception as exc:  # noqa: BLE001 - raised below, after the text before it
+                    failure = exc
+                if texts:  # what came before a failure is part of the answer
                     parts.append("".join(texts))
                     yield parts[-1]
+                if failure is not None:
+                    raise failure
         except _sdk().UPSTREAM_ERRORS as exc:
             raise map_error(exc) from exc
         finally:

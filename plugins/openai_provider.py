@@ -166,32 +166,34 @@ class OpenAIChatModel(Model):
         parts, usage, finished, done = [], None, False, False
         try:
             for batch in sse_batches(body_chunks(response)):
-                texts = []  # the text of the events that arrived together: one delta
-                for data in batch:
-                    if data.startswith("[DONE]"):
-                        done = True
-                        break
-                    chunk = json.loads(data)
-                    if chunk.get("error"):
-                        error = chunk["error"]
-                        message = error.get("message") if isinstance(error, dict) else error
-                        if texts:  # what came before the error is part of the answer
-                            parts.append("".join(texts))
-                            yield parts[-1]
-                        raise errors.ProviderUnavailable(f"{self.provider}: {message}")
-                    if chunk.get("usage"):
-                        usage = chunk["usage"]
-                    for choice in chunk.get("choices") or ():
-                        if choice.get("index", 0) != 0:
-                            continue
-                        content = (choice.get("delta") or {}).get("content")
-                        if content:
-                            texts.append(content)
-                        if choice.get("finish_reason"):
-                            finished = True
-                if texts:
+                texts, failure = [], None  # the text of the events that arrived together: one delta
+                try:
+                    for data in batch:
+                        if data.startswith("[DONE]"):
+                            done = True
+                            break
+                        chunk = json.loads(data)
+                        if chunk.get("error"):
+                            error = chunk["error"]
+                            message = error.get("message") if isinstance(error, dict) else error
+                            raise errors.ProviderUnavailable(f"{self.provider}: {message}")
+                        if chunk.get("usage"):
+                            usage = chunk["usage"]
+                        for choice in chunk.get("choices") or ():
+                            if choice.get("index", 0) != 0:
+                                continue
+                            content = (choice.get("delta") or {}).get("content")
+                            if content:
+                                texts.append(content)
+                            if choice.get("finish_reason"):
+                                finished = True
+                except Exception as exc:  # noqa: BLE001 - raised below, after the text before it
+                    failure = exc
+                if texts:  # what came before a failure is part of the answer
                     parts.append("".join(texts))
                     yield parts[-1]
+                if failure is not None:
+                    raise failure
                 if done:
                     break
         except UPSTREAM_ERRORS as exc:
