@@ -42,6 +42,20 @@ def test_wsgi_patches_gevent_first():
     assert isinstance(second, ast.Expr) and ast.unparse(second) == "monkey.patch_all()"
 
 
+def test_wsgi_freezes_what_the_worker_loaded(tmp_path):
+    """A worker's boot objects are out of the collector's reach (``gc.freeze()`` in wsgi.py)."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(__file__))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATPORT_")}
+    env.update({"CHATPORT_INSTANCE_PATH": str(tmp_path), "PYTHONPATH": root})
+    out = subprocess.run([sys.executable, "-c", "import gc, wsgi; print(gc.get_freeze_count())"],
+                         cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert int(out.stdout.split()[-1]) > 50_000  # Flask, the SDKs and the app, frozen
+
+
 def test_healthz_reports_unreachable_database(sqlite_app):
     client = sqlite_app.test_client()
     assert client.get("/healthz").status_code == 200
