@@ -1,7 +1,7 @@
 """TTFT under bursts of concurrent streams: the pass-through and chatport checkouts, interleaved.
 
     .venv/bin/python -m bench.bursts . [/path/to/other-checkout ...] [--rounds 3] [--streams 1000]
-                                     [--warm]
+                                     [--warm] [--preload SECONDS]
 
 Starts the slow fake OpenAI upstream (50 tokens, 20 ms apart) on 127.0.0.1. Each round, for
 the pass-through and each checkout in turn: a fresh server (1 gevent worker), 5 single streams,
@@ -47,12 +47,24 @@ def _start(procs, name, up_fast, up_slow):
     return port, body, headers, ab._worker_pid(master)
 
 
+def _preload(port, name, seconds):
+    v1 = {"model": "gpt-bench" if name == "pass-through" else "openai/gpt-bench", "messages": MSG}
+    headers = {} if name == "pass-through" else {"Authorization": f"Bearer {rg.KEY}"}
+    rg.wrk(port, "/v1/chat/completions", json.dumps(v1), 16, seconds, headers)
+    if name != "pass-through":
+        path, body = ab._target(port, "bot")
+        rg.wrk(port, path, json.dumps(body), 16, seconds, headers)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkouts", nargs="+", help="directories holding a chatport checkout")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--warm", action="store_true", help="keep the servers (and their connections) across rounds")
+    parser.add_argument("--preload", type=int, default=0, metavar="SECONDS",
+                        help="load each fresh server first, as the gateway benchmark has by its burst: "
+                             "wrk c=16 for SECONDS of /v1 calls, then as long of bot turns (chatport)")
     args = parser.parse_args()
 
     procs = rg.Procs()
@@ -67,6 +79,8 @@ def main():
                 servers = procs if args.warm else rg.Procs()
                 if name not in kept:
                     kept[name] = _start(servers, name, up_fast, up_slow)
+                    if args.preload:
+                        _preload(kept[name][0], name, args.preload)
                 port, body, headers, pid = kept[name]
                 before = ab._cpu_seconds(pid)
                 out = rg.streams(port, "/v1/chat/completions", body, headers, args.streams)
