@@ -198,6 +198,36 @@ def body_chunks(response):
     return response.iter_bytes()
 
 
+SSE_END = object()  # what an ``sse_texts`` event handler returns for the event that ends the stream
+
+
+def sse_texts(chunks, on_event):
+    """The text of a server-sent event stream, one piece per read.
+
+    ``on_event(data)`` handles each event's data and returns its text (or None), or ``SSE_END``
+    to stop there. The text of the events that arrived together is passed on as one piece. If
+    ``on_event`` raises, the text of the events before it in the same read is passed on first,
+    so a partial answer keeps everything that arrived."""
+    for batch in sse_batches(chunks):
+        texts, failure, end = [], None, False
+        try:
+            for data in batch:
+                text = on_event(data)
+                if text is SSE_END:
+                    end = True
+                    break
+                if text:
+                    texts.append(text)
+        except Exception as exc:  # noqa: BLE001 - raised below, after the text before it
+            failure = exc
+        if texts:
+            yield "".join(texts)
+        if failure is not None:
+            raise failure
+        if end:
+            return
+
+
 def sse_batches(chunks):
     """For each chunk of a byte stream, the ``data`` of the server-sent events it completes.
 

@@ -22,8 +22,7 @@ from app import errors
 from app.hookspecs import hookimpl
 from app.http_transport import Http11Transport, LeanClient
 from app.llm import Model
-from app.providers import (LazyClient, as_list, body_chunks, check_base_url, setting, sse_batches,
-                           usage_or_estimate)
+from app.providers import LazyClient, as_list, body_chunks, check_base_url, setting, sse_texts, usage_or_estimate
 
 DEFAULT_MODELS = ["claude-sonnet-4-5", "claude-haiku-4-5"]
 # Error event types (sent after HTTP 200) → the status they stand for.
@@ -100,43 +99,37 @@ class AnthropicChatModel(Model):
                 **self._params(request), stream=True).__enter__()
         except _sdk().UPSTREAM_ERRORS as exc:
             raise map_error(exc) from exc
-        parts, prompt, completion, finished = [], None, None, False
+        parts, state = [], {"prompt": None, "completion": None, "finished": False}
+
+        def on_event(data):
+            event = json.loads(data)
+            kind = event.get("type")
+            if kind == "content_block_delta":
+                return event["delta"].get("text")
+            if kind == "message_start":
+                usage = event["message"].get("usage") or {}
+                state["prompt"], state["completion"] = usage.get("input_tokens"), usage.get("output_tokens")
+            elif kind == "message_delta":
+                usage = event.get("usage") or {}
+                state["completion"] = usage.get("output_tokens", state["completion"])
+                state["prompt"] = usage.get("input_tokens") or state["prompt"]
+            elif kind == "message_stop":
+                state["finished"] = True
+            elif kind == "error":
+                raise stream_error(event.get("error") or {})
+            return None
+
         try:
-            for batch in sse_batches(body_chunks(response.http_response)):
-                texts, failure = [], None  # the text of the events that arrived together: one delta
-                try:
-                    for data in batch:
-                        event = json.loads(data)
-                        kind = event.get("type")
-                        if kind == "content_block_delta":
-                            text = event["delta"].get("text")
-                            if text:
-                                texts.append(text)
-                        elif kind == "message_start":
-                            usage = event["message"].get("usage") or {}
-                            prompt, completion = usage.get("input_tokens"), usage.get("output_tokens")
-                        elif kind == "message_delta":
-                            usage = event.get("usage") or {}
-                            completion = usage.get("output_tokens", completion)
-                            prompt = usage.get("input_tokens") or prompt
-                        elif kind == "message_stop":
-                            finished = True
-                        elif kind == "error":
-                            raise stream_error(event.get("error") or {})
-                except Exception as exc:  # noqa: BLE001 - raised below, after the text before it
-                    failure = exc
-                if texts:  # what came before a failure is part of the answer
-                    parts.append("".join(texts))
-                    yield parts[-1]
-                if failure is not None:
-                    raise failure
+            for text in sse_texts(body_chunks(response.http_response), on_event):
+                parts.append(text)
+                yield text
         except _sdk().UPSTREAM_ERRORS as exc:
             raise map_error(exc) from exc
         finally:
             response.close()  # also on GeneratorExit: releases the HTTP connection
-        if not finished:
+        if not state["finished"]:
             raise errors.ProviderUnavailable("anthropic: the stream ended before message_stop")
-        yield usage_or_estimate(prompt, completion, request, "".join(parts))
+        yield usage_or_estimate(state["prompt"], state["completion"], request, "".join(parts))
 
 
 def stream_error(error):

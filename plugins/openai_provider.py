@@ -23,8 +23,8 @@ from app import errors
 from app.http_transport import Http11Transport, LeanClient
 from app.hookspecs import hookimpl
 from app.llm import Model
-from app.providers import (LazyClient, NoRetryOn429, as_list, body_chunks, check_base_url, sdk_error, setting,
-                           sse_batches, usage_or_estimate)
+from app.providers import (SSE_END, LazyClient, NoRetryOn429, as_list, body_chunks, check_base_url, sdk_error,
+                           setting, sse_texts, usage_or_estimate)
 
 DEFAULT_MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini"]
 
@@ -163,46 +163,38 @@ class OpenAIChatModel(Model):
             response = _post(client, {**self._params(request), "stream": True, **extra}, stream=True)
         except UPSTREAM_ERRORS as exc:
             raise map_error(exc, self.provider) from exc
-        parts, usage, finished, done = [], None, False, False
+        parts, state = [], {"usage": None, "finished": False}
+
+        def on_event(data):
+            if data.startswith("[DONE]"):
+                return SSE_END
+            chunk = json.loads(data)
+            if chunk.get("error"):
+                error = chunk["error"]
+                message = error.get("message") if isinstance(error, dict) else error
+                raise errors.ProviderUnavailable(f"{self.provider}: {message}")
+            if chunk.get("usage"):
+                state["usage"] = chunk["usage"]
+            text = None
+            for choice in chunk.get("choices") or ():
+                if choice.get("index", 0) != 0:
+                    continue
+                text = (choice.get("delta") or {}).get("content") or text
+                if choice.get("finish_reason"):
+                    state["finished"] = True
+            return text
+
         try:
-            for batch in sse_batches(body_chunks(response)):
-                texts, failure = [], None  # the text of the events that arrived together: one delta
-                try:
-                    for data in batch:
-                        if data.startswith("[DONE]"):
-                            done = True
-                            break
-                        chunk = json.loads(data)
-                        if chunk.get("error"):
-                            error = chunk["error"]
-                            message = error.get("message") if isinstance(error, dict) else error
-                            raise errors.ProviderUnavailable(f"{self.provider}: {message}")
-                        if chunk.get("usage"):
-                            usage = chunk["usage"]
-                        for choice in chunk.get("choices") or ():
-                            if choice.get("index", 0) != 0:
-                                continue
-                            content = (choice.get("delta") or {}).get("content")
-                            if content:
-                                texts.append(content)
-                            if choice.get("finish_reason"):
-                                finished = True
-                except Exception as exc:  # noqa: BLE001 - raised below, after the text before it
-                    failure = exc
-                if texts:  # what came before a failure is part of the answer
-                    parts.append("".join(texts))
-                    yield parts[-1]
-                if failure is not None:
-                    raise failure
-                if done:
-                    break
+            for text in sse_texts(body_chunks(response), on_event):
+                parts.append(text)
+                yield text
         except UPSTREAM_ERRORS as exc:
             raise map_error(exc, self.provider) from exc
         finally:
             response.close()  # also on GeneratorExit: releases the HTTP connection
-        if not finished:
+        if not state["finished"]:
             raise errors.ProviderUnavailable(f"{self.provider}: the stream ended before the reply did")
-        usage = usage or {}
+        usage = state["usage"] or {}
         yield usage_or_estimate(usage.get("prompt_tokens"), usage.get("completion_tokens"),
                                 request, "".join(parts))
 

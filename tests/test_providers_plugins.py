@@ -405,3 +405,24 @@ def test_body_chunks_reads_raw_bytes_and_decodes_a_content_coding():
     assert b"".join(body_chunks(httpx.Response(200, content=raw))) == raw
     packed = httpx.Response(200, headers={"Content-Encoding": "gzip"}, content=gzip.compress(raw))
     assert b"".join(body_chunks(packed)) == raw  # decoded, not the gzip bytes
+
+
+def test_sse_texts_joins_each_read_stops_at_the_end_and_keeps_text_before_a_failure():
+    import pytest
+
+    from app.providers import SSE_END, sse_texts
+
+    def on_event(data):
+        if data == "[DONE]":
+            return SSE_END
+        if data == "boom":
+            raise ValueError("bad event")
+        return None if data == "skip" else data
+
+    reads = [b"data: a\n\ndata: skip\n\ndata: b\n\n", b"data: c\n\n", b"data: d\n\ndata: [DONE]\n\ndata: e\n\n"]
+    assert list(sse_texts(reads, on_event)) == ["ab", "c", "d"]  # one piece per read; nothing after the end
+    got = []
+    with pytest.raises(ValueError, match="bad event"):
+        for text in sse_texts([b"data: x\n\n", b"data: y\n\ndata: boom\n\ndata: z\n\n"], on_event):
+            got.append(text)
+    assert got == ["x", "y"]  # the text before the failure in its read came out first
