@@ -55,6 +55,11 @@ def get_conversation(conversation_id, *, bot_ids=None, channel=None):
     """
     conv = fastsql.first(Conversation, "conversation_by_id",  # runs on every turn: SQL built once
                          lambda: Conversation.select().where(Conversation.id == "?"), conversation_id)
+    return _in_scope(conv, conversation_id, bot_ids, channel)
+
+
+def _in_scope(conv, conversation_id, bot_ids=None, channel=None):
+    """``conv`` if it exists within ``bot_ids`` (None = any) and ``channel``'s bot, else NotFound."""
     if (conv is None or (bot_ids is not None and conv.bot_id not in bot_ids)
             or (channel is not None and conv.bot_id != channel.bot_id)):
         raise NotFound(f"Conversation {conversation_id} not found")
@@ -72,9 +77,8 @@ def conversation_for_turn(conversation_id, *, bot_ids=None):
                             fn.EXISTS(BotSource.select(SQL("1")).where(BotSource.bot == Bot.id)))
         .join(Bot, on=(Conversation.bot == Bot.id))
         .where(Conversation.id == "?")), (Conversation, Bot), conversation_id)
-    if not found or (bot_ids is not None and found[0][0].bot_id not in bot_ids):
-        raise NotFound(f"Conversation {conversation_id} not found")
-    conv, bot, has_knowledge = found[0]
+    conv, bot, has_knowledge = found[0] if found else (None, None, None)
+    _in_scope(conv, conversation_id, bot_ids)
     bot.has_knowledge = bool(has_knowledge)
     conv.bot = bot
     return conv, bot
