@@ -79,10 +79,7 @@ def main():
             servers.append((checkout, port, path, json.dumps(body), headers, _worker_pid(master)))
         if args.passthrough:
             port = rg.free_port()
-            master = procs.start([rg.PY, "-m", "gunicorn", "-k", "gevent", "-w", "1", "--no-control-socket",
-                                  "-b", f"127.0.0.1:{port}", "bench.passthrough:app"],
-                                 env={"BENCH_UPSTREAM": f"http://127.0.0.1:{up_fast}"})
-            rg.wait_up(port, "/")
+            master = rg.start_passthrough(procs, port, up_fast)
             path, body = _target(port, args.target)
             body = json.dumps({**body, "model": "gpt-bench"})
             rg.wrk(port, path, body, 4, 1, {})

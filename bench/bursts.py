@@ -31,10 +31,7 @@ def _start(procs, name, up_fast, up_slow):
     """``(port, body, headers, worker pid)`` of a fresh server for ``name``."""
     port = rg.free_port()
     if name == "pass-through":
-        master = procs.start([rg.PY, "-m", "gunicorn", "-k", "gevent", "-w", "1", "--worker-connections", "4096",
-                              "--no-control-socket", "--backlog", "4096", "-b", f"127.0.0.1:{port}",
-                              "bench.passthrough:app"], env={"BENCH_UPSTREAM": f"http://127.0.0.1:{up_slow}"})
-        rg.wait_up(port, "/")
+        master = rg.start_passthrough(procs, port, up_slow)
         body, headers = json.dumps({"model": "gpt-bench", "stream": True, "messages": MSG}), {}
     else:
         master = rg.start_chatport(procs, tempfile.mkdtemp(prefix="chatport-bursts-"), port, up_fast, up_slow,

@@ -95,6 +95,16 @@ def start_upstreams(procs, up_fast, up_slow, stream_delay):
     wait_up(up_slow, "/v1/models")
 
 
+def start_passthrough(procs, port, upstream):
+    """The pass-through (bench/passthrough.py, 1 gevent worker) on ``port``, forwarding to the
+    upstream on port ``upstream``; returns the gunicorn master process once it answers."""
+    master = procs.start([PY, "-m", "gunicorn", "-k", "gevent", "-w", "1", "--worker-connections", "4096",
+                          "--no-control-socket", "--backlog", "4096", "-b", f"127.0.0.1:{port}",
+                          "bench.passthrough:app"], env={"BENCH_UPSTREAM": f"http://127.0.0.1:{upstream}"})
+    wait_up(port, "/")
+    return master
+
+
 def start_chatport(procs, tmp, port, up_fast, up_slow, root=ROOT):
     """``chatport serve`` (1 gevent worker, SQLite in ``tmp``) with ``openai/gpt-bench`` on the fast
     fake upstream and ``slow/gpt-bench`` on the slow one, run from the checkout in ``root``;
@@ -189,12 +199,8 @@ def main():
     up_fast, up_slow, pt_port, cp_port = free_port(), free_port(), free_port(), free_port()
     try:
         start_upstreams(procs, up_fast, up_slow, args.stream_delay)
-        gunicorn = [PY, "-m", "gunicorn", "-k", "gevent", "-w", "1", "--worker-connections", "4096",
-                    "--no-control-socket", "--backlog", "4096"]
-        pt = procs.start([*gunicorn, "-b", f"127.0.0.1:{pt_port}", "bench.passthrough:app"],
-                         env={"BENCH_UPSTREAM": f"http://127.0.0.1:{up_fast}"})
+        pt = start_passthrough(procs, pt_port, up_fast)
         cp = start_chatport(procs, tmp, cp_port, up_fast, up_slow)
-        wait_up(pt_port, "/")
         wait_up(cp_port, "/healthz")
         auth = {"Authorization": f"Bearer {KEY}"}
         conn = http.client.HTTPConnection("127.0.0.1", cp_port)
@@ -246,9 +252,7 @@ def main():
         pt.send_signal(signal.SIGTERM)
         pt.wait(10)
         pt_port = free_port()
-        pt = procs.start([*gunicorn, "-b", f"127.0.0.1:{pt_port}", "bench.passthrough:app"],
-                         env={"BENCH_UPSTREAM": f"http://127.0.0.1:{up_slow}"})
-        wait_up(pt_port, "/")
+        pt = start_passthrough(procs, pt_port, up_slow)
         stream_targets["pass-through"] = (pt_port, "/v1/chat/completions", sbody, {})
         srows = {}
         for name in ("upstream direct", "pass-through", "chatport /v1 (openai plugin)"):
