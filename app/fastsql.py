@@ -168,21 +168,9 @@ def execute(key, build, *params):
     return _run(sql(key, build, len(params)), params).rowcount
 
 
-def _insert_sql(model):
-    fields = model._meta.sorted_fields
-    return fields, sql(("insert", model.__name__), lambda: model.insert({f: None for f in fields}), len(fields))
-
-
-def insert(instance):
-    """INSERT one new model instance (every column, defaults already applied); return it."""
-    fields, text = _insert_sql(type(instance))
-    _run(text, [f.db_value(instance.__data__.get(f.name)) for f in fields])
-    instance._dirty.clear()
-    return instance
-
-
 def insert_values(model, values):
     """INSERT one row given as ``{column name: value}`` naming every column (no model instance
-    is built: for rows written on every call and never read back)."""
-    fields, text = _insert_sql(model)
+    is built: rows written on every call)."""
+    fields = model._meta.sorted_fields
+    text = sql(("insert", model.__name__), lambda: model.insert({f: None for f in fields}), len(fields))
     _run(text, [f.db_value(values[f.name]) for f in fields])

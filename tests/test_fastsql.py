@@ -15,6 +15,12 @@ def _conv(bot, conv_id=None):
     return Conversation(id=conv_id or new_id(), bot=bot.id, surface="api", title="")
 
 
+def _insert(conv):
+    """Insert a new Conversation instance through fastsql (every column, as built)."""
+    fastsql.insert_values(Conversation, {f.name: conv.__data__.get(f.name) for f in fastsql.columns(Conversation)})
+    return conv
+
+
 def _get(conv_id):
     return fastsql.first(Conversation, "test_conv_by_id",
                          lambda: Conversation.select().where(Conversation.id == "?"), conv_id)
@@ -28,7 +34,7 @@ def ctx(app):
 
 def test_rows_come_back_as_models_on_either_database(ctx):
     bot = Bot.create(name="b", model="echo/echo")
-    conv = fastsql.insert(_conv(bot))
+    conv = _insert(_conv(bot))
     got = _get(conv.id)
     assert isinstance(got, Conversation) and got.id == conv.id and got.bot_id == bot.id
     assert got.created_at == Conversation.get_by_id(conv.id).created_at  # converted like peewee's own
@@ -40,7 +46,7 @@ def test_rows_come_back_as_models_on_either_database(ctx):
 
 def test_rows_are_plain_tuples_in_query_order(ctx):
     bot = Bot.create(name="b", model="echo/echo")
-    first, second = fastsql.insert(_conv(bot)), fastsql.insert(_conv(bot))
+    first, second = _insert(_conv(bot)), _insert(_conv(bot))
     fastsql.execute("test_title", lambda: Conversation.update(title="?").where(Conversation.id == "?"),
                     "second", second.id)
     got = fastsql.rows("test_titles", lambda: Conversation.select(Conversation.id, Conversation.title)
@@ -53,7 +59,7 @@ def test_rows_are_plain_tuples_in_query_order(ctx):
 
 def test_joined_rows_come_back_as_one_instance_per_model_then_the_extras(ctx):
     bot = Bot.create(name="b", model="echo/echo", knowledge={"top_k": 2}, temperature=0.5)
-    conv = fastsql.insert(_conv(bot))
+    conv = _insert(_conv(bot))
     build = lambda: (Conversation.select(*fastsql.columns(Conversation), *fastsql.columns(Bot),  # noqa: E731
                                          Conversation.title.is_null(False))
                      .join(Bot, on=(Conversation.bot == Bot.id)).where(Conversation.id == "?"))
@@ -69,16 +75,16 @@ def test_joined_rows_come_back_as_one_instance_per_model_then_the_extras(ctx):
 
 def test_duplicate_insert_raises_peewees_integrity_error(ctx):
     bot = Bot.create(name="b", model="echo/echo")
-    conv = fastsql.insert(_conv(bot))
+    conv = _insert(_conv(bot))
     with pytest.raises(peewee.IntegrityError):
-        fastsql.insert(_conv(bot, conv.id))
+        _insert(_conv(bot, conv.id))
 
 
 def test_statements_join_an_open_transaction(ctx):
     bot = Bot.create(name="b", model="echo/echo")
     conv_id = new_id()
     with db.atomic() as txn:
-        fastsql.insert(_conv(bot, conv_id))
+        _insert(_conv(bot, conv_id))
         assert _get(conv_id) is not None  # sees its own uncommitted row
         txn.rollback()
     assert _get(conv_id) is None and not Conversation.select().where(Conversation.id == conv_id).exists()
@@ -88,16 +94,16 @@ def test_atomic_commits_together_or_not_at_all(ctx):
     bot = Bot.create(name="b", model="echo/echo")
     kept, dropped = _conv(bot), _conv(bot)
     with fastsql.atomic():
-        fastsql.insert(kept)
+        _insert(kept)
         fastsql.execute("test_title", lambda: Conversation.update(title="?").where(Conversation.id == "?"),
                         "both", kept.id)
     assert Conversation.get_by_id(kept.id).title == "both"  # committed: seen by the pooled connection
     with pytest.raises(peewee.IntegrityError):
         with fastsql.atomic():
-            fastsql.insert(dropped)
-            fastsql.insert(_conv(bot, kept.id))  # a duplicate: the block fails
+            _insert(dropped)
+            _insert(_conv(bot, kept.id))  # a duplicate: the block fails
     assert _get(dropped.id) is None  # rolled back with it
-    later = fastsql.insert(_conv(bot))  # and the connection is not left inside a transaction
+    later = _insert(_conv(bot))  # and the connection is not left inside a transaction
     assert Conversation.select().where(Conversation.id == later.id).exists()
 
 
