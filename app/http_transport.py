@@ -55,24 +55,6 @@ def is_reusable(sock):
         return False
 
 
-def _tls_context(verify):
-    """The TLS context httpx would use for ``verify`` (True, False or an ``ssl.SSLContext``)."""
-    create = getattr(httpx, "create_ssl_context", None)  # public from httpx 0.28
-    if create is not None:
-        return create(verify=verify)
-    import ssl  # pragma: no cover - older httpx, below
-
-    if isinstance(verify, ssl.SSLContext):  # pragma: no cover
-        return verify
-    if verify is False:  # pragma: no cover
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-        return ctx
-    import certifi  # pragma: no cover - httpx's own dependency
-
-    return ssl.create_default_context(cafile=certifi.where())  # pragma: no cover
-
-
 class _Conn:
     """One connection: its socket, the bytes read and not yet consumed, its pool key."""
 
@@ -262,7 +244,7 @@ class Http11Transport(httpx.BaseTransport):
 
     def _ssl_context(self):
         if self._ssl is None:
-            ctx = _tls_context(self._verify)
+            ctx = httpx.create_ssl_context(verify=self._verify)  # as httpx itself would
             ctx.set_alpn_protocols(["http/1.1"])
             self._ssl = ctx
         return self._ssl
