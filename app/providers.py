@@ -8,7 +8,9 @@
   exceptions of the Stainless-generated SDKs (openai, anthropic) with it, and
   ``NoRetryOn429`` keeps their clients from sleeping on a 429.
 - ``sse_data``: the data of each server-sent event, from response lines; ``byte_lines``:
-  the lines of a byte stream (``response.iter_bytes()``) to give it.
+  the lines of a byte stream (``response.iter_bytes()``) to give it. ``sse_batches``: the same
+  grouped by the read that brought them; ``sse_texts``: a stream's text, one piece per read;
+  ``body_chunks``: a streamed body without httpx's decoding layers when it has no coding.
 - ``check_base_url``: refuse a base URL on a non-public address unless the operator
   allows its network (``PROVIDER_ALLOWED_NETWORKS``).
 """
@@ -236,14 +238,7 @@ def sse_batches(chunks):
     (a worker that falls behind reads many at once) instead of one delta per token."""
     data = []
     for lines in _line_batches(chunks):
-        batch = []
-        for line in lines:
-            if not line:
-                if data:
-                    batch.append("\n".join(data))
-                    data = []
-            elif line.startswith("data:"):
-                data.append(line[6:] if line.startswith("data: ") else line[5:])
+        batch = _events(lines, data)
         if batch:
             yield batch
     if data:
@@ -254,11 +249,20 @@ def sse_data(lines):
     """The ``data`` of each server-sent event in ``lines`` (other fields and comments ignored)."""
     data = []
     for line in lines:
-        if not line:
-            if data:
-                yield "\n".join(data)
-                data = []
-        elif line.startswith("data:"):
-            data.append(line[6:] if line.startswith("data: ") else line[5:])
+        yield from _events((line,), data)
     if data:
         yield "\n".join(data)
+
+
+def _events(lines, data):
+    """The data of the events that ``lines`` complete. ``data`` holds the data lines of the
+    event still open, from one call to the next (the server-sent events format)."""
+    done = []
+    for line in lines:
+        if not line:
+            if data:
+                done.append("\n".join(data))
+                data.clear()
+        elif line.startswith("data:"):
+            data.append(line[6:] if line.startswith("data: ") else line[5:])
+    return done
