@@ -132,6 +132,14 @@ def request_stop(generation_id):
 # ---------------------------------------------------------------- turns
 
 
+def _message_row(**values):
+    """A message's column values for ``fastsql.insert_values`` (the turn's writes build no model
+    instance): the model's defaults, then ``values``."""
+    return {"status": "complete", "error": None, "model": None, "prompt_tokens": 0, "completion_tokens": 0,
+            "tokens_estimated": False, "citations": [], "rating": None, "rating_comment": None,
+            "created_at": clock.now(), **values}
+
+
 def _check_messages(messages, config):
     max_len, max_count = config["MAX_MESSAGE_LENGTH"], config["MAX_MESSAGES"]
     if not isinstance(messages, list) or not messages:
@@ -271,11 +279,8 @@ def prepare_turn(*, registry, config, bot=None, model=None, content=None, messag
     if persist and conversation is not None:
         user_message_id, now = new_id(), clock.now()
         with fastsql.atomic():  # one commit for both
-            fastsql.insert_values(Message, {  # runs on every turn: no model instance built
-                "id": user_message_id, "conversation": conversation.id, "role": "user", "content": new_user,
-                "status": "complete", "error": None, "model": None, "prompt_tokens": 0, "completion_tokens": 0,
-                "tokens_estimated": False, "citations": [], "rating": None, "rating_comment": None,
-                "created_at": now})
+            fastsql.insert_values(Message, _message_row(
+                id=user_message_id, conversation=conversation.id, role="user", content=new_user, created_at=now))
             fastsql.execute("touch_conversation", lambda: Conversation.update(updated_at=now).where(
                 Conversation.id == "?"), now, conversation.id)
     request = ChatRequest(
@@ -386,12 +391,11 @@ class Turn:
             return
         try:
             with fastsql.session():
-                row = {"id": self.message_id, "conversation": self.conversation_id, "role": "assistant",
-                       "content": content, "status": status, "error": (error.message if error else None),
-                       "model": self.model.name, "prompt_tokens": usage.prompt_tokens,
-                       "completion_tokens": usage.completion_tokens, "tokens_estimated": usage.estimated,
-                       "citations": self.passages, "rating": None, "rating_comment": None,
-                       "created_at": clock.now()}
+                row = _message_row(
+                    id=self.message_id, conversation=self.conversation_id, role="assistant", content=content,
+                    status=status, error=(error.message if error else None), model=self.model.name,
+                    prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+                    tokens_estimated=usage.estimated, citations=self.passages)
                 fastsql.insert_values(Message, row)
                 self.saved = row
                 if self.stop_requested_elsewhere:
