@@ -19,7 +19,7 @@ app = create_app()
 # (importing the openai and anthropic SDKs takes a second or two).
 import platform  # noqa: E402
 
-from app.llm import registry  # noqa: E402
+from app.providers.llm import registry  # noqa: E402
 
 registry(app)
 # The anthropic SDK puts platform.platform() in its headers (the openai plugin no longer sends

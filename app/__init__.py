@@ -25,7 +25,7 @@ def create_app(test_config=None):
     # JSON bodies keep the order the code builds them in (as OpenAI's and the specs' examples
     # show them); sorting every response's keys was CPU spent on nothing.
     app.json.sort_keys = False
-    from .config import DEFAULTS
+    from app.config import DEFAULTS
 
     app.config.from_mapping(DEFAULTS)
     app.config.from_pyfile("config.py", silent=True)
@@ -34,28 +34,29 @@ def create_app(test_config=None):
         app.config.from_mapping(test_config)
     os.makedirs(app.instance_path, exist_ok=True)
 
-    from . import db, errors
+    from app.api import errors
+    from app.storage import db
 
     db.init_app(app)
-    from .services import keys as _keys
+    from app.services import keys as _keys
 
     _keys.clear_cache()  # lookups cached from another database must not answer for this one
     errors.init_app(app)
 
-    from .api import init_api
+    from app.api import init_api
 
     init_api(app)
 
-    from . import scheduler
+    from app import scheduler
 
     scheduler.init_app(app)
 
     if app.config["AUTO_UPGRADE"]:
-        from .migrations import upgrade
+        from app.storage.migrations import upgrade
 
         upgrade()
     if app.config.get("ADMIN_KEY"):
-        from .services.keys import ensure_env_admin_key
+        from app.services.keys import ensure_env_admin_key
 
         with db.db.connection_context():
             ensure_env_admin_key(app.config["ADMIN_KEY"])

@@ -7,11 +7,11 @@ import click
 from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
 
-from .db import db
+from app.storage.db import db
 
 
 def _create_app():
-    from . import create_app
+    from app import create_app
 
     return create_app()
 
@@ -48,9 +48,9 @@ def init_command(as_json):
     Safe to run again: an initialised instance is left as it is and no new
     key is printed.
     """
-    from .migrations import upgrade
-    from .models import ApiKey, Bot
-    from .services import keys
+    from app.services import keys
+    from app.storage.migrations import upgrade
+    from app.storage.models import ApiKey, Bot
 
     upgrade()
     result = {"database": current_app.config["DATABASE_URL"], "admin_key": None, "demo_bot": None}
@@ -91,8 +91,8 @@ DEMO_KNOWLEDGE = [
 
 def _create_demo_bot():
     """The demo bot: an LLM when credentials are configured, else `extractive` over demo knowledge."""
-    from .providers import setting
-    from .services import bots, knowledge
+    from app.providers.helpers import setting
+    from app.services import bots, knowledge
 
     config = current_app.config
     has_llm = setting(config, "OPENAI_API_KEY", env="OPENAI_API_KEY") or \
@@ -157,8 +157,8 @@ def knowledge_sync_due(as_json):
 
     Safe to run from several machines at once: each source is claimed by one.
     """
-    from .api.knowledge import fetch_options
-    from .services import knowledge
+    from app.api.knowledge import fetch_options
+    from app.services import knowledge
 
     with db.connection_context():
         done = knowledge.sync_due(fetch_options=fetch_options(current_app.config))
@@ -177,7 +177,7 @@ def db_group():
 @with_appcontext
 def db_upgrade_command():
     """Upgrade the database schema in place to this version of chatport."""
-    from .migrations import upgrade
+    from app.storage.migrations import upgrade
 
     before, after = upgrade()
     if before == after:
@@ -207,9 +207,9 @@ def keys_group():
 @with_appcontext
 def keys_create(name, kind, bot_ids, credit_quota, as_json):
     """Create an API key and print it once (only its hash is stored)."""
-    from .api.keys import KeyCreated
-    from .errors import ApiError
-    from .services import keys
+    from app.api.keys import KeyCreated
+    from app.errors import ApiError
+    from app.services import keys
 
     with db.connection_context():
         try:
@@ -227,8 +227,8 @@ def keys_create(name, kind, bot_ids, credit_quota, as_json):
 @with_appcontext
 def keys_list(as_json):
     """List API keys (prefix and last 4 characters only)."""
-    from .api.keys import KeyOut
-    from .services import keys
+    from app.api.keys import KeyOut
+    from app.services import keys
 
     with db.connection_context():
         rows = list(keys.list_keys())
@@ -238,8 +238,8 @@ def keys_list(as_json):
 
 
 def _key_action(action, key_id):
-    from .errors import ApiError
-    from .services import keys
+    from app.errors import ApiError
+    from app.services import keys
 
     with db.connection_context():
         try:
@@ -293,9 +293,9 @@ def bots_group():
 @with_appcontext
 def bots_create(name, model, instructions, greeting, as_json):
     """Create a bot."""
-    from .api.bots import BotOut
-    from .errors import ApiError
-    from .services import bots
+    from app.api.bots import BotOut
+    from app.errors import ApiError
+    from app.services import bots
 
     with db.connection_context():
         try:
@@ -311,8 +311,8 @@ def bots_create(name, model, instructions, greeting, as_json):
 @with_appcontext
 def bots_list(as_json):
     """List bots."""
-    from .api.bots import BotOut
-    from .models import Bot
+    from app.api.bots import BotOut
+    from app.storage.models import Bot
 
     with db.connection_context():
         rows = list(Bot.select().order_by(Bot.created_at, Bot.id))
@@ -325,9 +325,9 @@ def bots_list(as_json):
 @with_appcontext
 def bots_show(bot_id):
     """Show one bot as JSON."""
-    from .api.bots import BotOut
-    from .errors import ApiError
-    from .services import bots
+    from app.api.bots import BotOut
+    from app.errors import ApiError
+    from app.services import bots
 
     with db.connection_context():
         try:
@@ -352,9 +352,9 @@ def channels_group():
 @with_appcontext
 def channels_create(bot_id, name, as_json):
     """Create an API channel for a bot and print its secret once."""
-    from .api.bots import ChannelWithSecret
-    from .errors import ApiError
-    from .services import channels
+    from app.api.bots import ChannelWithSecret
+    from app.errors import ApiError
+    from app.services import channels
 
     with db.connection_context():
         try:
@@ -372,8 +372,8 @@ def channels_create(bot_id, name, as_json):
 @with_appcontext
 def channels_list(bot_id, as_json):
     """List a bot's API channels."""
-    from .api.bots import ChannelOut
-    from .models import Channel
+    from app.api.bots import ChannelOut
+    from app.storage.models import Channel
 
     with db.connection_context():
         rows = list(Channel.select().where(Channel.bot == bot_id).order_by(Channel.created_at, Channel.id))
@@ -389,7 +389,7 @@ def channels_list(bot_id, as_json):
 @with_appcontext
 def models_command(as_json):
     """List every registered model with its provider, plugin and aliases."""
-    from .services import models
+    from app.services import models
 
     items = models.list_models()
     if as_json:

@@ -26,9 +26,9 @@ def init_app(app):
 
 
 def _loop(app, interval):
-    from .api.knowledge import fetch_options
-    from .db import db
-    from .services import knowledge
+    from app.api.knowledge import fetch_options
+    from app.services import knowledge
+    from app.storage.db import db
 
     while True:
         time.sleep(interval)

@@ -10,9 +10,8 @@ from gevent import monkey; monkey.patch_all()  # noqa: E702,I001
 
 import argparse
 import json
-import time
-
 import socket
+import time
 
 from gevent.pywsgi import WSGIHandler, WSGIServer
 

@@ -35,8 +35,8 @@ def corpus(rows, seed=42):
 
 def run(database_url, rows, queries):
     from app import create_app
-    from app.db import db
     from app.services import knowledge
+    from app.storage.db import db
 
     tmp = tempfile.mkdtemp(prefix="chatport-kb-")
     app = create_app({"DATABASE_URL": database_url, "INSTANCE_PATH": tmp, "KNOWLEDGE_MAX_CHARS": None})
@@ -74,7 +74,7 @@ def run(database_url, rows, queries):
 
 
 def _index_size(db):
-    from app.db import is_sqlite
+    from app.storage.db import is_sqlite
 
     if is_sqlite():
         pages = db.execute_sql("SELECT SUM(pgsize) FROM dbstat WHERE name LIKE 'knowledge_chunk_fts%'").fetchone()[0]
@@ -107,7 +107,7 @@ def main():
                                                         args.rows, args.queries)
             print("PostgreSQL", results["PostgreSQL (tsvector, GIN)"], flush=True)
         finally:
-            from app.db import db
+            from app.storage.db import db
 
             if hasattr(db.obj, "close_all"):
                 db.obj.close_all()

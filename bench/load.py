@@ -33,8 +33,7 @@ import time
 import gevent
 from gevent.pool import Pool
 
-from .run_gateway import (KEY, Procs, free_port, one_stream, start_chatport, start_upstreams, wait_up,
-                          worker_rss_mb)
+from .run_gateway import KEY, Procs, free_port, one_stream, start_chatport, start_upstreams, wait_up, worker_rss_mb
 
 
 def hold_streams(port, body, headers, count):

@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import requests  # noqa: E402
 
-from app.llm import ChatRequest, ModelRegistry, collect  # noqa: E402
+from app.providers.llm import ChatRequest, ModelRegistry, collect  # noqa: E402
 from tests.fakes import FakeAnthropic, FakeOpenAI  # noqa: E402
 
 

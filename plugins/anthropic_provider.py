@@ -18,11 +18,23 @@ import json
 
 import httpx
 
-from app import errors
-from app.hookspecs import hookimpl
-from app.http_transport import Http11Transport, LeanClient
-from app.llm import Model
-from app.providers import LazyClient, as_list, body_chunks, check_base_url, setting, sse_texts, usage_or_estimate
+from app.providers import (
+    Http11Transport,
+    LazyClient,
+    LeanClient,
+    Model,
+    ProviderAuthError,
+    ProviderBadRequest,
+    ProviderRateLimited,
+    ProviderUnavailable,
+    as_list,
+    body_chunks,
+    check_base_url,
+    hookimpl,
+    setting,
+    sse_texts,
+    usage_or_estimate,
+)
 
 DEFAULT_MODELS = ["claude-sonnet-4-5", "claude-haiku-4-5"]
 # Error event types (sent after HTTP 200) → the status they stand for.
@@ -128,7 +140,7 @@ class AnthropicChatModel(Model):
         finally:
             response.close()  # also on GeneratorExit: releases the HTTP connection
         if not state["finished"]:
-            raise errors.ProviderUnavailable("anthropic: the stream ended before message_stop")
+            raise ProviderUnavailable("anthropic: the stream ended before message_stop")
         yield usage_or_estimate(state["prompt"], state["completion"], request, "".join(parts))
 
 
@@ -137,12 +149,12 @@ def stream_error(error):
     status = EVENT_STATUS.get(error.get("type"), 500)
     message = f"anthropic: {error.get('type', 'error')}: {error.get('message', '')}"
     if status in (401, 403):
-        return errors.ProviderAuthError(f"anthropic rejected chatport's credentials ({error.get('type')})")
+        return ProviderAuthError(f"anthropic rejected chatport's credentials ({error.get('type')})")
     if status == 429:
-        return errors.ProviderRateLimited(message)
+        return ProviderRateLimited(message)
     if 400 <= status < 500:
-        return errors.ProviderBadRequest(message)
-    return errors.ProviderUnavailable(message)
+        return ProviderBadRequest(message)
+    return ProviderUnavailable(message)
 
 
 @hookimpl
@@ -159,7 +171,7 @@ def register_models(register, config):
 
     def factory():
         if not key:
-            raise errors.ProviderAuthError("anthropic: no API key configured (ANTHROPIC_API_KEY)")
+            raise ProviderAuthError("anthropic: no API key configured (ANTHROPIC_API_KEY)")
         check_base_url("anthropic", base_url, config)
         timeout = httpx.Timeout(read, connect=connect)
         return _sdk().Client(api_key=key, base_url=base_url, max_retries=retries, timeout=timeout,

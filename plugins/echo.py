@@ -10,8 +10,7 @@ delta. For tests and benchmarks a stream can be shaped:
 import re
 import time
 
-from app.hookspecs import hookimpl
-from app.llm import Model, Usage, estimate_tokens
+from app.providers import Model, Usage, estimate_tokens, hookimpl
 
 DIRECTIVE = re.compile(r"\[echo(?:\s+tokens=(\d+))?(?:\s+delay=([0-9.]+))?\s*\]")
 

@@ -7,8 +7,7 @@ when no LLM credentials are configured.
 """
 import re
 
-from app.hookspecs import hookimpl
-from app.llm import Model, Usage, estimate_tokens
+from app.providers import Model, Usage, estimate_tokens, hookimpl
 
 WORD = re.compile(r"\w+")
 SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")

@@ -19,12 +19,24 @@ import json
 import httpx
 import openai
 
-from app import errors
-from app.http_transport import Http11Transport, LeanClient
-from app.hookspecs import hookimpl
-from app.llm import Model
-from app.providers import (SSE_END, LazyClient, NoRetryOn429, as_list, body_chunks, check_base_url, sdk_error,
-                           setting, sse_texts, usage_or_estimate)
+from app.providers import (
+    SSE_END,
+    Http11Transport,
+    LazyClient,
+    LeanClient,
+    Model,
+    NoRetryOn429,
+    ProviderAuthError,
+    ProviderUnavailable,
+    as_list,
+    body_chunks,
+    check_base_url,
+    hookimpl,
+    sdk_error,
+    setting,
+    sse_texts,
+    usage_or_estimate,
+)
 
 DEFAULT_MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini"]
 
@@ -65,7 +77,7 @@ class _Client(NoRetryOn429, openai.OpenAI):
 def map_error(exc, provider="openai"):
     """Translate an openai/httpx exception into the ``app.errors`` Provider* taxonomy."""
     if isinstance(exc, openai.OpenAIError) and not isinstance(exc, openai.APIError) and "api_key" in str(exc):
-        return errors.ProviderAuthError(f"{provider}: no API key configured")  # raised before any request
+        return ProviderAuthError(f"{provider}: no API key configured")  # raised before any request
     return sdk_error(exc, provider, openai)
 
 
@@ -148,7 +160,7 @@ class OpenAIChatModel(Model):
     def _parse_completion(self, reply, request):
         """``(text, Usage)`` of a ``chat.completion``. Raises ProviderUnavailable if it has no choices."""
         if not isinstance(reply, dict) or not reply.get("choices"):
-            raise errors.ProviderUnavailable(f"{self.provider}: reply without choices")
+            raise ProviderUnavailable(f"{self.provider}: reply without choices")
         text = (reply["choices"][0].get("message") or {}).get("content") or ""
         usage = reply.get("usage") or {}
         return text, usage_or_estimate(usage.get("prompt_tokens"), usage.get("completion_tokens"),
@@ -172,7 +184,7 @@ class OpenAIChatModel(Model):
             if chunk.get("error"):
                 error = chunk["error"]
                 message = error.get("message") if isinstance(error, dict) else error
-                raise errors.ProviderUnavailable(f"{self.provider}: {message}")
+                raise ProviderUnavailable(f"{self.provider}: {message}")
             if chunk.get("usage"):
                 state["usage"] = chunk["usage"]
             text = None
@@ -193,7 +205,7 @@ class OpenAIChatModel(Model):
         finally:
             response.close()  # also on GeneratorExit: releases the HTTP connection
         if not state["finished"]:
-            raise errors.ProviderUnavailable(f"{self.provider}: the stream ended before the reply did")
+            raise ProviderUnavailable(f"{self.provider}: the stream ended before the reply did")
         usage = state["usage"] or {}
         yield usage_or_estimate(usage.get("prompt_tokens"), usage.get("completion_tokens"),
                                 request, "".join(parts))

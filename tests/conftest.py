@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from app import create_app
-from app.db import db
+from app.storage.db import db
 
 PG_URL = os.environ.get("CHATPORT_TEST_POSTGRES_URL")
 PG_SKIP_REASON = "CHATPORT_TEST_POSTGRES_URL is not set: PostgreSQL variant skipped"

@@ -1,9 +1,9 @@
 """A scripted provider model registered through the real plugin manager (STYLE.md, simonw/llm)."""
 from contextlib import contextmanager
 
-from app.hookspecs import hookimpl
-from app.llm import Model
-from app.plugins import get_plugin_manager
+from app.providers.hookspecs import hookimpl
+from app.providers.llm import Model
+from app.providers.loading import get_plugin_manager
 
 
 class ScriptedModel(Model):

@@ -3,9 +3,9 @@ import json
 
 import requests
 
-from app.db import db
 from app.errors import ProviderUnavailable
-from app.models import AutomationRun, Usage
+from app.storage.db import db
+from app.storage.models import AutomationRun, Usage
 
 from .conftest import Api, create_key, make_app
 from .scripted import scripted

@@ -5,8 +5,8 @@ import time
 import pytest
 import requests
 
-from app.db import db
-from app.models import Conversation, KnowledgeRow
+from app.storage.db import db
+from app.storage.models import Conversation, KnowledgeRow
 
 from .conftest import Api
 from .servers import chatport_server
@@ -174,7 +174,7 @@ def test_provider_failure_is_500_or_mapped(setup, app):
 
     with scripted(app, overloaded):
         with app.app_context(), db.connection_context():
-            from app.models import Bot
+            from app.storage.models import Bot
 
             Bot.update(model="scripted/test").where(Bot.id == bot["id"]).execute()
         resp = ch.post("message", {"message": "hi"})

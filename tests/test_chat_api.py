@@ -8,8 +8,8 @@ import time
 import pytest
 import requests
 
-from app.db import db
-from app.models import Conversation, KnowledgeSource, Message
+from app.storage.db import db
+from app.storage.models import Conversation, KnowledgeSource, Message
 
 from .conftest import Api, create_key
 from .servers import chatport_server

@@ -3,7 +3,6 @@ import json
 
 import pytest
 
-
 from .conftest import Api, create_key
 from .test_mgmt_api import assert_error, snapshot
 

@@ -1,12 +1,12 @@
 """The chat engine (app/services/chat.py), on SQLite and PostgreSQL."""
 import pytest
 
-from app.db import db
 from app.errors import BadRequest, NotFound, ProviderUnavailable
-from app.llm import Usage, registry
-from app.models import Bot, GenerationStop, Message
+from app.providers.llm import Usage, registry
 from app.services import chat, retrieval
 from app.services.events import Delta, Done, Error, Start
+from app.storage.db import db
+from app.storage.models import Bot, GenerationStop, Message
 
 from .scripted import scripted
 

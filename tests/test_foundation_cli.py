@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from app.db import db
-from app.models import ApiKey, Bot
+from app.storage.db import db
+from app.storage.models import ApiKey, Bot
 
 from .conftest import Api, run_cli
 
@@ -71,7 +71,7 @@ def test_bots_and_channels_commands(app):
 
 
 def test_demo_bot_answers_from_its_knowledge(app):
-    from app.llm import registry
+    from app.providers.llm import registry
     from app.services import chat
 
     result = json.loads(run_cli(app, "init", "--json").output)

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from app import create_app
-from app.db import db
+from app.storage.db import db
 
 
 def test_defaults_are_not_testing(tmp_path, monkeypatch):

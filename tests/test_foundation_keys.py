@@ -3,8 +3,8 @@ import glob
 from datetime import timedelta
 
 from app import clock
-from app.db import db
-from app.models import ApiKey
+from app.storage.db import db
+from app.storage.models import ApiKey
 
 from .conftest import Api, create_key, make_app
 

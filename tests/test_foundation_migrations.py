@@ -2,9 +2,9 @@
 import pytest
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
 
-from app import migrations
-from app.db import db, is_sqlite
-from app.models import Bot, EndUser, Message, SchemaVersion
+from app.storage import migrations
+from app.storage.db import db, is_sqlite
+from app.storage.models import Bot, EndUser, Message, SchemaVersion
 
 from .conftest import make_app, run_cli
 
@@ -95,7 +95,7 @@ def test_v8_drops_the_message_indexes_the_composite_one_covers(database_url, tmp
 def test_timestamps_read_back_whatever_text_form_they_were_stored_in(app):
     from datetime import datetime
 
-    from app.models import Conversation
+    from app.storage.models import Conversation
 
     field = Conversation.created_at
     assert field.python_value("2026-11-25 21:10:11.123456") == datetime(2026, 11, 25, 21, 10, 11, 123456)

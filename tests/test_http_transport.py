@@ -5,7 +5,7 @@ import time
 
 import httpx
 
-from app.http_transport import Http11Transport, LeanClient
+from app.providers.http_transport import Http11Transport, LeanClient
 
 
 def _closing_server(replies):
@@ -139,7 +139,7 @@ def test_reuse_check_works_for_descriptors_above_select_limit():
     import os
     import resource
 
-    from app.http_transport import is_reusable
+    from app.providers.http_transport import is_reusable
 
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     high = min(soft - 1, 1500)

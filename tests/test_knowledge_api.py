@@ -7,9 +7,10 @@ from datetime import timedelta
 import pytest
 
 from app import clock
-from app.db import db
-from app.models import KnowledgeRow, KnowledgeSource
-from app.services import knowledge, search_index
+from app.services import knowledge
+from app.storage import search_index
+from app.storage.db import db
+from app.storage.models import KnowledgeRow, KnowledgeSource
 
 from .conftest import Api, create_key, run_cli
 from .test_mgmt_api import assert_error, snapshot

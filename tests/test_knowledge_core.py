@@ -1,10 +1,11 @@
 """Knowledge core: chunking, sync, full-text search (FTS5 / PostgreSQL), retrieval, extractive answers."""
 import pytest
 
-from app.db import db
 from app.errors import BadRequest, NotFound
-from app.models import Bot, KnowledgeChunk, KnowledgeRow
-from app.services import knowledge, retrieval, search_index
+from app.services import knowledge, retrieval
+from app.storage import search_index
+from app.storage.db import db
+from app.storage.models import Bot, KnowledgeChunk, KnowledgeRow
 
 DOCS = [
     {"name": "Moon", "content": "# The Moon\n\nThe Moon is about 384,400 kilometers from Earth. "
@@ -102,7 +103,7 @@ def test_bad_rows_write_nothing(ctx):
 
 
 def test_retrieval_for_bot_and_extractive_answer(ctx):
-    from app.llm import registry
+    from app.providers.llm import registry
     from app.services import chat
 
     bot = Bot.create(name="kb", model="extractive/extractive", greeting="")

@@ -6,10 +6,10 @@ import pytest
 import requests
 
 from app import clock
-from app.db import db
 from app.errors import RateLimited
-from app.models import Usage
-from app.services import limits
+from app.metering import limits
+from app.storage.db import db
+from app.storage.models import Usage
 
 from .conftest import Api, create_key
 from .servers import chatport_server

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from app.db import db
-from app.models import ALL_MODELS
+from app.storage.db import db
+from app.storage.models import ALL_MODELS
 
 from .conftest import Api, create_key
 

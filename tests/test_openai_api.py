@@ -205,7 +205,7 @@ def test_chunk_frames_are_the_json_of_each_chunk():
     each chunk whole gives, whatever the text holds; the last frames go out together."""
     from app.api.openai_format import chunk_stream
     from app.api.sse import sse
-    from app.llm import Usage
+    from app.providers.llm import Usage
     from app.services.events import Delta, Done, Start
 
     texts = ["plain", 'quote " and \\ backslash', "new\nline", "é ü 中文 😀", "\x00text\x00", ""]

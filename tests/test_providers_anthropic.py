@@ -5,7 +5,7 @@ import time
 import pytest
 
 from app import errors
-from app.llm import ChatRequest, ModelRegistry, Usage, collect, estimate_tokens
+from app.providers.llm import ChatRequest, ModelRegistry, Usage, collect, estimate_tokens
 from tests.fakes import FakeAnthropic
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there"}]

@@ -13,7 +13,7 @@ SCRIPT = r"""
 from gevent import monkey; monkey.patch_all()
 import json, sys, time
 import gevent
-from app.llm import ChatRequest, ModelRegistry, collect
+from app.providers.llm import ChatRequest, ModelRegistry, collect
 
 name, config = sys.argv[1], json.loads(sys.argv[2])
 model = ModelRegistry(config).get(name)
@@ -61,8 +61,8 @@ HEARTBEAT_SCRIPT = r"""
 from gevent import monkey; monkey.patch_all()
 import json
 import gevent
-from app.llm import Usage
-from app.streaming import HEARTBEAT, with_heartbeats
+from app.providers.llm import Usage
+from app.providers.streaming import HEARTBEAT, with_heartbeats
 
 produced = []
 

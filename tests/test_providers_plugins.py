@@ -9,10 +9,12 @@ import types
 
 import pytest
 
-from app import errors, hookspecs, plugins
+from app import errors
 from app.cli import main as cli_main
-from app.llm import ChatRequest, EmbeddingModel, Model, ModelRegistry, Usage, collect
-from app.plugins import get_plugin_manager
+from app.providers import hookspecs
+from app.providers import loading as plugins
+from app.providers.llm import ChatRequest, EmbeddingModel, Model, ModelRegistry, Usage, collect
+from app.providers.loading import get_plugin_manager
 
 from .conftest import Api, create_key, make_app
 from .fakes import FakeOpenAI
@@ -195,7 +197,7 @@ def test_third_party_distribution_is_discovered_without_code_change(tmp_path):
     # One fresh process: `chatport models --json`, then a stream from the plugin's model.
     script = ("import sys\nfrom app.cli import main\n"
               "main(['models', '--json'], standalone_mode=False)\nsys.stdout.write('\\x1e')\n"
-              "from app import create_app\nfrom app.llm import registry, collect, ChatRequest\n"
+              "from app import create_app\nfrom app.providers.llm import registry, collect, ChatRequest\n"
               "app = create_app()\nwith app.app_context():\n"
               "    print(collect(registry().get('shout/loud').stream("
               "ChatRequest([{'role': 'user', 'content': 'psst'}])))[0])\n")
@@ -220,7 +222,7 @@ def fake_openai():
 
 @pytest.fixture
 def models_app(database_url, tmp_path, fake_openai):
-    from app.db import db
+    from app.storage.db import db
 
     application = make_app(database_url, tmp_path, OPENAI_BASE_URL=fake_openai.base_url,
                            OPENAI_MODELS=["gpt-test"],
@@ -276,7 +278,7 @@ def test_provider_settings_from_chatport_environment(tmp_path, monkeypatch, fake
                        json.dumps({"vllm": {"base_url": fake_openai.base_url, "models": ["m"]}}))
     monkeypatch.setenv("CHATPORT_MODEL_ALIASES", json.dumps({"fast": "vllm/m"}))
     application = make_app(f"sqlite:///{tmp_path}/c.db", tmp_path)
-    from app.llm import registry
+    from app.providers.llm import registry
 
     with application.app_context():
         reg = registry()
@@ -299,8 +301,14 @@ def test_later_plugin_replaces_a_model_of_the_same_name():
 
 
 def test_provider_errors_render_with_their_status_and_retry_after(models_app):
-    from app.errors import (ProviderAuthError, ProviderBadRequest, ProviderRateLimited,
-                            ProviderTimeout, ProviderUnavailable, render_chatport)
+    from app.api.errors import render_chatport
+    from app.errors import (
+        ProviderAuthError,
+        ProviderBadRequest,
+        ProviderRateLimited,
+        ProviderTimeout,
+        ProviderUnavailable,
+    )
 
     cases = [(ProviderAuthError(), 502), (ProviderBadRequest(), 400), (ProviderUnavailable(), 502),
              (ProviderTimeout(), 504), (ProviderRateLimited(headers={"Retry-After": "7"}), 429)]
@@ -312,7 +320,7 @@ def test_provider_errors_render_with_their_status_and_retry_after(models_app):
 
 
 def test_sse_data_follows_the_event_stream_format():
-    from app.providers import sse_data
+    from app.providers.helpers import sse_data
 
     lines = [": keep-alive comment", "event: message_start", 'data: {"a": 1}', "", "",
              "data:no-space", "id: 7", "retry: 10", "", "data: line one", "data: line two", "",
@@ -323,7 +331,7 @@ def test_sse_data_follows_the_event_stream_format():
 def test_byte_lines_splits_any_chunking_like_the_line_endings_say():
     import re
 
-    from app.providers import byte_lines
+    from app.providers.helpers import byte_lines
 
     raw = 'data: {"a": "é"}\r\n\r\nevent: x\rdata: ünï\n\ndata: [DONE]\r\n: tail'.encode()
     expected = re.split(r"\r\n|\r|\n", raw.decode())
@@ -338,7 +346,7 @@ def test_byte_lines_splits_any_chunking_like_the_line_endings_say():
 
 
 def test_lazy_client_is_created_once_per_process_and_again_after_fork():
-    from app.providers import LazyClient
+    from app.providers.helpers import LazyClient
 
     made = []
     lazy = LazyClient(lambda: made.append(object()) or made[-1])
@@ -380,7 +388,7 @@ def test_served_instance_lists_models_configured_by_environment(tmp_path, fake_o
 
 
 def test_sse_batches_group_the_events_each_chunk_completes():
-    from app.providers import sse_batches, sse_data, byte_lines
+    from app.providers.helpers import byte_lines, sse_batches, sse_data
 
     raw = b'data: {"a": 1}\n\ndata: b\r\n\r\ndata:c\n: comment\n\ndata: line one\ndata: line two\n\ndata: [DONE]\n\n'
     expected = list(sse_data(byte_lines([raw])))
@@ -399,7 +407,7 @@ def test_body_chunks_reads_raw_bytes_and_decodes_a_content_coding():
 
     import httpx
 
-    from app.providers import body_chunks
+    from app.providers.helpers import body_chunks
 
     raw = b"data: plain\n\n"
     assert b"".join(body_chunks(httpx.Response(200, content=raw))) == raw
@@ -410,7 +418,7 @@ def test_body_chunks_reads_raw_bytes_and_decodes_a_content_coding():
 def test_sse_texts_joins_each_read_stops_at_the_end_and_keeps_text_before_a_failure():
     import pytest
 
-    from app.providers import SSE_END, sse_texts
+    from app.providers.helpers import SSE_END, sse_texts
 
     def on_event(data):
         if data == "[DONE]":

@@ -3,8 +3,9 @@
 import pytest
 import requests
 
-from app import errors, netguard
-from app.llm import ChatRequest, ModelRegistry, collect
+from app import errors
+from app.providers import netguard
+from app.providers.llm import ChatRequest, ModelRegistry, collect
 from tests.fakes import FakeAnthropic, FakeOpenAI
 
 from .servers import chatport_server, upstream_env
@@ -71,7 +72,7 @@ def test_anthropic_base_url_on_loopback_is_refused_unless_allowed():
 
 def test_default_public_endpoint_is_not_checked():
     # no base URL: the SDK's public endpoint; nothing to refuse (and nothing resolved here)
-    from app.providers import check_base_url
+    from app.providers.helpers import check_base_url
 
     assert check_base_url("openai", None, {"PROVIDER_ALLOWED_NETWORKS": []}) is None
 

@@ -55,8 +55,8 @@ def test_wrong_method_is_405_in_dialect_shape_on_every_route(sqlite_app):
      {"model": "echo/echo", "messages": [{"role": "user", "content": "x" * 300}]}, 413),
 ])
 def test_request_limits_are_configurable(sqlite_app, setting, value, path, body, status):
-    from app.models import Usage
-    from app.db import db
+    from app.storage.db import db
+    from app.storage.models import Usage
 
     sqlite_app.config[setting] = value
     client = Api(sqlite_app.test_client(), create_key(sqlite_app, kind="admin"))

@@ -1,6 +1,6 @@
 """Smoke: the app builds, answers health, and a real server serves."""
-from app.db import db
-from app.models import Bot
+from app.storage.db import db
+from app.storage.models import Bot
 
 from .servers import chatport_server
 

@@ -7,7 +7,7 @@ from flask import jsonify
 from flask_smorest import Api
 from marshmallow import Schema, fields
 
-from ..db import db
+from app.storage.db import db
 
 
 class ErrorSchema(Schema):
@@ -116,7 +116,7 @@ class ChatportApi(Api):
     ERROR_SCHEMA = ErrorSchema
 
     def _register_error_handlers(self):
-        pass  # app.errors.init_app installs the one handler for every dialect
+        pass  # app.api.errors.init_app installs the one handler for every dialect
 
 
 def init_api(app):
@@ -140,14 +140,29 @@ def init_api(app):
                                 "workflows, users, models, analytics, account."},
     })
     api = ChatportApi(app)
-    from . import policy
+    from app.metering import policy
 
     policy.init_app(app)
     app.extensions["chatport_api"] = api
 
-    from . import account, analytics, automations, bots, flows, hooks, knowledge, channel_api, chat_api, conversations, keys, models, openai_compat, users
-    from .openai_format import render_error as render_openai_error
-    from ..errors import register_dialect
+    from app.api import (
+        account,
+        analytics,
+        automations,
+        bots,
+        channel_api,
+        chat_api,
+        conversations,
+        flows,
+        hooks,
+        keys,
+        knowledge,
+        models,
+        openai_compat,
+        users,
+    )
+    from app.api.errors import register_dialect
+    from app.api.openai_format import render_error as render_openai_error
 
     prefix = app.config["API_PREFIX"]
     for module in (bots, keys, users, account, models, conversations, analytics, automations, knowledge):

@@ -2,8 +2,8 @@
 from flask import current_app
 from marshmallow import Schema, fields
 
-from ..services.account import account_info
-from .common import Blueprint, admin_only
+from app.api.common import Blueprint, admin_only
+from app.services.account import account_info
 
 blp = Blueprint("account", __name__, url_prefix="/account", description="Account")
 blp.before_request(admin_only)

@@ -1,9 +1,9 @@
 """chatport API: usage analytics (calls, tokens, credits) and a key's own usage."""
 from marshmallow import Schema, fields, validate
 
-from ..services import limits, usage
-from .common import Blueprint, Timestamp, any_key, current_key
-from ..services.keys import require_admin
+from app.api.common import Blueprint, Timestamp, any_key, current_key
+from app.metering import limits, usage
+from app.services.keys import require_admin
 
 blp = Blueprint("analytics", __name__, url_prefix="/analytics", description="Usage analytics")
 blp.before_request(any_key)

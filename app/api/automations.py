@@ -3,14 +3,14 @@ from flask import current_app
 from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 
-from ..llm import registry
-from ..models import Automation, AutomationRun
-from ..pagination import paginate
-from ..services import automations
-from ..services.keys import require_admin
-from .automation_meter import meter_for
-from .common import Blueprint, PageArgs, Timestamp, any_key, current_key, page, page_schema
-from .sse import SSE_EVENT_SCHEMA, sse, stream_response
+from app.api.common import Blueprint, PageArgs, Timestamp, any_key, current_key, page, page_schema
+from app.api.sse import SSE_EVENT_SCHEMA, sse, stream_response
+from app.metering import meter_for
+from app.providers.llm import registry
+from app.services import automations
+from app.services.keys import require_admin
+from app.storage.models import Automation, AutomationRun
+from app.storage.pagination import paginate
 
 blp = Blueprint("automations", __name__, url_prefix="/automations", description="Automations (flows)")
 blp.before_request(any_key)
@@ -191,7 +191,7 @@ def run_automation(data, automation_id):
 
 
 def _sse(events):
-    from ..errors import ApiError
+    from app.errors import ApiError
 
     try:
         for kind, *payload in events:
@@ -233,7 +233,7 @@ def show_run(run_id):
     """Show a run: inputs, each step's prompt length, output, model, tokens and duration"""
     row = automations.runs_query(_scope()).where(AutomationRun.id == run_id).first()
     if row is None:
-        from ..errors import NotFound
+        from app.errors import NotFound
 
         raise NotFound(f"Run {run_id} not found")
     return row

@@ -3,8 +3,8 @@ from flask import current_app
 from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 
-from ..services import bots, channels
-from .common import Blueprint, PageArgs, Timestamp, admin_only, current_key, name_field, page, page_schema
+from app.api.common import Blueprint, PageArgs, Timestamp, admin_only, current_key, name_field, page, page_schema
+from app.services import bots, channels
 
 blp = Blueprint("bots", __name__, url_prefix="/bots", description="Bots and their API channels")
 blp.before_request(admin_only)

@@ -9,16 +9,17 @@ A channel sees only its bot's conversations and data sources.
 from flask import current_app, g, request
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
-from .. import clock, metering
-from ..errors import BadRequest, register_dialect
-from ..llm import registry
-from ..models import Conversation, KnowledgeRow, KnowledgeSource, Message
-from ..pagination import paginate
-from ..services import channels, chat, knowledge
-from . import policy
-from .common import Blueprint
-from .openai_format import chunk_stream
-from .sse import SSE_EVENT_SCHEMA, stream_response
+from app import clock, metering
+from app.api.common import Blueprint
+from app.api.errors import register_dialect
+from app.api.openai_format import chunk_stream
+from app.api.sse import SSE_EVENT_SCHEMA, stream_response
+from app.errors import BadRequest
+from app.metering import policy
+from app.providers.llm import registry
+from app.services import channels, chat, knowledge
+from app.storage.models import Conversation, KnowledgeRow, KnowledgeSource, Message
+from app.storage.pagination import paginate
 
 blp = Blueprint("channel_api", __name__, url_prefix="", description="Channel API (one bot's API channel)")
 

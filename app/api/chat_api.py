@@ -3,19 +3,21 @@
 Errors are ``{"message": "..."}`` with the HTTP status (the spec's clients
 read ``errorData.message``). Streaming answers are plain text chunks, no SSE.
 """
-from datetime import datetime, time as dtime
+from datetime import datetime
+from datetime import time as dtime
 
 from flask import current_app, request
 from marshmallow import EXCLUDE, Schema, fields, validate
 
-from .. import metering
-from ..errors import BadRequest, register_dialect
-from ..llm import registry
-from ..models import Conversation, Message
-from ..services import bots, chat, chatbots, keys
-from ..services.events import Delta, Error
-from .common import Blueprint, Timestamp, any_key, current_key
-from .sse import stream_response
+from app import metering
+from app.api.common import Blueprint, Timestamp, any_key, current_key
+from app.api.errors import register_dialect
+from app.api.sse import stream_response
+from app.errors import BadRequest
+from app.providers.llm import registry
+from app.services import bots, chat, chatbots, keys
+from app.services.events import Delta, Error
+from app.storage.models import Conversation, Message
 
 blp = Blueprint("chat_api", __name__, url_prefix="", description="Chat API (Chatbase-style)")
 

@@ -4,9 +4,9 @@ from flask_smorest import Blueprint as _SmorestBlueprint
 from marshmallow import Schema, fields, validate
 from webargs.flaskparser import FlaskParser
 
-from .. import clock
-from ..services import keys
-from . import policy
+from app import clock
+from app.metering import policy
+from app.services import keys
 
 
 class Parser(FlaskParser):

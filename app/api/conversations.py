@@ -9,14 +9,14 @@ from flask import current_app
 from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 
-from .. import clock, metering
-from ..llm import registry
-from ..services import bots, chat, keys, users
-from ..services.events import Delta, Done, Error, Heartbeat, Start
-from ..pagination import paginate
-from ..models import Conversation, Message
-from .common import Blueprint, PageArgs, Timestamp, any_key, current_key, page, page_schema
-from .sse import SSE_EVENT_SCHEMA, HEARTBEAT_FRAME, sse, stream_response
+from app import clock, metering
+from app.api.common import Blueprint, PageArgs, Timestamp, any_key, current_key, page, page_schema
+from app.api.sse import HEARTBEAT_FRAME, SSE_EVENT_SCHEMA, sse, stream_response
+from app.providers.llm import registry
+from app.services import bots, chat, keys, users
+from app.services.events import Delta, Done, Error, Heartbeat, Start
+from app.storage.models import Conversation, Message
+from app.storage.pagination import paginate
 
 blp = Blueprint("conversations", __name__, url_prefix="/conversations",
                 description="Conversations with bots")

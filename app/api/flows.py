@@ -3,11 +3,11 @@
 from flask import current_app
 from marshmallow import EXCLUDE, Schema, fields, validate
 
-from ..errors import register_dialect
-from ..llm import registry
-from ..services import automations
-from .automation_meter import meter_for
-from .common import Blueprint, any_key, current_key
+from app.api.common import Blueprint, any_key, current_key
+from app.api.errors import register_dialect
+from app.metering import meter_for
+from app.providers.llm import registry
+from app.services import automations
 
 blp = Blueprint("flows", __name__, description="Flows API")
 blp.before_request(any_key)

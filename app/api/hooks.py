@@ -6,11 +6,12 @@ return variables and the credits the call used. Errors are
 """
 from flask import current_app, request
 
-from ..errors import BadRequest, register_blueprint_dialect, register_dialect
-from ..llm import registry
-from ..services import automations
-from .automation_meter import meter_for
-from .common import Blueprint, any_key, current_key
+from app.api.common import Blueprint, any_key, current_key
+from app.api.errors import register_blueprint_dialect, register_dialect
+from app.errors import BadRequest
+from app.metering import meter_for
+from app.providers.llm import registry
+from app.services import automations
 
 blp = Blueprint("hooks", __name__, description="Automation endpoints")
 blp.before_request(any_key)

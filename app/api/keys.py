@@ -2,10 +2,10 @@
 from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 
-from ..services import keys
-from .common import Blueprint, PageArgs, Timestamp, admin_only, name_field, page, page_schema
-from ..pagination import paginate
-from ..models import ApiKey
+from app.api.common import Blueprint, PageArgs, Timestamp, admin_only, name_field, page, page_schema
+from app.services import keys
+from app.storage.models import ApiKey
+from app.storage.pagination import paginate
 
 blp = Blueprint("keys", __name__, url_prefix="/keys", description="API keys")
 blp.before_request(admin_only)

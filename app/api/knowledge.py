@@ -7,10 +7,10 @@ from flask import current_app
 from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 
-from ..models import KnowledgeRow, KnowledgeSource
-from ..pagination import paginate
-from ..services import keys, knowledge
-from .common import Blueprint, PageArgs, Timestamp, any_key, current_key, page, page_schema
+from app.api.common import Blueprint, PageArgs, Timestamp, any_key, current_key, page, page_schema
+from app.services import keys, knowledge
+from app.storage.models import KnowledgeRow, KnowledgeSource
+from app.storage.pagination import paginate
 
 blp = Blueprint("knowledge", __name__, url_prefix="/knowledge", description="Knowledge sources, rows and search")
 blp.before_request(any_key)

@@ -2,8 +2,8 @@
 from flask.views import MethodView
 from marshmallow import Schema, fields
 
-from ..services import models
-from .common import Blueprint, any_key
+from app.api.common import Blueprint, any_key
+from app.services import models
 
 blp = Blueprint("models", __name__, url_prefix="/models", description="Models")
 blp.before_request(any_key)

@@ -10,15 +10,15 @@ import calendar
 from flask import current_app
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
-from .. import metering
-from ..errors import BadRequest, Forbidden
-from ..llm import registry
-from ..models import Bot
-from ..services import bots, chat, keys
-from ..services.models import list_models
-from .common import Blueprint, any_key, current_key
-from .openai_format import chunk_stream, completion_body
-from .sse import SSE_EVENT_SCHEMA, stream_response
+from app import metering
+from app.api.common import Blueprint, any_key, current_key
+from app.api.openai_format import chunk_stream, completion_body
+from app.api.sse import SSE_EVENT_SCHEMA, stream_response
+from app.errors import BadRequest, Forbidden
+from app.providers.llm import registry
+from app.services import bots, chat, keys
+from app.services.models import list_models
+from app.storage.models import Bot
 
 blp = Blueprint("openai", __name__, url_prefix="/v1", description="OpenAI-compatible API")
 blp.before_request(any_key)

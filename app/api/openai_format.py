@@ -6,8 +6,8 @@ the same ``chat.completion.chunk`` format).
 import json
 import time
 
-from ..services.events import Delta, Done, Error, Heartbeat, Start
-from .sse import HEARTBEAT_FRAME, sse
+from app.api.sse import HEARTBEAT_FRAME, sse
+from app.services.events import Delta, Done, Error, Heartbeat, Start
 
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                404: "not_found_error", 405: "invalid_request_error", 413: "invalid_request_error",

@@ -2,8 +2,8 @@
 from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 
-from ..services import users
-from .common import Blueprint, PageArgs, Timestamp, admin_only, page, page_schema
+from app.api.common import Blueprint, PageArgs, Timestamp, admin_only, page, page_schema
+from app.services import users
 
 blp = Blueprint("users", __name__, url_prefix="/users", description="End users")
 blp.before_request(admin_only)

@@ -1,6 +1,6 @@
 """Account: what this instance is, what it holds, and its limits."""
-from .. import __version__
-from ..models import ApiKey, Automation, Bot, Channel, Conversation, EndUser, KnowledgeSource, Message
+from app import __version__
+from app.storage.models import ApiKey, Automation, Bot, Channel, Conversation, EndUser, KnowledgeSource, Message
 
 
 def account_info(config):

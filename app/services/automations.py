@@ -15,13 +15,13 @@ from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
 from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
 
-from .. import clock
-from ..db import db
-from ..errors import ApiError, BadRequest, Conflict, NotFound
-from ..ids import new_id
-from ..llm import ChatRequest, Usage, estimate_tokens
-from ..models import Automation, AutomationRun, AutomationStep
-from . import credits as credit_rules
+from app import clock
+from app.errors import ApiError, BadRequest, Conflict, NotFound
+from app.ids import new_id
+from app.metering import credits as credit_rules
+from app.providers.llm import ChatRequest, Usage, estimate_tokens
+from app.storage.db import db
+from app.storage.models import Automation, AutomationRun, AutomationStep
 
 ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -197,7 +197,7 @@ def _parse_list(text):
 
 def _context_ids(context, override):
     """(source_ids, tag_ids) for a step: the request's override wins; empty lists mean all."""
-    from . import knowledge
+    from app.services import knowledge
 
     if override is not None:
         folders, tags = override.get("folders") or {}, override.get("tags") or {}
@@ -205,7 +205,7 @@ def _context_ids(context, override):
                 knowledge.resolve_tag_ids(tags.get("ids") or (), tags.get("names") or ()))
     sources, tags = context.get("sources") or [], context.get("tags") or []
     split = lambda refs, is_id: [r for r in refs if is_id(r)]  # noqa: E731
-    from ..ids import is_uuid
+    from app.ids import is_uuid
 
     return (knowledge.resolve_source_ids(split(sources, is_uuid), [s for s in sources if not is_uuid(s)]),
             knowledge.resolve_tag_ids(split(tags, is_uuid), [t for t in tags if not is_uuid(t)]))
@@ -254,7 +254,7 @@ def execute(automation, inputs, *, registry, config, key=None, end_user=None, di
             override = (step_contexts.get(step.name) or step_contexts.get(f"step{step.position}") or {}).get("context")
             passages = []
             if step.context or override is not None:
-                from . import knowledge
+                from app.services import knowledge
 
                 with db.connection_context():
                     source_ids, tag_ids = _context_ids(step.context or {}, override)

@@ -1,8 +1,8 @@
 """Bots: instructions + model + knowledge settings. Scoped by API key."""
-from .. import clock
-from ..errors import BadRequest, NotFound
-from ..models import Bot
-from ..pagination import paginate
+from app import clock
+from app.errors import BadRequest, NotFound
+from app.storage.models import Bot
+from app.storage.pagination import paginate
 
 EDITABLE = ("name", "instructions", "model", "temperature", "max_tokens", "greeting",
             "knowledge", "allowed_models", "enabled")

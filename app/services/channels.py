@@ -1,9 +1,9 @@
 """A bot's API channels (the channel API): secret shown once, stored hashed."""
-from .. import clock, secrets_util
-from ..errors import Forbidden, NotFound
-from ..models import Channel
-from ..pagination import paginate
-from . import bots
+from app import clock, secrets_util
+from app.errors import Forbidden, NotFound
+from app.services import bots
+from app.storage.models import Channel
+from app.storage.pagination import paginate
 
 SECRET_PREFIX = "cps_"
 

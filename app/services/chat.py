@@ -13,15 +13,16 @@ import time
 
 from peewee import SQL, fn
 
-from .. import clock, fastsql
-from ..db import db
-from ..errors import ApiError, BadRequest, NotFound
-from ..ids import new_id
-from ..llm import ChatRequest, Usage, estimate_tokens
-from ..models import Bot, BotSource, Conversation, GenerationStop, Message
-from ..streaming import HEARTBEAT, with_heartbeats
-from . import retrieval
-from .events import Delta, Done, Error, Heartbeat, Start
+from app import clock
+from app.errors import ApiError, BadRequest, NotFound
+from app.ids import new_id
+from app.providers.llm import ChatRequest, Usage, estimate_tokens
+from app.providers.streaming import HEARTBEAT, with_heartbeats
+from app.services import retrieval
+from app.services.events import Delta, Done, Error, Heartbeat, Start
+from app.storage import prepared
+from app.storage.db import db
+from app.storage.models import Bot, BotSource, Conversation, GenerationStop, Message
 
 log = logging.getLogger("chatport.chat")
 
@@ -53,7 +54,7 @@ def get_conversation(conversation_id, *, bot_ids=None, channel=None):
 
     Raises NotFound outside that scope.
     """
-    conv = fastsql.first(Conversation, "conversation_by_id",  # runs on every turn: SQL built once
+    conv = prepared.first(Conversation, "conversation_by_id",  # runs on every turn: SQL built once
                          lambda: Conversation.select().where(Conversation.id == "?"), conversation_id)
     return _in_scope(conv, conversation_id, bot_ids, channel)
 
@@ -72,8 +73,8 @@ def conversation_for_turn(conversation_id, *, bot_ids=None):
 
     The bot also carries ``has_knowledge``: whether any knowledge source is attached, so the
     turn of a bot without knowledge asks the database nothing more before the provider call."""
-    found = fastsql.joined("conversation_for_turn", lambda: (
-        Conversation.select(*fastsql.columns(Conversation), *fastsql.columns(Bot),
+    found = prepared.joined("conversation_for_turn", lambda: (
+        Conversation.select(*prepared.columns(Conversation), *prepared.columns(Bot),
                             fn.EXISTS(BotSource.select(SQL("1")).where(BotSource.bot == Bot.id)))
         .join(Bot, on=(Conversation.bot == Bot.id))
         .where(Conversation.id == "?")), (Conversation, Bot), conversation_id)
@@ -133,7 +134,7 @@ def request_stop(generation_id):
 
 
 def _message_row(**values):
-    """A message's column values for ``fastsql.insert_values`` (the turn's writes build no model
+    """A message's column values for ``prepared.insert_values`` (the turn's writes build no model
     instance): the model's defaults, then ``values``."""
     return {"status": "complete", "error": None, "model": None, "prompt_tokens": 0, "completion_tokens": 0,
             "tokens_estimated": False, "citations": [], "rating": None, "rating_comment": None,
@@ -191,7 +192,7 @@ def _history(conversation, config):
     """Recent messages, newest last, bounded by count and approximate tokens."""
     max_msgs = config.get("HISTORY_MAX_MESSAGES", 20)
     max_tokens = config.get("HISTORY_MAX_TOKENS", 4000)
-    rows = fastsql.rows("history_rows", lambda: (
+    rows = prepared.rows("history_rows", lambda: (
         Message.select(Message.role, Message.content, Message.status)
         .where(Message.conversation == "?")
         .order_by(Message.created_at.desc(), Message.id.desc())
@@ -278,10 +279,10 @@ def prepare_turn(*, registry, config, bot=None, model=None, content=None, messag
     user_message_id = None
     if persist and conversation is not None:
         user_message_id, now = new_id(), clock.now()
-        with fastsql.atomic():  # one commit for both
-            fastsql.insert_values(Message, _message_row(
+        with prepared.atomic():  # one commit for both
+            prepared.insert_values(Message, _message_row(
                 id=user_message_id, conversation=conversation.id, role="user", content=new_user, created_at=now))
-            fastsql.execute("touch_conversation", lambda: Conversation.update(updated_at=now).where(
+            prepared.execute("touch_conversation", lambda: Conversation.update(updated_at=now).where(
                 Conversation.id == "?"), now, conversation.id)
     request = ChatRequest(
         messages=prompt_msgs,
@@ -317,8 +318,8 @@ class Turn:
         self.saved = None  # the assistant message's column values once saved
 
     def _stop_requested(self):
-        with fastsql.session():
-            return fastsql.first(GenerationStop, "stop_by_id", lambda: GenerationStop.select(GenerationStop.id)
+        with prepared.session():
+            return prepared.first(GenerationStop, "stop_by_id", lambda: GenerationStop.select(GenerationStop.id)
                                  .where(GenerationStop.id == "?"), self.message_id) is not None
 
     def events(self, heartbeat=None):
@@ -390,16 +391,16 @@ class Turn:
         if not self.conversation_id:
             return
         try:
-            with fastsql.session():
+            with prepared.session():
                 row = _message_row(
                     id=self.message_id, conversation=self.conversation_id, role="assistant", content=content,
                     status=status, error=(error.message if error else None), model=self.model.name,
                     prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
                     tokens_estimated=usage.estimated, citations=self.passages)
-                fastsql.insert_values(Message, row)
+                prepared.insert_values(Message, row)
                 self.saved = row
                 if self.stop_requested_elsewhere:
-                    fastsql.execute("clear_stop", lambda: GenerationStop.delete().where(
+                    prepared.execute("clear_stop", lambda: GenerationStop.delete().where(
                         GenerationStop.id == "?"), self.message_id)
         except Exception:  # noqa: BLE001 - log; the client already has what it has
             log.exception("could not save assistant message %s", self.message_id)

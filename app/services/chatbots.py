@@ -1,9 +1,9 @@
 """Chatbots as the chat API sees them: a bot plus one TEXT knowledge source (``sourceText``)."""
-from .. import clock
-from ..db import db
-from ..errors import BadRequest
-from ..models import BotSource, Conversation, KnowledgeSource
-from . import bots, knowledge
+from app import clock
+from app.errors import BadRequest
+from app.services import bots, knowledge
+from app.storage.db import db
+from app.storage.models import BotSource, Conversation, KnowledgeSource
 
 TEXT_SOURCE_NAME = "sourceText"
 
@@ -68,7 +68,7 @@ def conversation_for(bot, conversation_id, *, api_key=None, surface="chat"):
                          fields={"conversationId": "invalid"})
     conv = Conversation.get_or_none(Conversation.id == conversation_id)
     if conv is None:
-        from .chat import start_conversation
+        from app.services.chat import start_conversation
 
         bot_greeting, bot.greeting = bot.greeting, ""  # the client sends its own history
         try:

@@ -8,8 +8,8 @@ simply stops (the service still saves the partial answer).
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..errors import ApiError
-from ..llm import Usage
+from app.errors import ApiError
+from app.providers.llm import Usage
 
 
 @dataclass

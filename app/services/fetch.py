@@ -9,7 +9,7 @@ from urllib.parse import urljoin
 
 import requests
 
-from .. import netguard
+from app.providers import netguard
 
 TEXT_TYPES = ("text/html", "text/plain", "text/markdown", "application/xhtml+xml")
 

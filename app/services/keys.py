@@ -9,9 +9,10 @@ from datetime import timedelta
 
 from peewee import IntegrityError
 
-from .. import clock, fastsql, secrets_util
-from ..errors import BadRequest, Forbidden, NotFound, Unauthorized
-from ..models import ApiKey, Automation, Bot
+from app import clock, secrets_util
+from app.errors import BadRequest, Forbidden, NotFound, Unauthorized
+from app.storage import prepared
+from app.storage.models import ApiKey, Automation, Bot
 
 KEY_PREFIX = "cp_"
 KINDS = ("admin", "client")
@@ -76,7 +77,7 @@ def ensure_env_admin_key(plaintext):
 def _key_by_hash(digest):
     """The key with this hash, or None. Runs on every request: the SQL is built once
     (peewee's query building cost more than the indexed lookup itself)."""
-    return fastsql.first(ApiKey, "key_by_hash", lambda: ApiKey.select().where(ApiKey.key_hash == "?"), digest)
+    return prepared.first(ApiKey, "key_by_hash", lambda: ApiKey.select().where(ApiKey.key_hash == "?"), digest)
 
 
 # digest -> (ApiKey row or None, monotonic expiry): a worker's short-lived cache of lookups

@@ -12,11 +12,11 @@ from datetime import timedelta
 
 from peewee import OperationalError, fn
 
-from .. import clock, fastsql
-from ..db import db
-from ..errors import BadRequest, NotFound, QuotaExceeded, RateLimited
-from ..models import BotSource, KnowledgeChunk, KnowledgeRow, KnowledgeSource, RowTag, Tag
-from . import search_index
+from app import clock
+from app.errors import BadRequest, NotFound, QuotaExceeded, RateLimited
+from app.storage import prepared, search_index
+from app.storage.db import db
+from app.storage.models import BotSource, KnowledgeChunk, KnowledgeRow, KnowledgeSource, RowTag, Tag
 
 log = logging.getLogger("chatport.knowledge")
 
@@ -99,7 +99,7 @@ def create_source(*, name, type="MANUAL", url=None, sync_interval=None, bot_ids=
 
 def attach(source, bot_ids):
     """Attach the source to these bots (unknown bots: BadRequest)."""
-    from ..models import Bot
+    from app.storage.models import Bot
 
     bot_ids = list(dict.fromkeys(bot_ids or []))
     found = {b.id for b in Bot.select(Bot.id).where(Bot.id.in_(bot_ids))} if bot_ids else set()
@@ -156,7 +156,7 @@ def delete_source(source):
 def source_ids_of_bot(bot):
     """Ids of the sources attached to ``bot`` (runs on every turn: SQL built once)."""
     bot_id = bot.id if hasattr(bot, "id") else bot
-    rows = fastsql.select(BotSource, "sources_of_bot",
+    rows = prepared.select(BotSource, "sources_of_bot",
                           lambda: BotSource.select(BotSource.source).where(BotSource.bot == "?"), bot_id)
     return [row.source_id for row in rows]
 
@@ -337,7 +337,7 @@ def sync_source(source_id, *, claimed=False, fetch_options=None):
         claim_sync(source_id)
     source = KnowledgeSource.get_by_id(source_id)
     if source.type == "URL":
-        from .fetch import FetchError, fetch_text
+        from app.services.fetch import FetchError, fetch_text
 
         try:
             text = fetch_text(source.url, **(fetch_options or {}))
@@ -476,7 +476,7 @@ def search(query, *, source_ids=None, tag_ids=None, top_k=5):
 def search_for(query, *, source_refs=(), tag_names=(), top_k=5, bot_scope=None):
     """Search as an API caller sees it: sources by id or name, tags by name, and a key scoped
     to some bots (``bot_scope``) limited to the sources attached to them. Raises NotFound."""
-    from ..ids import is_uuid
+    from app.ids import is_uuid
 
     source_ids = resolve_source_ids([r for r in source_refs if is_uuid(r)],
                                     [r for r in source_refs if not is_uuid(r)])

@@ -1,5 +1,5 @@
 """What models this chatport offers (for ``GET /api/v1/models`` and ``chatport models``)."""
-from ..llm import registry
+from app.providers.llm import registry
 
 
 def list_models(reg=None):

@@ -4,7 +4,7 @@ Returns ``[{"source_id", "row_id", "chunk_id", "name", "content", "score"}]``
 from the sources attached to the bot, for the new message plus a little
 recent context, bounded by the bot's ``knowledge`` settings.
 """
-from . import knowledge
+from app.services import knowledge
 
 
 def passages_for_turn(bot, query, recent=()):

@@ -1,8 +1,8 @@
 """End users: an external id with properties (a label a client sends, never an identity)."""
-from .. import clock
-from ..errors import BadRequest, NotFound
-from ..models import EndUser
-from ..pagination import paginate
+from app import clock
+from app.errors import BadRequest, NotFound
+from app.storage.models import EndUser
+from app.storage.pagination import paginate
 
 
 def _check_properties(properties, max_properties=50):

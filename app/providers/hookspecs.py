@@ -12,9 +12,9 @@ hookimpl = HookimplMarker("chatport")
 
 @hookspec
 def register_models(register, config):
-    """Register chat models: call ``register(model)`` with ``app.llm.Model`` instances."""
+    """Register chat models: call ``register(model)`` with ``app.providers.llm.Model`` instances."""
 
 
 @hookspec
 def register_embedding_models(register, config):
-    """Register embedding models: call ``register(model)`` with ``app.llm.EmbeddingModel`` instances."""
+    """Register embedding models: call ``register(model)`` with ``app.providers.llm.EmbeddingModel`` instances."""

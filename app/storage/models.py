@@ -18,9 +18,9 @@ from peewee import (
     TextField,
 )
 
-from . import clock
-from .db import db
-from .ids import new_id
+from app import clock
+from app.ids import new_id
+from app.storage.db import db
 
 
 class JSONField(TextField):

@@ -28,7 +28,7 @@ class UsageMeter:
     details: dict = field(default_factory=dict)
 
     def add_tokens(self, usage, model=None):
-        """Add an ``app.llm.Usage`` (or None) for a model call."""
+        """Add an ``app.providers.llm.Usage`` (or None) for a model call."""
         if model:
             self.model = model
         if usage is None:
@@ -43,3 +43,17 @@ def current():
     if "usage_meter" not in g:
         g.usage_meter = UsageMeter()
     return g.usage_meter
+
+
+def meter_for(automation):
+    """Set the request's meter for a run; return the ``on_finish`` callback for ``execute``."""
+    meter = current()
+    meter.automation_id = automation.id
+
+    def on_finish(totals, token_credits):
+        meter.prompt_tokens += totals.prompt_tokens
+        meter.completion_tokens += totals.completion_tokens
+        meter.tokens_estimated = meter.tokens_estimated or totals.estimated
+        meter.token_credits = (meter.token_credits or 0) + token_credits
+
+    return on_finish

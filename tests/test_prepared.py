@@ -1,14 +1,14 @@
-"""app.fastsql: SQL built once, run on the process's own SQLite connection outside transactions."""
+"""app.storage.prepared: SQL built once, run on the process's own SQLite connection outside transactions."""
 import os
 import threading
 
 import peewee
 import pytest
 
-from app import fastsql
-from app.db import db
 from app.ids import new_id
-from app.models import Bot, Conversation
+from app.storage import prepared
+from app.storage.db import db
+from app.storage.models import Bot, Conversation
 
 
 def _conv(bot, conv_id=None):
@@ -16,13 +16,13 @@ def _conv(bot, conv_id=None):
 
 
 def _insert(conv):
-    """Insert a new Conversation instance through fastsql (every column, as built)."""
-    fastsql.insert_values(Conversation, {f.name: conv.__data__.get(f.name) for f in fastsql.columns(Conversation)})
+    """Insert a new Conversation instance through prepared (every column, as built)."""
+    prepared.insert_values(Conversation, {f.name: conv.__data__.get(f.name) for f in prepared.columns(Conversation)})
     return conv
 
 
 def _get(conv_id):
-    return fastsql.first(Conversation, "test_conv_by_id",
+    return prepared.first(Conversation, "test_conv_by_id",
                          lambda: Conversation.select().where(Conversation.id == "?"), conv_id)
 
 
@@ -39,7 +39,7 @@ def test_rows_come_back_as_models_on_either_database(ctx):
     assert isinstance(got, Conversation) and got.id == conv.id and got.bot_id == bot.id
     assert got.created_at == Conversation.get_by_id(conv.id).created_at  # converted like peewee's own
     assert _get("no-such-id") is None
-    assert fastsql.execute("test_touch", lambda: Conversation.update(title="?").where(Conversation.id == "?"),
+    assert prepared.execute("test_touch", lambda: Conversation.update(title="?").where(Conversation.id == "?"),
                            "renamed", conv.id) == 1
     assert Conversation.get_by_id(conv.id).title == "renamed"  # visible to the pooled connection
 
@@ -47,30 +47,30 @@ def test_rows_come_back_as_models_on_either_database(ctx):
 def test_rows_are_plain_tuples_in_query_order(ctx):
     bot = Bot.create(name="b", model="echo/echo")
     first, second = _insert(_conv(bot)), _insert(_conv(bot))
-    fastsql.execute("test_title", lambda: Conversation.update(title="?").where(Conversation.id == "?"),
+    prepared.execute("test_title", lambda: Conversation.update(title="?").where(Conversation.id == "?"),
                     "second", second.id)
-    got = fastsql.rows("test_titles", lambda: Conversation.select(Conversation.id, Conversation.title)
+    got = prepared.rows("test_titles", lambda: Conversation.select(Conversation.id, Conversation.title)
                        .where(Conversation.bot == "?").order_by(Conversation.id.desc()), bot.id)
     assert [tuple(row) for row in got] == [(second.id, "second"), (first.id, "")]
-    assert fastsql.rows("test_titles", lambda: None, "no-such-bot") == []  # built once: the lambda is not called
+    assert prepared.rows("test_titles", lambda: None, "no-such-bot") == []  # built once: the lambda is not called
     with pytest.raises(ValueError, match="parameters"):
-        fastsql.rows("test_titles_2", lambda: Conversation.select().where(Conversation.bot == "?"))
+        prepared.rows("test_titles_2", lambda: Conversation.select().where(Conversation.bot == "?"))
 
 
 def test_joined_rows_come_back_as_one_instance_per_model_then_the_extras(ctx):
     bot = Bot.create(name="b", model="echo/echo", knowledge={"top_k": 2}, temperature=0.5)
     conv = _insert(_conv(bot))
-    build = lambda: (Conversation.select(*fastsql.columns(Conversation), *fastsql.columns(Bot),  # noqa: E731
+    build = lambda: (Conversation.select(*prepared.columns(Conversation), *prepared.columns(Bot),  # noqa: E731
                                          Conversation.title.is_null(False))
                      .join(Bot, on=(Conversation.bot == Bot.id)).where(Conversation.id == "?"))
-    [(got_conv, got_bot, titled)] = fastsql.joined("test_joined", build, (Conversation, Bot), conv.id)
+    [(got_conv, got_bot, titled)] = prepared.joined("test_joined", build, (Conversation, Bot), conv.id)
     assert got_conv.id == conv.id and got_conv.bot_id == bot.id
     assert got_conv.created_at == Conversation.get_by_id(conv.id).created_at  # a datetime, as peewee reads it
     again = Bot.get_by_id(bot.id)
     assert (got_bot.knowledge, got_bot.temperature, got_bot.enabled) == ({"top_k": 2}, 0.5, True)
     assert got_bot.created_at == again.created_at and got_bot.allowed_models == again.allowed_models
     assert bool(titled) is True
-    assert fastsql.joined("test_joined", build, (Conversation, Bot), "no-such-id") == []
+    assert prepared.joined("test_joined", build, (Conversation, Bot), "no-such-id") == []
 
 
 def test_duplicate_insert_raises_peewees_integrity_error(ctx):
@@ -93,13 +93,13 @@ def test_statements_join_an_open_transaction(ctx):
 def test_atomic_commits_together_or_not_at_all(ctx):
     bot = Bot.create(name="b", model="echo/echo")
     kept, dropped = _conv(bot), _conv(bot)
-    with fastsql.atomic():
+    with prepared.atomic():
         _insert(kept)
-        fastsql.execute("test_title", lambda: Conversation.update(title="?").where(Conversation.id == "?"),
+        prepared.execute("test_title", lambda: Conversation.update(title="?").where(Conversation.id == "?"),
                         "both", kept.id)
     assert Conversation.get_by_id(kept.id).title == "both"  # committed: seen by the pooled connection
     with pytest.raises(peewee.IntegrityError):
-        with fastsql.atomic():
+        with prepared.atomic():
             _insert(dropped)
             _insert(_conv(bot, kept.id))  # a duplicate: the block fails
     assert _get(dropped.id) is None  # rolled back with it
@@ -109,45 +109,46 @@ def test_atomic_commits_together_or_not_at_all(ctx):
 
 def test_sqlite_file_uses_one_connection_per_thread(sqlite_app):
     with sqlite_app.app_context():
-        with fastsql.session():  # nothing to open on a SQLite file
+        with prepared.session():  # nothing to open on a SQLite file
             assert db.is_closed()
-            first = fastsql._direct()
-            assert first is not None and fastsql._direct() is first
+            first = prepared._direct()
+            assert first is not None and prepared._direct() is first
             assert first.execute("PRAGMA foreign_keys").fetchone()[0] == 1  # the pool's pragmas
             assert first.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
             assert first.execute("PRAGMA busy_timeout").fetchone()[0] == sqlite_app.config["SQLITE_BUSY_TIMEOUT_MS"]
             other = []
-            thread = threading.Thread(target=lambda: other.append(fastsql._direct()))
+            thread = threading.Thread(target=lambda: other.append(prepared._direct()))
             thread.start()
             thread.join()
             assert other[0] is not None and other[0] is not first  # threads never share one
             db.obj._chatport_own.conn = (os.getpid() + 1, first)  # as a forked child would inherit it
-            assert fastsql._direct() is not first
+            assert prepared._direct() is not first
 
 
 def test_insert_values_writes_every_column_and_insists_on_all(ctx):
     from datetime import datetime
 
-    from app.models import Usage
+    from app.storage.models import Usage
 
     values = dict(id=new_id(), created_at=datetime(2026, 11, 25, 12, 0, 1), key_id="k1", dialect="openai",
                   category="conversation", endpoint="POST /v1/chat/completions", bot_id=None,
                   automation_id=None, model="echo/echo", prompt_tokens=3, completion_tokens=5,
                   tokens_estimated=True, credits=2, status=200, latency_ms=1.5)
-    fastsql.insert_values(Usage, values)
+    prepared.insert_values(Usage, values)
     row = Usage.get_by_id(values["id"])
     assert {name: getattr(row, name) for name in values} == values
     with pytest.raises(KeyError):
-        fastsql.insert_values(Usage, {k: v for k, v in values.items() if k != "credits"} | {"id": new_id()})
+        prepared.insert_values(Usage, {k: v for k, v in values.items() if k != "credits"} | {"id": new_id()})
 
 
 GEVENT_SCRIPT = r"""
 from gevent import monkey; monkey.patch_all()
 import sys, gevent
-from app import create_app, fastsql
+from app import create_app
+from app.storage import prepared
 app = create_app({"DATABASE_URL": "sqlite:///" + sys.argv[1]})
 with app.app_context():
-    conns = [job.value for job in gevent.joinall([gevent.spawn(fastsql._direct) for _ in range(5)])]
+    conns = [job.value for job in gevent.joinall([gevent.spawn(prepared._direct) for _ in range(5)])]
 print(len({id(c) for c in conns}), all(c is not None for c in conns))
 """
 

@@ -7,7 +7,7 @@ embedding backend could implement the same four functions.
 """
 import re
 
-from ..db import db, is_sqlite
+from app.storage.db import db, is_sqlite
 
 WORD = re.compile(r"\w+", re.UNICODE)
 MAX_TERMS = 32

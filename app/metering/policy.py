@@ -13,8 +13,8 @@ import time
 
 from flask import current_app, g, request
 
-from .. import metering
-from ..services import limits, usage
+from app import metering
+from app.metering import limits, usage
 
 UNMETERED = ("/healthz", "/api/docs", "/api/openapi.json", "/static/")
 

@@ -12,10 +12,10 @@ from datetime import datetime
 
 from peewee import fn
 
-from .. import clock
-from ..db import db, is_sqlite
-from ..errors import QuotaExceeded, RateLimited
-from ..models import RateLimitState, Usage
+from app import clock
+from app.errors import QuotaExceeded, RateLimited
+from app.storage.db import db, is_sqlite
+from app.storage.models import RateLimitState, Usage
 
 EPOCH = datetime(1970, 1, 1)
 

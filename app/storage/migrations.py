@@ -18,9 +18,9 @@ History:
 from peewee import CharField, DateTimeField, DoubleField, TextField
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
 
-from .db import db, is_sqlite
-from .models import ALL_MODELS, SchemaVersion
-from . import clock
+from app import clock
+from app.storage.db import db, is_sqlite
+from app.storage.models import ALL_MODELS, SchemaVersion
 
 
 def _v2(migrator):
@@ -34,7 +34,7 @@ def _v2(migrator):
 # that are not peewee models). Migration steps that add such things call the
 # same function for existing databases.
 def _create_search_index():
-    from .services.search_index import create_schema
+    from app.storage.search_index import create_schema
 
     create_schema()
 
@@ -43,7 +43,7 @@ AFTER_CREATE = [_create_search_index]
 
 # Version numbers may have gaps (parallel branches reserve their own numbers).
 def _v4(migrator):
-    from .services.search_index import create_schema
+    from app.storage.search_index import create_schema
 
     create_schema()
 

@@ -9,7 +9,7 @@ from importlib.metadata import entry_points
 
 import pluggy
 
-from . import hookspecs
+from app.providers import hookspecs
 
 _pm = None
 

@@ -9,7 +9,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Iterator, Optional, Union
 
-from .errors import BadRequest
+from app.errors import BadRequest
 
 log = logging.getLogger("chatport.llm")
 
@@ -106,7 +106,7 @@ class ModelRegistry:
     """
 
     def __init__(self, config):
-        from .plugins import get_plugin_manager
+        from app.providers.loading import get_plugin_manager
 
         self.config = config
         self.models = {}

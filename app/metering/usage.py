@@ -4,12 +4,13 @@ from datetime import datetime, timedelta
 
 from peewee import Case, fn
 
-from .. import clock, fastsql
-from ..db import is_sqlite
-from ..errors import BadRequest
-from ..models import Usage
-from ..ids import new_id
-from .credits import CALL_CREDITS, call_credits
+from app import clock
+from app.errors import BadRequest
+from app.ids import new_id
+from app.metering.credits import CALL_CREDITS, call_credits
+from app.storage import prepared
+from app.storage.db import is_sqlite
+from app.storage.models import Usage
 
 log = logging.getLogger("chatport.usage")
 
@@ -31,8 +32,8 @@ def record(meter, *, status, latency_ms, prices):
             automation_id=meter.automation_id, model=meter.model, prompt_tokens=meter.prompt_tokens,
             completion_tokens=meter.completion_tokens, tokens_estimated=meter.tokens_estimated,
             credits=credits, status=meter.status or status, latency_ms=round(latency_ms, 3))
-        with fastsql.session():
-            fastsql.insert_values(Usage, values)  # runs on every call: SQL built once
+        with prepared.session():
+            prepared.insert_values(Usage, values)  # runs on every call: SQL built once
     except Exception:  # noqa: BLE001 - usage must never fail the call
         log.exception("could not record usage")
 

@@ -19,8 +19,9 @@ import math
 import os
 import threading
 
-from . import errors, netguard
-from .llm import Usage, estimate_tokens
+from app import errors
+from app.providers import netguard
+from app.providers.llm import Usage, estimate_tokens
 
 
 def setting(config, name, default=None, env=None):

@@ -4,7 +4,7 @@
 page. Order is (created_at, id), so rows inserted between pages neither
 shift nor repeat items. Returns items plus ``{"total", "last"}``.
 """
-from .errors import BadRequest
+from app.errors import BadRequest
 
 
 def paginate(query, model, *, limit=10, cursor=None, max_limit=100):

@@ -23,7 +23,7 @@ from contextlib import contextmanager, nullcontext
 
 import peewee
 
-from .db import SqliteDatabaseImmediate, db
+from app.storage.db import SqliteDatabaseImmediate, db
 
 _SQL = {}
 
@@ -73,7 +73,7 @@ def _direct():
 
 
 def session():
-    """A context for fastsql calls outside a request: nothing on a SQLite file, else a pooled
+    """A context for prepared calls outside a request: nothing on a SQLite file, else a pooled
     connection for the block."""
     if type(db.obj) is SqliteDatabaseImmediate:
         return nullcontext()
