@@ -6,14 +6,17 @@ renders them, each dialect in its own shape.
 
 
 class ApiError(Exception):
-    """An error with an HTTP status, a stable code and a human message."""
+    """An error with an HTTP status, a stable code and a human message.
+
+    ``default_message`` is what the client reads when the raiser gives no message."""
 
     status = 500
     code = "internal_error"
+    default_message = "Internal server error"
 
     def __init__(self, message=None, *, status=None, code=None, fields=None, headers=None):
-        super().__init__(message or self.__class__.__doc__ or self.code)
-        self.message = message or (self.__class__.__doc__ or self.code).strip()
+        self.message = message or self.default_message
+        super().__init__(self.message)
         if status is not None:
             self.status = status
         if code is not None:
@@ -23,85 +26,100 @@ class ApiError(Exception):
 
 
 class BadRequest(ApiError):
-    """The request is malformed or a field is invalid."""
+    """A malformed request or an invalid field."""
 
     status, code = 400, "bad_request"
+    default_message = "The request is malformed or a field is invalid."
 
 
 class Unauthorized(ApiError):
-    """A valid API key is required."""
+    """No API key, or one that is unknown or disabled."""
 
     status, code = 401, "unauthorized"
+    default_message = "A valid API key is required."
 
 
 class Forbidden(ApiError):
-    """This key may not do that."""
+    """The key is valid but may not do this."""
 
     status, code = 403, "forbidden"
+    default_message = "This key may not do that."
 
 
 class NotFound(ApiError):
-    """Not found."""
+    """The object does not exist or is outside the caller's scope."""
 
     status, code = 404, "not_found"
+    default_message = "Not found."
 
 
 class Conflict(ApiError):
-    """Conflicts with the current state."""
+    """The request conflicts with the object's current state."""
 
     status, code = 409, "conflict"
+    default_message = "Conflicts with the current state."
 
 
 class TooLarge(ApiError):
-    """The request body is too large."""
+    """The request body exceeds a configured size."""
 
     status, code = 413, "payload_too_large"
+    default_message = "The request body is too large."
 
 
 class RateLimited(ApiError):
-    """Too many requests."""
+    """The key's rate limit for this category is reached."""
 
     status, code = 429, "rate_limited"
+    default_message = "Too many requests."
 
 
 class QuotaExceeded(ApiError):
-    """Out of credits."""
+    """The key's monthly credit quota is used up."""
 
     status, code = 429, "quota_exceeded"
+    default_message = "Out of credits."
 
 
-# Provider errors: one taxonomy, mapped once (DESIGN.md, dify).
+# Provider errors: every plugin maps its upstream's failures to these, so each dialect renders
+# them the same way.
 class ProviderError(ApiError):
-    """The model provider failed."""
+    """The model provider failed in a way no subclass names."""
 
     status, code = 502, "provider_error"
+    default_message = "The model provider failed."
 
 
 class ProviderAuthError(ProviderError):
-    """The model provider rejected chatport's credentials."""
+    """The provider refused chatport's credentials (a 502: the client's own credentials are fine)."""
 
     status, code = 502, "provider_auth"
+    default_message = "The model provider rejected chatport's credentials."
 
 
 class ProviderRateLimited(ProviderError):
-    """The model provider is rate limiting or overloaded."""
+    """The provider answered 429 or said it is overloaded."""
 
     status, code = 429, "provider_rate_limited"
+    default_message = "The model provider is rate limiting or overloaded."
 
 
 class ProviderBadRequest(ProviderError):
-    """The model provider rejected the request."""
+    """The provider refused the request as invalid."""
 
     status, code = 400, "provider_bad_request"
+    default_message = "The model provider rejected the request."
 
 
 class ProviderUnavailable(ProviderError):
-    """The model provider is unavailable."""
+    """The provider cannot be reached, answered 5xx, or its address is refused."""
 
     status, code = 502, "provider_unavailable"
+    default_message = "The model provider is unavailable."
 
 
 class ProviderTimeout(ProviderError):
-    """The model provider did not answer in time."""
+    """The provider did not answer within its deadline."""
 
     status, code = 504, "provider_timeout"
+    default_message = "The model provider did not answer in time."
