@@ -21,7 +21,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_http(url, timeout=20.0, proc=None):
+def wait_http(url, timeout=60.0, proc=None):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
