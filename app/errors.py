@@ -70,7 +70,7 @@ class QuotaExceeded(ApiError):
     status, code = 429, "quota_exceeded"
 
 
-# Provider errors: one taxonomy, mapped once (DESIGN.md, dify).
+# Provider errors: one taxonomy, mapped once (see README "Providers").
 class ProviderError(ApiError):
     """The model provider failed."""
 
