@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 1
 
-.PHONY: run test fuzz install install-test init clean bench
+.PHONY: run test soak fuzz install install-test init clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,10 +32,20 @@ run: init
 test: install-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The tests marked `soak` alone (left out of `make test`): two workers and 64 writers on SQLite
+# for CHATPORT_TEST_WRITERS_SECONDS (default 60).
+soak: install-test
+	$(BIN)/python -m pytest -m soak $(PYTEST_ARGS)
+
 # A longer schemathesis run than the one in `make test` (FUZZ_EXAMPLES per operation).
 FUZZ_EXAMPLES ?= 200
 fuzz: install-test
 	$(BIN)/python -m tests.fuzz --max-examples $(FUZZ_EXAMPLES) $(FUZZ_ARGS)
+
+# The gateway benchmark (needs `wrk`); see docs/benchmarks.md for the others.
+BENCH_ARGS ?= --duration 3 --rounds 3 --streams 1000
+bench: install
+	$(BIN)/python -m bench.run_gateway $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -25,7 +25,7 @@ DEFAULTS = {
     "SQLITE_SYNCHRONOUS": "NORMAL",
     # Upgrade the schema in place when the app starts.
     "AUTO_UPGRADE": True,
-    # Pagination (DESIGN.md wire conventions).
+    # Cursor pagination: default and largest page size.
     "PAGE_DEFAULT": 10,
     "PAGE_MAX": 100,
     # Bounds on what a request may ask.

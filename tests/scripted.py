@@ -1,4 +1,4 @@
-"""A scripted provider model registered through the real plugin manager (STYLE.md, simonw/llm)."""
+"""A scripted provider model registered through the real plugin manager."""
 from contextlib import contextmanager
 
 from app.providers.hookspecs import hookimpl

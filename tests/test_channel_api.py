@@ -1,4 +1,4 @@
-"""The channel API (specs/channel-api.txt), walked top to bottom: one test per endpoint and status."""
+"""The channel API (docs/channel-api.md), walked top to bottom: one test per endpoint and status."""
 import json
 import time
 

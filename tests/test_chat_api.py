@@ -1,4 +1,4 @@
-"""The chat API dialect (specs/chat-api.txt), with the spec's own client examples."""
+"""The chat API dialect (docs/chat-api.md), with the hosted API's own client examples."""
 import contextlib
 import io
 import json

@@ -6,7 +6,8 @@
 - a worker killed with SIGKILL in the middle of a burst of writes: gunicorn replaces it, the
   database passes ``PRAGMA integrity_check`` and every request that got a 2xx has its rows;
 - two workers and 64 concurrent writers on SQLite for ``CHATPORT_TEST_WRITERS_SECONDS``
-  (default 60): zero 5xx and zero "database is locked" reaching a client.
+  (default 60): zero 5xx and zero "database is locked" reaching a client. This soak is marked
+  ``soak``: ``make test`` leaves it out, ``make soak`` runs it.
 """
 import json
 import os
@@ -220,6 +221,7 @@ def _writer(base, bot_id, stop, statuses, bodies):
             bodies.append(resp.text[:300])
 
 
+@pytest.mark.soak
 def test_two_workers_64_writers_on_sqlite(tmp_path):
     with chatport_server(tmp_path, workers=2, env={"CHATPORT_ADMIN_KEY": ADMIN}) as base:
         bot = requests.post(base + "/api/v1/bots", headers=H, json={"name": "writers", "model": "echo/echo"},

@@ -107,22 +107,53 @@ def test_atomic_commits_together_or_not_at_all(ctx):
     assert Conversation.select().where(Conversation.id == later.id).exists()
 
 
-def test_sqlite_file_uses_one_connection_per_thread(sqlite_app):
-    with sqlite_app.app_context():
-        with prepared.session():  # nothing to open on a SQLite file
-            assert db.is_closed()
-            first = prepared._direct()
-            assert first is not None and prepared._direct() is first
-            assert first.execute("PRAGMA foreign_keys").fetchone()[0] == 1  # the pool's pragmas
-            assert first.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-            assert first.execute("PRAGMA busy_timeout").fetchone()[0] == sqlite_app.config["SQLITE_BUSY_TIMEOUT_MS"]
-            other = []
-            thread = threading.Thread(target=lambda: other.append(prepared._direct()))
-            thread.start()
-            thread.join()
-            assert other[0] is not None and other[0] is not first  # threads never share one
-            db.obj._chatport_own.conn = (os.getpid() + 1, first)  # as a forked child would inherit it
-            assert prepared._direct() is not first
+def _in_thread(fn):
+    """``fn()`` run in another thread: its value, or its exception raised here."""
+    out = []
+
+    def target():
+        try:
+            out.append((fn(), None))
+        except Exception as exc:  # noqa: BLE001 - handed to the caller
+            out.append((None, exc))
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(10)
+    value, error = out[0]
+    if error is not None:
+        raise error
+    return value
+
+
+def _in_child(fn):
+    """Run ``fn`` in a forked child; return its exit status (0 when ``fn()`` is true)."""
+    pid = os.fork()
+    if pid == 0:  # the child: never back into pytest
+        try:
+            os._exit(0 if fn() else 1)
+        except BaseException:
+            os._exit(2)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+def test_threads_and_forked_children_never_share_a_connection(sqlite_app):
+    """On a SQLite file the statements of another thread, or of a forked child, do not run on
+    this one's connection: they do not see its uncommitted writes, and foreign keys hold there too."""
+    with sqlite_app.app_context(), db.connection_context():
+        bot = Bot.create(name="b", model="echo/echo")
+        with pytest.raises(peewee.IntegrityError):
+            _insert(Conversation(id=new_id(), bot="no-such-bot", surface="api", title=""))
+        conv = _conv(bot)
+        with prepared.atomic():
+            _insert(conv)
+            assert _get(conv.id) is not None  # this connection sees its own write
+            assert _in_thread(lambda: _get(conv.id)) is None
+            assert _in_child(lambda: _get(conv.id) is None) == 0
+        assert _in_thread(lambda: _get(conv.id)).id == conv.id  # committed: seen everywhere
+        assert _in_child(lambda: _get(conv.id).id == conv.id) == 0
+        with pytest.raises(peewee.IntegrityError):
+            _in_thread(lambda: _insert(Conversation(id=new_id(), bot="no-such-bot", surface="api", title="")))
 
 
 def test_insert_values_writes_every_column_and_insists_on_all(ctx):

@@ -1,4 +1,4 @@
-"""The channel API dialect (specs/channel-api.txt): one bot's API channel.
+"""The channel API dialect (docs/channel-api.md): one bot's API channel.
 
 Every route is ``<prefix>/<channelId>/1.0/...`` with ``X-API-Secret-Key``.
 Errors are ``{"success": false, "message": "..."}``: 403 wrong secret, 404

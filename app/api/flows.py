@@ -1,4 +1,4 @@
-"""The flows API (specs/flows-generate-api.txt): ``POST /v1/flows/<flowId>/generate`` and
+"""The flows API (docs/flows-api.md): ``POST /v1/flows/<flowId>/generate`` and
 ``POST /v1/generate``. Errors are ``{"code": <status>, "message": ..., "error": true}``."""
 from flask import current_app
 from marshmallow import EXCLUDE, Schema, fields, validate

@@ -1,4 +1,4 @@
-"""Automation endpoints (specs/automations-endpoint-api.txt): ``POST <HOOKS_PREFIX>/<endpoint>``.
+"""Automation endpoints (docs/flows-api.md): ``POST <HOOKS_PREFIX>/<endpoint>``.
 
 The body's keys initialise the automation's variables; the reply carries its
 return variables and the credits the call used. Errors are

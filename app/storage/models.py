@@ -1,4 +1,4 @@
-"""Peewee models for the whole domain (DESIGN.md "Domain").
+"""Peewee models for the whole domain.
 
 Models hold data and small query helpers; rules live in ``app/services``.
 Ids are time-ordered UUID strings; times are naive UTC datetimes.

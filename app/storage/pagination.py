@@ -1,4 +1,4 @@
-"""Cursor pagination (DESIGN.md wire conventions).
+"""Cursor pagination (docs/chatport-api.md, "Pagination").
 
 ``limit`` 1..100 (default 10); ``cursor`` is the ``last`` id of the previous
 page. Order is (created_at, id), so rows inserted between pages neither
