@@ -35,7 +35,7 @@ DEFAULTS = {
     "MAX_MESSAGES": 200,
     "MAX_PROPERTIES": 50,
     "MAX_AUTOMATION_INPUTS": 50,
-    # Credits per 1,000 tokens per model ("*" = default); see app/services/credits.py.
+    # Credits per 1,000 tokens per model ("*" = default); see app/metering/credits.py.
     "MODEL_PRICES": {"*": {"prompt": 1, "completion": 1}},
     # Aliases: {"fast": "openai/gpt-4o-mini"}.
     "MODEL_ALIASES": {},
