@@ -41,7 +41,8 @@ DEFAULTS = {
     "MODEL_ALIASES": {},
     # Chat turns: history window (messages, approximate tokens), whole-prompt bound,
     # longest a stream may run, how often a running turn checks for a stop request,
-    # seconds of silence before an SSE heartbeat comment.
+    # seconds of silence before an SSE heartbeat comment. `chatport serve` also gives gunicorn
+    # STREAM_TIMEOUT as its graceful timeout; `serve --stream-timeout` overrides the setting.
     "HISTORY_MAX_MESSAGES": 20,
     "HISTORY_MAX_TOKENS": 4000,
     "PROMPT_MAX_TOKENS": 16000,
