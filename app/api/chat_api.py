@@ -3,13 +3,10 @@
 Errors are ``{"message": "..."}`` with the HTTP status (the spec's clients
 read ``errorData.message``). Streaming answers are plain text chunks, no SSE.
 """
-from datetime import datetime
-from datetime import time as dtime
-
 from flask import current_app, request
 from marshmallow import EXCLUDE, Schema, fields, validate
 
-from app import metering
+from app import clock, metering
 from app.api.common import Blueprint, Timestamp, any_key, current_key
 from app.api.errors import register_dialect
 from app.api.sse import stream_response
@@ -243,18 +240,6 @@ class ConversationsOut(Schema):
     total = fields.Int()
 
 
-def _date(value, field, end=False):
-    if not value:
-        return None
-    try:
-        if len(value) == 10:
-            day = datetime.strptime(value, "%Y-%m-%d")
-            return datetime.combine(day.date(), dtime.max if end else dtime.min)
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).replace(tzinfo=None)
-    except ValueError:
-        raise BadRequest(f"{field} must be a date (YYYY-MM-DD) or an ISO 8601 time", fields={field: "invalid"})
-
-
 @blp.route("/get-conversations", methods=["GET"])
 @blp.arguments(ChatApiConversationArgs, location="query")
 @blp.response(200, ConversationsOut)
@@ -264,7 +249,8 @@ def get_conversations(args):
     bot = bots.get_bot(args["chatbotId"], key)
     _meter(bot)
     query = chat.conversations_query(bot_id=bot.id)
-    start, end = _date(args.get("startDate"), "startDate"), _date(args.get("endDate"), "endDate", end=True)
+    start = clock.parse_time(args.get("startDate"), "startDate")
+    end = clock.parse_time(args.get("endDate"), "endDate", end_of_day=True)
     if start:
         query = query.where(Conversation.created_at >= start)
     if end:
