@@ -7,7 +7,7 @@ from flask import current_app, request
 from marshmallow import EXCLUDE, Schema, fields, validate
 
 from app import clock, metering
-from app.api.common import Blueprint, Timestamp, any_key, current_key
+from app.api.common import Blueprint, Temperature, Timestamp, any_key, current_key
 from app.api.errors import register_dialect
 from app.api.sse import stream_response
 from app.errors import BadRequest
@@ -70,7 +70,7 @@ class ChatApiRequest(ChatApiLoose):
     messages = fields.List(fields.Nested(ChatApiMessage), required=True, validate=validate.Length(min=1))
     chatbotId = fields.Str(required=True, validate=validate.Length(1, 64))
     stream = fields.Bool(load_default=False)
-    temperature = fields.Float(load_default=0, validate=validate.Range(0, 1))
+    temperature = Temperature()
     conversationId = fields.Str(validate=validate.Length(1, 36))
     model = fields.Str(validate=validate.Length(1, 200))
 
@@ -96,7 +96,7 @@ def chat_endpoint(data):
     turn = chat.prepare_turn(
         registry=registry(), config=current_app.config, bot=bot, model=model,
         messages=data["messages"], conversation=conv, persist=conv is not None,
-        options={"temperature": data["temperature"], "stream": data["stream"]})
+        options={"temperature": data.get("temperature"), "stream": data["stream"]})
     if data["stream"]:
         def text_chunks():
             try:
@@ -158,7 +158,7 @@ class UpdateChatbotSettings(ChatApiLoose):
     chatbotName = fields.Str(validate=validate.Length(1, 200))
     instructions = fields.Str(validate=validate.Length(max=32000))
     model = fields.Str(validate=validate.Length(1, 200))
-    temperature = fields.Float(validate=validate.Range(0, 1))
+    temperature = Temperature()
 
 
 @blp.route("/update-chatbot-settings", methods=["POST"])

@@ -1,12 +1,13 @@
 """Pieces every chatport-API blueprint shares: the blueprint class, auth, schemas."""
 from flask import current_app, g, request
 from flask_smorest import Blueprint as _SmorestBlueprint
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate
 from webargs.flaskparser import FlaskParser
 
 from app import clock
 from app.metering import policy
-from app.services import keys
+from app.errors import BadRequest
+from app.services import keys, sampling
 
 
 class Parser(FlaskParser):
@@ -62,6 +63,28 @@ class Timestamp(fields.Field):
 
     def _serialize(self, value, attr, obj, **kwargs):
         return clock.iso(value)
+
+
+class Temperature(fields.Float):
+    """A sampling temperature, checked by ``sampling.check_temperature`` (one range and one
+    message in every dialect); absent or null leaves the bot's or the model's default."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("allow_none", True)
+        kwargs.setdefault("metadata", {"minimum": sampling.TEMPERATURE_MIN,
+                                       "maximum": sampling.TEMPERATURE_MAX,
+                                       "description": "Absent: the bot's or the model's default"})
+        super().__init__(**kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        try:
+            value = super()._deserialize(value, attr, data, **kwargs)
+        except ValidationError:
+            pass  # not a number: the check below says what is expected
+        try:
+            return sampling.check_temperature(value)
+        except BadRequest:
+            raise ValidationError(sampling.TEMPERATURE_RULE) from None
 
 
 class PageArgs(Schema):
