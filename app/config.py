@@ -25,10 +25,12 @@ DEFAULTS = {
     "SQLITE_SYNCHRONOUS": "NORMAL",
     # Upgrade the schema in place when the app starts.
     "AUTO_UPGRADE": True,
-    # Pagination (DESIGN.md wire conventions).
+    # Page size when a list call asks for none, and the largest it may ask for (``limit``; the
+    # chat API's ``size``); see app/storage/pagination.py.
     "PAGE_DEFAULT": 10,
     "PAGE_MAX": 100,
-    # Bounds on what a request may ask.
+    # Bounds on what a request may send, read on each request: characters in a name, in a bot's
+    # instructions and in one message; messages in one call; properties an end user has.
     "MAX_NAME_LENGTH": 200,
     "MAX_INSTRUCTIONS_LENGTH": 32000,
     "MAX_MESSAGE_LENGTH": 32000,

@@ -6,7 +6,12 @@ import time
 import pytest
 import requests
 
+from app.storage.db import db
+
+from .conftest import Api, create_key, make_app
 from .servers import chatport_server
+from .test_channel_api import make_channel
+from .test_mgmt_api import snapshot
 
 ADMIN = "cp_test_admin_key_for_the_config_tests_000000"
 H = {"Authorization": f"Bearer {ADMIN}"}
@@ -48,3 +53,142 @@ def test_stream_timeout_of_instance_config_reaches_the_served_app(tmp_path, conf
         seconds, deltas = _stream_seconds_and_deltas(base)
     assert argv[argv.index("--graceful-timeout") + 1] == "1"  # gunicorn waits as long as a stream may run
     assert 0 < deltas < 40 and seconds < 3.5, (seconds, deltas)  # the stream was cut after ~1 s
+
+
+# ------------------------------------------------------------ bounds read from configuration
+
+
+@pytest.fixture
+def configured(database_url, tmp_path):
+    """``configured(**settings)``: an app with those settings and an admin ``Api`` on it."""
+    apps = []
+
+    def build(**settings):
+        application = make_app(database_url, tmp_path, **settings)
+        apps.append(application)
+        return application, Api(application.test_client(), create_key(application, kind="admin"))
+
+    yield build
+    if not db.is_closed():
+        db.close()
+
+
+def _chatbot(api, name="Bot"):
+    bot = api.post("/api/v1/create-chatbot", json={"chatbotName": name}).get_json()["chatbotId"]
+    assert api.post("/api/v1/update-chatbot-settings", json={"chatbotId": bot, "model": "echo/echo"}).status_code == 200
+    return bot
+
+
+def _chatport_400(resp, field, text):
+    assert resp.status_code == 400, resp.get_json()
+    body = resp.get_json()
+    assert body["error"] == "bad_request" and field in body["errors"] and text in body["message"], body
+
+
+def _chat_api_400(resp, text):
+    assert resp.status_code == 400, resp.get_json()
+    assert set(resp.get_json()) == {"message"} and text in resp.get_json()["message"], resp.get_json()
+
+
+def test_page_default_and_page_max(configured):
+    app, admin = configured(PAGE_DEFAULT=2, PAGE_MAX=3)
+    for i in range(4):
+        assert admin.post("/api/v1/bots", json={"name": f"b{i}"}).status_code == 201
+    assert len(admin.get("/api/v1/bots").get_json()["data"]) == 2
+    assert len(admin.get("/api/v1/bots?limit=3").get_json()["data"]) == 3
+    _chatport_400(admin.get("/api/v1/bots?limit=4"), "limit", "between 1 and 3")
+    _chatport_400(admin.get("/api/v1/bots?limit=0"), "limit", "between 1 and 3")
+
+    bot = _chatbot(admin)
+    for i in range(4):
+        assert admin.post("/api/v1/chat", json={"chatbotId": bot, "conversationId": f"c{i}",
+                                                "messages": [{"role": "user", "content": "hi"}]}).status_code == 200
+    listed = admin.get("/api/v1/get-conversations", query_string={"chatbotId": bot}).get_json()
+    assert (len(listed["data"]), listed["size"], listed["total"]) == (2, 2, 4)
+    assert len(admin.get("/api/v1/get-conversations", query_string={"chatbotId": bot, "size": 3})
+               .get_json()["data"]) == 3
+    _chat_api_400(admin.get("/api/v1/get-conversations", query_string={"chatbotId": bot, "size": 4}),
+                  "size must be between 1 and 3")
+
+    _, ch = make_channel(admin, app.test_client())
+    for text in ("one", "two", "three"):
+        assert ch.post("message", {"message": text}).status_code == 200
+    assert len(ch.post("conversations").get_json()["conversations"]) == 2
+    refused = ch.post("conversations", {"limit": 4})
+    assert refused.status_code == 400 and refused.get_json() == {
+        "success": False, "message": "limit must be between 1 and 3"}
+
+
+def test_page_max_above_the_default_of_100(configured):
+    app, admin = configured(PAGE_MAX=150)
+    assert admin.get("/api/v1/bots?limit=150").status_code == 200
+    _chatport_400(admin.get("/api/v1/bots?limit=151"), "limit", "between 1 and 150")
+
+
+def test_max_name_length(configured):
+    app, admin = configured(MAX_NAME_LENGTH=5)
+    before = snapshot(app)
+    _chatport_400(admin.post("/api/v1/bots", json={"name": "abcdef"}), "name", "between 1 and 5")
+    _chatport_400(admin.post("/api/v1/knowledge/sources", json={"name": "abcdef"}), "name", "between 1 and 5")
+    _chatport_400(admin.post("/api/v1/automations", json={
+        "name": "abcdef", "steps": [{"prompt": "hi", "model": "echo/echo"}]}), "name", "between 1 and 5")
+    _chat_api_400(admin.post("/api/v1/create-chatbot", json={"chatbotName": "abcdef"}), "between 1 and 5")
+    assert snapshot(app) == before
+    assert admin.post("/api/v1/bots", json={"name": "abcde"}).status_code == 201
+
+    app, admin = configured(MAX_NAME_LENGTH=300)  # longer than the default allows
+    assert admin.post("/api/v1/bots", json={"name": "n" * 300}).status_code == 201
+    assert admin.post("/api/v1/create-chatbot", json={"chatbotName": "n" * 300}).status_code == 200
+    _chatport_400(admin.post("/api/v1/bots", json={"name": "n" * 301}), "name", "between 1 and 300")
+
+
+def test_max_instructions_length(configured):
+    app, admin = configured(MAX_INSTRUCTIONS_LENGTH=10)
+    bot = _chatbot(admin)
+    before = snapshot(app)
+    _chatport_400(admin.patch(f"/api/v1/bots/{bot}", json={"instructions": "x" * 11}), "instructions", "10")
+    _chat_api_400(admin.post("/api/v1/update-chatbot-settings", json={"chatbotId": bot, "instructions": "x" * 11}),
+                  "10")
+    assert snapshot(app) == before
+    assert admin.patch(f"/api/v1/bots/{bot}", json={"instructions": "x" * 10}).status_code == 200
+
+    app, admin = configured(MAX_INSTRUCTIONS_LENGTH=40000)
+    assert admin.post("/api/v1/bots", json={"name": "long", "instructions": "x" * 40000}).status_code == 201
+
+
+def test_max_message_length_is_the_one_bound_on_message_content(configured):
+    app, admin = configured(MAX_MESSAGE_LENGTH=5)
+    bot = admin.post("/api/v1/bots", json={"name": "b"}).get_json()["id"]
+    conv = admin.post("/api/v1/conversations", json={"bot_id": bot}).get_json()["id"]
+    before = snapshot(app)
+    _chatport_400(admin.post(f"/api/v1/conversations/{conv}/messages", json={"content": "abcdef"}),
+                  "message", "longer than 5 characters")
+    assert snapshot(app) == before
+    assert admin.post(f"/api/v1/conversations/{conv}/messages", json={"content": "abcde"}).status_code == 200
+
+    big = 1_100_000  # above any bound a schema could hard-code: only the setting decides
+    app, admin = configured(MAX_MESSAGE_LENGTH=big, MAX_CONTENT_LENGTH=4 * big, PROMPT_MAX_TOKENS=10 ** 6)
+    bot = admin.post("/api/v1/bots", json={"name": "b"}).get_json()["id"]
+    conv = admin.post("/api/v1/conversations", json={"bot_id": bot}).get_json()["id"]
+    sent = admin.post(f"/api/v1/conversations/{conv}/messages", json={"content": "x" * big})
+    assert sent.status_code == 200, sent.get_json()
+    _chatport_400(admin.post(f"/api/v1/conversations/{conv}/messages", json={"content": "x" * (big + 1)}),
+                  "message", f"longer than {big} characters")
+
+
+def test_max_properties(configured):
+    app, admin = configured(MAX_PROPERTIES=2)
+    before = snapshot(app)
+    _chatport_400(admin.post("/api/v1/users", json={"external_id": "u", "properties": {"a": 1, "b": 2, "c": 3}}),
+                  "properties", "at most 2 properties")
+    assert snapshot(app) == before
+    user = admin.post("/api/v1/users", json={"external_id": "u", "properties": {"a": 1, "b": 2}})
+    assert user.status_code == 200
+    before = snapshot(app)
+    _chatport_400(admin.patch("/api/v1/users/u", json={"properties": {"c": 3}}), "properties", "at most 2")
+    assert snapshot(app) == before
+    assert admin.patch("/api/v1/users/u", json={"properties": {"c": 3}, "replace": True}).status_code == 200
+
+    app, admin = configured(MAX_PROPERTIES=60)  # more than the default allows
+    many = {f"p{i}": i for i in range(60)}
+    assert admin.post("/api/v1/users", json={"external_id": "v", "properties": many}).status_code == 200

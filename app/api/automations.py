@@ -3,7 +3,8 @@ from flask import current_app
 from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 
-from app.api.common import Blueprint, PageArgs, Temperature, Timestamp, any_key, current_key, page, page_schema
+from app.api.common import (Blueprint, PageArgs, Temperature, Timestamp, any_key, current_key, name_field, page,
+                            page_schema)
 from app.api.sse import SSE_EVENT_SCHEMA, sse, stream_response
 from app.metering import meter_for
 from app.providers.llm import registry
@@ -56,12 +57,12 @@ class AutomationFields(Schema):
 
 
 class AutomationCreate(AutomationFields):
-    name = fields.Str(required=True, validate=validate.Length(1, 200))
+    name = name_field(required=True)
     steps = fields.List(fields.Nested(StepIn), required=True, validate=validate.Length(1, 20))
 
 
 class AutomationUpdate(AutomationFields):
-    name = fields.Str(validate=validate.Length(1, 200))
+    name = name_field()
     steps = fields.List(fields.Nested(StepIn), validate=validate.Length(1, 20))
 
 

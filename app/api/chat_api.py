@@ -7,7 +7,8 @@ from flask import current_app, request
 from marshmallow import EXCLUDE, Schema, fields, validate
 
 from app import clock, metering
-from app.api.common import Blueprint, Temperature, Timestamp, any_key, current_key
+from app.api.common import (Blueprint, Temperature, Timestamp, any_key, current_key, instructions_field,
+                            name_field, page_limit_field)
 from app.api.errors import register_dialect
 from app.api.sse import stream_response
 from app.errors import BadRequest
@@ -15,6 +16,7 @@ from app.providers.llm import registry
 from app.services import bots, chat, chatbots, keys
 from app.services.events import Delta, Error
 from app.storage.models import Conversation, Message
+from app.storage.pagination import page_size
 
 blp = Blueprint("chat_api", __name__, url_prefix="", description="Chat API (Chatbase-style)")
 
@@ -115,7 +117,7 @@ def chat_endpoint(data):
 
 
 class CreateChatbot(ChatApiLoose):
-    chatbotName = fields.Str(required=True, validate=validate.Length(1, 200))
+    chatbotName = name_field(required=True)
     sourceText = fields.Str(validate=validate.Length(max=1_000_000))
 
 
@@ -137,7 +139,7 @@ def create_chatbot(data):
 
 class UpdateChatbotData(ChatApiLoose):
     chatbotId = fields.Str(required=True, validate=validate.Length(1, 64))
-    chatbotName = fields.Str(validate=validate.Length(1, 200))
+    chatbotName = name_field()
     sourceText = fields.Str(validate=validate.Length(max=1_000_000))
 
 
@@ -155,8 +157,8 @@ def update_chatbot_data(data):
 
 class UpdateChatbotSettings(ChatApiLoose):
     chatbotId = fields.Str(required=True, validate=validate.Length(1, 64))
-    chatbotName = fields.Str(validate=validate.Length(1, 200))
-    instructions = fields.Str(validate=validate.Length(max=32000))
+    chatbotName = name_field()
+    instructions = instructions_field()
     model = fields.Str(validate=validate.Length(1, 200))
     temperature = Temperature()
 
@@ -230,7 +232,7 @@ class ChatApiConversationArgs(ChatApiLoose):
     startDate = fields.Str()
     endDate = fields.Str()
     page = fields.Int(load_default=1, validate=validate.Range(1, 1_000_000))
-    size = fields.Int(load_default=10, validate=validate.Range(1, 100))
+    size = page_limit_field()
 
 
 class ConversationsOut(Schema):
@@ -256,12 +258,13 @@ def get_conversations(args):
     if end:
         query = query.where(Conversation.created_at <= end)
     total = query.count()
+    size = page_size(args["size"], "size")
     rows = list(query.order_by(Conversation.created_at.desc(), Conversation.id.desc())
-                .paginate(args["page"], args["size"]))
+                .paginate(args["page"], size))
     data = []
     for conv in rows:
         msgs = chat.messages_query(conv).order_by(Message.created_at, Message.id)
         data.append({"id": conv.id, "chatbot_id": bot.id, "source": conv.surface,
                      "created_at": Timestamp()._serialize(conv.created_at, None, None),
                      "messages": [{"role": m.role, "content": m.content} for m in msgs]})
-    return {"data": data, "page": args["page"], "size": args["size"], "total": total}
+    return {"data": data, "page": args["page"], "size": size, "total": total}

@@ -1,5 +1,5 @@
 """Pieces every chatport-API blueprint shares: the blueprint class, auth, schemas."""
-from flask import current_app, g, request
+from flask import current_app, g, has_app_context, request
 from flask_smorest import Blueprint as _SmorestBlueprint
 from marshmallow import Schema, ValidationError, fields, validate
 from webargs.flaskparser import FlaskParser
@@ -87,9 +87,32 @@ class Temperature(fields.Float):
             raise ValidationError(sampling.TEMPERATURE_RULE) from None
 
 
+class SettingLength(validate.Length):
+    """``validate.Length`` whose maximum is the configuration setting ``setting``, read when a
+    request is validated (and when the OpenAPI document is built)."""
+
+    def __init__(self, setting, min=None, **kwargs):
+        self.setting = setting
+        super().__init__(min=min, max=None, **kwargs)
+
+    @property
+    def max(self):
+        return int(current_app.config[self.setting]) if has_app_context() else None
+
+    @max.setter
+    def max(self, value):
+        """The bound is the setting's; ``Length.__init__``'s assignment is ignored."""
+
+
+def page_limit_field(**kwargs):
+    """A page size: checked by ``pagination.page_size`` (1..PAGE_MAX, absent: PAGE_DEFAULT)."""
+    return fields.Int(load_default=None, allow_none=True,
+                      metadata={"description": "Page size, 1..PAGE_MAX (default PAGE_DEFAULT: 10 and 100 "
+                                               "unless configured)"}, **kwargs)
+
+
 class PageArgs(Schema):
-    limit = fields.Int(load_default=10, validate=validate.Range(1, 100),
-                       metadata={"description": "Page size, 1..100"})
+    limit = page_limit_field()
     cursor = fields.Str(load_default=None, validate=validate.Length(max=64),
                         metadata={"description": "The `last` id of the previous page"})
 
@@ -112,4 +135,10 @@ def page(items, pagination):
 
 
 def name_field(required=False, **kw):
-    return fields.Str(required=required, validate=validate.Length(1, 200), **kw)
+    """A name: 1..MAX_NAME_LENGTH characters."""
+    return fields.Str(required=required, validate=SettingLength("MAX_NAME_LENGTH", min=1), **kw)
+
+
+def instructions_field(**kw):
+    """A bot's instructions (system prompt): at most MAX_INSTRUCTIONS_LENGTH characters."""
+    return fields.Str(validate=SettingLength("MAX_INSTRUCTIONS_LENGTH"), **kw)

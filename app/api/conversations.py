@@ -75,7 +75,8 @@ class MessageOut(Schema):
 
 
 class SendMessage(Schema):
-    content = fields.Str(required=True, validate=validate.Length(1, 1_000_000))
+    content = fields.Str(required=True, validate=validate.Length(min=1),
+                         metadata={"description": "At most MAX_MESSAGE_LENGTH characters (checked by the turn)"})
     stream = fields.Bool(load_default=False)
     model = fields.Str(validate=validate.Length(1, 200))
     temperature = Temperature()

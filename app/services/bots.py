@@ -65,5 +65,5 @@ def delete_bot(bot_id, key=None):
     get_bot(bot_id, key).delete_instance()
 
 
-def list_bots(key=None, *, limit=10, cursor=None):
+def list_bots(key=None, *, limit=None, cursor=None):
     return paginate(scoped(key), Bot, limit=limit, cursor=cursor)
