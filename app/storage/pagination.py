@@ -1,4 +1,4 @@
-"""Cursor pagination (DESIGN.md wire conventions).
+"""Cursor pagination, alike in every dialect.
 
 ``limit`` 1..``PAGE_MAX`` (default ``PAGE_DEFAULT``), both read from the app's
 configuration on each call; ``cursor`` is the ``last`` id of the previous
