@@ -38,8 +38,14 @@ def configured_flask(test_config=None):
 
 
 def create_app(test_config=None):
-    """Build the WSGI app, configured as ``configured_flask`` describes."""
+    """Build the WSGI app, configured as ``configured_flask`` describes.
+
+    Raises ValueError for a setting out of its range (``app.config.check``).
+    """
+    from app import config
+
     app = configured_flask(test_config)
+    config.check(app.config)
     os.makedirs(app.instance_path, exist_ok=True)
 
     from app.api import errors

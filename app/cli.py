@@ -113,9 +113,14 @@ def _create_demo_bot():
 def serve_grace_seconds():
     """Seconds gunicorn gives a worker's streams to finish on a reload or stop: the served
     app's ``STREAM_TIMEOUT``, read through the same configuration layers as the workers."""
-    from app import configured_flask
+    from app import config, configured_flask
 
-    return max(1, math.ceil(float(configured_flask().config["STREAM_TIMEOUT"])))
+    settings = configured_flask().config
+    try:
+        config.check(settings)
+    except ValueError as exc:  # said once here, not by every worker failing to boot
+        raise click.ClickException(str(exc))
+    return max(1, math.ceil(float(settings["STREAM_TIMEOUT"])))
 
 
 @main.command("serve")

@@ -101,3 +101,26 @@ DEFAULTS = {
     # Automation endpoints: POST <HOOKS_PREFIX>/<endpoint>; "" mounts them at the root.
     "HOOKS_PREFIX": "/hooks",
 }
+
+
+POSITIVE_INTEGERS = ("PAGE_DEFAULT", "PAGE_MAX", "MAX_NAME_LENGTH", "MAX_INSTRUCTIONS_LENGTH",
+                     "MAX_MESSAGE_LENGTH", "MAX_MESSAGES", "MAX_PROPERTIES")
+
+
+def check(config):
+    """Raise ValueError naming a bound the server cannot honour as configured.
+
+    ``MAX_NAME_LENGTH`` may not exceed the width of the database's name columns (200).
+    """
+    for name in POSITIVE_INTEGERS:
+        value = config.get(name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, not {value!r}")
+    if config["PAGE_DEFAULT"] > config["PAGE_MAX"]:
+        raise ValueError(f"PAGE_DEFAULT ({config['PAGE_DEFAULT']}) must not exceed PAGE_MAX ({config['PAGE_MAX']})")
+    from app.storage.models import ApiKey, Automation, Bot, Channel, KnowledgeSource
+
+    width = min(m.name.max_length for m in (ApiKey, Automation, Bot, Channel, KnowledgeSource))
+    if config["MAX_NAME_LENGTH"] > width:
+        raise ValueError(f"MAX_NAME_LENGTH ({config['MAX_NAME_LENGTH']}) must not exceed {width}, "
+                         "the width of the database's name columns")

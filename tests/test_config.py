@@ -1,6 +1,9 @@
 """Settings do what the README says: each one is read where it applies."""
 import json
 import os
+import re
+import subprocess
+import sys
 import time
 
 import pytest
@@ -9,7 +12,7 @@ import requests
 from app.storage.db import db
 
 from .conftest import Api, create_key, make_app
-from .servers import chatport_server
+from .servers import ROOT, chatport_server, free_port
 from .test_channel_api import make_channel
 from .test_mgmt_api import snapshot
 
@@ -136,10 +139,33 @@ def test_max_name_length(configured):
     assert snapshot(app) == before
     assert admin.post("/api/v1/bots", json={"name": "abcde"}).status_code == 201
 
-    app, admin = configured(MAX_NAME_LENGTH=300)  # longer than the default allows
-    assert admin.post("/api/v1/bots", json={"name": "n" * 300}).status_code == 201
-    assert admin.post("/api/v1/create-chatbot", json={"chatbotName": "n" * 300}).status_code == 200
-    _chatport_400(admin.post("/api/v1/bots", json={"name": "n" * 301}), "name", "between 1 and 300")
+    app, admin = configured(MAX_NAME_LENGTH=200)
+    assert admin.post("/api/v1/bots", json={"name": "n" * 200}).status_code == 201
+    assert admin.post("/api/v1/create-chatbot", json={"chatbotName": "n" * 200}).status_code == 200
+    _chatport_400(admin.post("/api/v1/bots", json={"name": "n" * 201}), "name", "between 1 and 200")
+
+
+@pytest.mark.parametrize("settings, complaint", [
+    ({"MAX_NAME_LENGTH": 201}, "MAX_NAME_LENGTH (201) must not exceed 200"),
+    ({"PAGE_DEFAULT": 20, "PAGE_MAX": 10}, "PAGE_DEFAULT (20) must not exceed PAGE_MAX (10)"),
+    ({"PAGE_MAX": 0}, "PAGE_MAX must be a positive integer"),
+    ({"MAX_PROPERTIES": "many"}, "MAX_PROPERTIES must be a positive integer"),
+])
+def test_a_bound_the_server_cannot_honour_stops_it_starting(tmp_path, settings, complaint):
+    with pytest.raises(ValueError, match=re.escape(complaint)):
+        make_app(f"sqlite:///{tmp_path}/chatport.db", tmp_path, **settings)
+
+
+def test_serve_refuses_a_bound_it_cannot_honour(tmp_path):
+    instance = tmp_path / "instance"
+    instance.mkdir()
+    (instance / "config.py").write_text("MAX_NAME_LENGTH = 500\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATPORT_")}
+    env["CHATPORT_INSTANCE_PATH"] = str(instance)
+    result = subprocess.run([sys.executable, "-m", "app.cli", "serve", "--port", str(free_port())],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "MAX_NAME_LENGTH (500) must not exceed 200" in result.stderr
 
 
 def test_max_instructions_length(configured):
