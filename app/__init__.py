@@ -6,8 +6,10 @@ from flask import Flask
 __version__ = "0.1.0"
 
 
-def create_app(test_config=None):
-    """Build the WSGI app.
+def configured_flask(test_config=None):
+    """The Flask object with its configuration layered and nothing else set up (no database,
+    no blueprints): what ``create_app`` builds on, and what ``chatport serve`` reads its
+    settings from before it starts gunicorn.
 
     Configuration layers, later wins: ``app.config.DEFAULTS``, the instance
     folder's ``config.py`` (optional), ``CHATPORT_*`` environment variables,
@@ -32,6 +34,18 @@ def create_app(test_config=None):
     app.config.from_prefixed_env("CHATPORT")
     if test_config:
         app.config.from_mapping(test_config)
+    return app
+
+
+def create_app(test_config=None):
+    """Build the WSGI app, configured as ``configured_flask`` describes.
+
+    Raises ValueError for a setting out of its range (``app.config.check``).
+    """
+    from app import config
+
+    app = configured_flask(test_config)
+    config.check(app.config)
     os.makedirs(app.instance_path, exist_ok=True)
 
     from app.api import errors

@@ -1,5 +1,6 @@
 """The ``chatport`` command (click, through Flask's CLI)."""
 import json
+import math
 import os
 import sys
 
@@ -109,6 +110,19 @@ def _create_demo_bot():
     return bot
 
 
+def serve_grace_seconds():
+    """Seconds gunicorn gives a worker's streams to finish on a reload or stop: the served
+    app's ``STREAM_TIMEOUT``, read through the same configuration layers as the workers."""
+    from app import config, configured_flask
+
+    settings = configured_flask().config
+    try:
+        config.check(settings)
+    except ValueError as exc:  # said once here, not by every worker failing to boot
+        raise click.ClickException(str(exc))
+    return max(1, math.ceil(float(settings["STREAM_TIMEOUT"])))
+
+
 @main.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
@@ -116,8 +130,10 @@ def _create_demo_bot():
               help="gunicorn worker processes (each holds thousands of streams).")
 @click.option("--worker-connections", default=4096, show_default=True, type=int,
               help="Concurrent connections per worker.")
-@click.option("--stream-timeout", default=600, show_default=True, type=int,
-              help="Longest a stream may run; reloads wait this long for streams.")
+@click.option("--stream-timeout", default=None, type=click.IntRange(min=1),
+              help="Longest a stream may run, in seconds; reloads wait this long for streams. "
+                   "Overrides STREAM_TIMEOUT (instance config.py or CHATPORT_STREAM_TIMEOUT; "
+                   "default 600).")
 @click.argument("gunicorn_args", nargs=-1, type=click.UNPROCESSED)
 def serve_command(host, port, workers, worker_connections, stream_timeout, gunicorn_args):
     """Serve chatport with gunicorn and the gevent worker (no preload).
@@ -125,6 +141,11 @@ def serve_command(host, port, workers, worker_connections, stream_timeout, gunic
     Anything after `--` is passed to gunicorn, e.g.
     `chatport serve -- --no-control-socket --access-logfile -`.
     """
+    if stream_timeout is not None:
+        # The workers read their configuration from scratch: the flag reaches them as the
+        # environment variable, which outranks instance/config.py.
+        os.environ["CHATPORT_STREAM_TIMEOUT"] = str(stream_timeout)
+    graceful = serve_grace_seconds()
     argv = [
         sys.executable, "-m", "gunicorn",
         "--worker-class", "gevent",
@@ -132,11 +153,10 @@ def serve_command(host, port, workers, worker_connections, stream_timeout, gunic
         "--worker-connections", str(worker_connections),
         "--bind", f"{host}:{port}",
         "--timeout", "60",
-        "--graceful-timeout", str(stream_timeout),
+        "--graceful-timeout", str(graceful),
         *gunicorn_args,
         "wsgi:app",
     ]
-    os.environ.setdefault("CHATPORT_STREAM_TIMEOUT", str(stream_timeout))
     click.echo(f"chatport serving on http://{host}:{port} ({workers} gevent worker(s))", err=True)
     os.execv(sys.executable, argv)
 

@@ -25,10 +25,12 @@ DEFAULTS = {
     "SQLITE_SYNCHRONOUS": "NORMAL",
     # Upgrade the schema in place when the app starts.
     "AUTO_UPGRADE": True,
-    # Cursor pagination: default and largest page size.
+    # Page size when a list call asks for none, and the largest it may ask for (``limit``; the
+    # chat API's ``size``); see app/storage/pagination.py.
     "PAGE_DEFAULT": 10,
     "PAGE_MAX": 100,
-    # Bounds on what a request may ask.
+    # Bounds on what a request may send, read on each request: characters in a name, in a bot's
+    # instructions and in one message; messages in one call; properties an end user has.
     "MAX_NAME_LENGTH": 200,
     "MAX_INSTRUCTIONS_LENGTH": 32000,
     "MAX_MESSAGE_LENGTH": 32000,
@@ -41,7 +43,8 @@ DEFAULTS = {
     "MODEL_ALIASES": {},
     # Chat turns: history window (messages, approximate tokens), whole-prompt bound,
     # longest a stream may run, how often a running turn checks for a stop request,
-    # seconds of silence before an SSE heartbeat comment.
+    # seconds of silence before an SSE heartbeat comment. `chatport serve` also gives gunicorn
+    # STREAM_TIMEOUT as its graceful timeout; `serve --stream-timeout` overrides the setting.
     "HISTORY_MAX_MESSAGES": 20,
     "HISTORY_MAX_TOKENS": 4000,
     "PROMPT_MAX_TOKENS": 16000,
@@ -98,3 +101,26 @@ DEFAULTS = {
     # Automation endpoints: POST <HOOKS_PREFIX>/<endpoint>; "" mounts them at the root.
     "HOOKS_PREFIX": "/hooks",
 }
+
+
+POSITIVE_INTEGERS = ("PAGE_DEFAULT", "PAGE_MAX", "MAX_NAME_LENGTH", "MAX_INSTRUCTIONS_LENGTH",
+                     "MAX_MESSAGE_LENGTH", "MAX_MESSAGES", "MAX_PROPERTIES")
+
+
+def check(config):
+    """Raise ValueError naming a bound the server cannot honour as configured.
+
+    ``MAX_NAME_LENGTH`` may not exceed the width of the database's name columns (200).
+    """
+    for name in POSITIVE_INTEGERS:
+        value = config.get(name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, not {value!r}")
+    if config["PAGE_DEFAULT"] > config["PAGE_MAX"]:
+        raise ValueError(f"PAGE_DEFAULT ({config['PAGE_DEFAULT']}) must not exceed PAGE_MAX ({config['PAGE_MAX']})")
+    from app.storage.models import ApiKey, Automation, Bot, Channel, KnowledgeSource
+
+    width = min(m.name.max_length for m in (ApiKey, Automation, Bot, Channel, KnowledgeSource))
+    if config["MAX_NAME_LENGTH"] > width:
+        raise ValueError(f"MAX_NAME_LENGTH ({config['MAX_NAME_LENGTH']}) must not exceed {width}, "
+                         "the width of the database's name columns")

@@ -35,8 +35,10 @@ def wait_http(url, timeout=60.0, proc=None):
 
 
 @contextmanager
-def chatport_server(instance_path, *, workers=1, env=None, extra_args=(), log_path=None):
+def chatport_server(instance_path, *, workers=1, env=None, extra_args=(), log_path=None, serve_args=()):
     """Run ``chatport serve`` on a free port; yield its base URL; stop it by pid.
+
+    ``serve_args`` are options of ``chatport serve`` itself, ``extra_args`` go to gunicorn.
 
     The instance folder is initialised first (``chatport init``); its JSON output (with the
     admin key, on the first init) is kept in ``<instance>/init.json``, the gunicorn master's pid
@@ -56,7 +58,7 @@ def chatport_server(instance_path, *, workers=1, env=None, extra_args=(), log_pa
     log = open(log_path or os.path.join(str(instance_path), "server.log"), "ab")
     proc = subprocess.Popen(
         [*cli, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
-         "--", "--no-control-socket", *extra_args],
+         *serve_args, "--", "--no-control-socket", *extra_args],
         env=environ, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     with open(os.path.join(str(instance_path), "server.pid"), "w") as fh:

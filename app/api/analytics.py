@@ -1,6 +1,7 @@
 """chatport API: usage analytics (calls, tokens, credits) and a key's own usage."""
 from marshmallow import Schema, fields, validate
 
+from app import clock
 from app.api.common import Blueprint, Timestamp, any_key, current_key
 from app.metering import limits, usage
 from app.services.keys import require_admin
@@ -50,8 +51,8 @@ class Mine(Schema):
 
 
 def _report(args, key_id=None):
-    return usage.report(start=usage.parse_time(args.get("start"), "start"),
-                        end=usage.parse_time(args.get("end"), "end"),
+    return usage.report(start=clock.parse_time(args.get("start"), "start"),
+                        end=clock.parse_time(args.get("end"), "end"),
                         group_by=args.get("group_by"), interval=args.get("interval"), key_id=key_id)
 
 

@@ -3,7 +3,8 @@ from flask import current_app
 from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 
-from app.api.common import Blueprint, PageArgs, Timestamp, any_key, current_key, page, page_schema
+from app.api.common import (Blueprint, PageArgs, Temperature, Timestamp, any_key, current_key, name_field, page,
+                            page_schema)
 from app.api.sse import SSE_EVENT_SCHEMA, sse, stream_response
 from app.metering import meter_for
 from app.providers.llm import registry
@@ -32,12 +33,16 @@ class Context(Schema):
     top_k = fields.Int(load_default=4, validate=validate.Range(1, 20))
 
 
+class StepOptions(Schema):
+    temperature = Temperature()
+    max_tokens = fields.Int(allow_none=True, validate=validate.Range(1, 1_000_000))
+
+
 class StepIn(Schema):
     name = fields.Str(validate=validate.Length(1, 100))
     prompt = fields.Str(required=True, validate=validate.Length(1, 50000))
     model = fields.Str(required=True, validate=validate.Length(1, 200))
-    options = fields.Dict(keys=fields.Str(validate=validate.OneOf(["temperature", "max_tokens"])),
-                          values=fields.Float())
+    options = fields.Nested(StepOptions)
     output = fields.Str(validate=_ident)
     result_type = fields.Str(validate=validate.OneOf(["text", "list"]))
     context = fields.Nested(Context, allow_none=True)
@@ -52,12 +57,12 @@ class AutomationFields(Schema):
 
 
 class AutomationCreate(AutomationFields):
-    name = fields.Str(required=True, validate=validate.Length(1, 200))
+    name = name_field(required=True)
     steps = fields.List(fields.Nested(StepIn), required=True, validate=validate.Length(1, 20))
 
 
 class AutomationUpdate(AutomationFields):
-    name = fields.Str(validate=validate.Length(1, 200))
+    name = name_field()
     steps = fields.List(fields.Nested(StepIn), validate=validate.Length(1, 20))
 
 

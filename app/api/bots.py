@@ -3,7 +3,8 @@ from flask import current_app
 from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 
-from app.api.common import Blueprint, PageArgs, Timestamp, admin_only, current_key, name_field, page, page_schema
+from app.api.common import (Blueprint, PageArgs, Temperature, Timestamp, admin_only, current_key,
+                            instructions_field, name_field, page, page_schema)
 from app.services import bots, channels
 
 blp = Blueprint("bots", __name__, url_prefix="/bots", description="Bots and their API channels")
@@ -17,9 +18,9 @@ class KnowledgeSettings(Schema):
 
 
 class BotFields(Schema):
-    instructions = fields.Str(validate=validate.Length(max=32000))
+    instructions = instructions_field()
     model = fields.Str(validate=validate.Length(1, 200))
-    temperature = fields.Float(allow_none=True, validate=validate.Range(0, 2))
+    temperature = Temperature()
     max_tokens = fields.Int(allow_none=True, validate=validate.Range(1, 1_000_000))
     greeting = fields.Str(validate=validate.Length(max=4000))
     knowledge = fields.Nested(KnowledgeSettings)

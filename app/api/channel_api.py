@@ -10,7 +10,7 @@ from flask import current_app, g, request
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
 from app import clock, metering
-from app.api.common import Blueprint
+from app.api.common import Blueprint, page_limit_field
 from app.api.errors import register_dialect
 from app.api.openai_format import chunk_stream
 from app.api.sse import SSE_EVENT_SCHEMA, stream_response
@@ -74,7 +74,7 @@ class Body(Schema):
 
 
 class PageBody(Body):
-    limit = fields.Int(load_default=10, validate=validate.Range(1, 100))
+    limit = page_limit_field()
     cursor = fields.Str(load_default=None, allow_none=True, validate=validate.Length(max=64))
 
 

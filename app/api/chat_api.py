@@ -3,14 +3,12 @@
 Errors are ``{"message": "..."}`` with the HTTP status (the spec's clients
 read ``errorData.message``). Streaming answers are plain text chunks, no SSE.
 """
-from datetime import datetime
-from datetime import time as dtime
-
 from flask import current_app, request
 from marshmallow import EXCLUDE, Schema, fields, validate
 
-from app import metering
-from app.api.common import Blueprint, Timestamp, any_key, current_key
+from app import clock, metering
+from app.api.common import (Blueprint, Temperature, Timestamp, any_key, current_key, instructions_field,
+                            name_field, page_limit_field)
 from app.api.errors import register_dialect
 from app.api.sse import stream_response
 from app.errors import BadRequest
@@ -18,6 +16,7 @@ from app.providers.llm import registry
 from app.services import bots, chat, chatbots, keys
 from app.services.events import Delta, Error
 from app.storage.models import Conversation, Message
+from app.storage.pagination import page_size
 
 blp = Blueprint("chat_api", __name__, url_prefix="", description="Chat API (Chatbase-style)")
 
@@ -73,7 +72,7 @@ class ChatApiRequest(ChatApiLoose):
     messages = fields.List(fields.Nested(ChatApiMessage), required=True, validate=validate.Length(min=1))
     chatbotId = fields.Str(required=True, validate=validate.Length(1, 64))
     stream = fields.Bool(load_default=False)
-    temperature = fields.Float(load_default=0, validate=validate.Range(0, 1))
+    temperature = Temperature()
     conversationId = fields.Str(validate=validate.Length(1, 36))
     model = fields.Str(validate=validate.Length(1, 200))
 
@@ -99,7 +98,7 @@ def chat_endpoint(data):
     turn = chat.prepare_turn(
         registry=registry(), config=current_app.config, bot=bot, model=model,
         messages=data["messages"], conversation=conv, persist=conv is not None,
-        options={"temperature": data["temperature"], "stream": data["stream"]})
+        options={"temperature": data.get("temperature"), "stream": data["stream"]})
     if data["stream"]:
         def text_chunks():
             try:
@@ -118,7 +117,7 @@ def chat_endpoint(data):
 
 
 class CreateChatbot(ChatApiLoose):
-    chatbotName = fields.Str(required=True, validate=validate.Length(1, 200))
+    chatbotName = name_field(required=True)
     sourceText = fields.Str(validate=validate.Length(max=1_000_000))
 
 
@@ -140,7 +139,7 @@ def create_chatbot(data):
 
 class UpdateChatbotData(ChatApiLoose):
     chatbotId = fields.Str(required=True, validate=validate.Length(1, 64))
-    chatbotName = fields.Str(validate=validate.Length(1, 200))
+    chatbotName = name_field()
     sourceText = fields.Str(validate=validate.Length(max=1_000_000))
 
 
@@ -158,10 +157,10 @@ def update_chatbot_data(data):
 
 class UpdateChatbotSettings(ChatApiLoose):
     chatbotId = fields.Str(required=True, validate=validate.Length(1, 64))
-    chatbotName = fields.Str(validate=validate.Length(1, 200))
-    instructions = fields.Str(validate=validate.Length(max=32000))
+    chatbotName = name_field()
+    instructions = instructions_field()
     model = fields.Str(validate=validate.Length(1, 200))
-    temperature = fields.Float(validate=validate.Range(0, 1))
+    temperature = Temperature()
 
 
 @blp.route("/update-chatbot-settings", methods=["POST"])
@@ -233,7 +232,7 @@ class ChatApiConversationArgs(ChatApiLoose):
     startDate = fields.Str()
     endDate = fields.Str()
     page = fields.Int(load_default=1, validate=validate.Range(1, 1_000_000))
-    size = fields.Int(load_default=10, validate=validate.Range(1, 100))
+    size = page_limit_field()
 
 
 class ConversationsOut(Schema):
@@ -241,18 +240,6 @@ class ConversationsOut(Schema):
     page = fields.Int()
     size = fields.Int()
     total = fields.Int()
-
-
-def _date(value, field, end=False):
-    if not value:
-        return None
-    try:
-        if len(value) == 10:
-            day = datetime.strptime(value, "%Y-%m-%d")
-            return datetime.combine(day.date(), dtime.max if end else dtime.min)
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).replace(tzinfo=None)
-    except ValueError:
-        raise BadRequest(f"{field} must be a date (YYYY-MM-DD) or an ISO 8601 time", fields={field: "invalid"})
 
 
 @blp.route("/get-conversations", methods=["GET"])
@@ -264,18 +251,20 @@ def get_conversations(args):
     bot = bots.get_bot(args["chatbotId"], key)
     _meter(bot)
     query = chat.conversations_query(bot_id=bot.id)
-    start, end = _date(args.get("startDate"), "startDate"), _date(args.get("endDate"), "endDate", end=True)
+    start = clock.parse_time(args.get("startDate"), "startDate")
+    end = clock.parse_time(args.get("endDate"), "endDate", end_of_day=True)
     if start:
         query = query.where(Conversation.created_at >= start)
     if end:
         query = query.where(Conversation.created_at <= end)
     total = query.count()
+    size = page_size(args["size"], "size")
     rows = list(query.order_by(Conversation.created_at.desc(), Conversation.id.desc())
-                .paginate(args["page"], args["size"]))
+                .paginate(args["page"], size))
     data = []
     for conv in rows:
         msgs = chat.messages_query(conv).order_by(Message.created_at, Message.id)
         data.append({"id": conv.id, "chatbot_id": bot.id, "source": conv.surface,
                      "created_at": Timestamp()._serialize(conv.created_at, None, None),
                      "messages": [{"role": m.role, "content": m.content} for m in msgs]})
-    return {"data": data, "page": args["page"], "size": args["size"], "total": total}
+    return {"data": data, "page": args["page"], "size": size, "total": total}

@@ -1,12 +1,13 @@
 """Pieces every chatport-API blueprint shares: the blueprint class, auth, schemas."""
-from flask import current_app, g, request
+from flask import current_app, g, has_app_context, request
 from flask_smorest import Blueprint as _SmorestBlueprint
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate
 from webargs.flaskparser import FlaskParser
 
 from app import clock
 from app.metering import policy
-from app.services import keys
+from app.errors import BadRequest
+from app.services import keys, sampling
 
 
 class Parser(FlaskParser):
@@ -64,9 +65,54 @@ class Timestamp(fields.Field):
         return clock.iso(value)
 
 
+class Temperature(fields.Float):
+    """A sampling temperature, checked by ``sampling.check_temperature`` (one range and one
+    message in every dialect); absent or null leaves the bot's or the model's default."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("allow_none", True)
+        kwargs.setdefault("metadata", {"minimum": sampling.TEMPERATURE_MIN,
+                                       "maximum": sampling.TEMPERATURE_MAX,
+                                       "description": "Absent: the bot's or the model's default"})
+        super().__init__(**kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        try:
+            value = super()._deserialize(value, attr, data, **kwargs)
+        except ValidationError:
+            pass  # not a number: the check below says what is expected
+        try:
+            return sampling.check_temperature(value)
+        except BadRequest:
+            raise ValidationError(sampling.TEMPERATURE_RULE) from None
+
+
+class SettingLength(validate.Length):
+    """``validate.Length`` whose maximum is the configuration setting ``setting``, read when a
+    request is validated (and when the OpenAPI document is built)."""
+
+    def __init__(self, setting, min=None, **kwargs):
+        self.setting = setting
+        super().__init__(min=min, max=None, **kwargs)
+
+    @property
+    def max(self):
+        return int(current_app.config[self.setting]) if has_app_context() else None
+
+    @max.setter
+    def max(self, value):
+        """The bound is the setting's; ``Length.__init__``'s assignment is ignored."""
+
+
+def page_limit_field(**kwargs):
+    """A page size: checked by ``pagination.page_size`` (1..PAGE_MAX, absent: PAGE_DEFAULT)."""
+    return fields.Int(load_default=None, allow_none=True,
+                      metadata={"description": "Page size, 1..PAGE_MAX (default PAGE_DEFAULT: 10 and 100 "
+                                               "unless configured)"}, **kwargs)
+
+
 class PageArgs(Schema):
-    limit = fields.Int(load_default=10, validate=validate.Range(1, 100),
-                       metadata={"description": "Page size, 1..100"})
+    limit = page_limit_field()
     cursor = fields.Str(load_default=None, validate=validate.Length(max=64),
                         metadata={"description": "The `last` id of the previous page"})
 
@@ -89,4 +135,10 @@ def page(items, pagination):
 
 
 def name_field(required=False, **kw):
-    return fields.Str(required=required, validate=validate.Length(1, 200), **kw)
+    """A name: 1..MAX_NAME_LENGTH characters."""
+    return fields.Str(required=required, validate=SettingLength("MAX_NAME_LENGTH", min=1), **kw)
+
+
+def instructions_field(**kw):
+    """A bot's instructions (system prompt): at most MAX_INSTRUCTIONS_LENGTH characters."""
+    return fields.Str(validate=SettingLength("MAX_INSTRUCTIONS_LENGTH"), **kw)

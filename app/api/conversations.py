@@ -10,7 +10,7 @@ from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 
 from app import clock, metering
-from app.api.common import Blueprint, PageArgs, Timestamp, any_key, current_key, page, page_schema
+from app.api.common import Blueprint, PageArgs, Temperature, Timestamp, any_key, current_key, page, page_schema
 from app.api.sse import HEARTBEAT_FRAME, SSE_EVENT_SCHEMA, sse, stream_response
 from app.providers.llm import registry
 from app.services import bots, chat, keys, users
@@ -75,10 +75,11 @@ class MessageOut(Schema):
 
 
 class SendMessage(Schema):
-    content = fields.Str(required=True, validate=validate.Length(1, 1_000_000))
+    content = fields.Str(required=True, validate=validate.Length(min=1),
+                         metadata={"description": "At most MAX_MESSAGE_LENGTH characters (checked by the turn)"})
     stream = fields.Bool(load_default=False)
     model = fields.Str(validate=validate.Length(1, 200))
-    temperature = fields.Float(validate=validate.Range(0, 2))
+    temperature = Temperature()
     max_tokens = fields.Int(validate=validate.Range(1, 1_000_000))
     stop = fields.List(fields.Str(validate=validate.Length(1, 100)), validate=validate.Length(max=4))
 

@@ -7,7 +7,7 @@ from flask import current_app
 from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 
-from app.api.common import Blueprint, PageArgs, Timestamp, any_key, current_key, page, page_schema
+from app.api.common import Blueprint, PageArgs, Timestamp, any_key, current_key, name_field, page, page_schema
 from app.services import keys, knowledge
 from app.storage.models import KnowledgeRow, KnowledgeSource
 from app.storage.pagination import paginate
@@ -29,7 +29,7 @@ _tags = fields.List(fields.Str(validate=validate.Length(1, 100)), validate=valid
 
 
 class SourceCreate(Schema):
-    name = fields.Str(required=True, validate=validate.Length(1, 200))
+    name = name_field(required=True)
     type = fields.Str(load_default="MANUAL", validate=validate.OneOf(knowledge.TYPES))
     url = fields.Str(validate=validate.Length(1, 2000))
     text = fields.Str(validate=validate.Length(1, 5_000_000), metadata={"description": "Body of a TEXT source"})
@@ -38,7 +38,7 @@ class SourceCreate(Schema):
 
 
 class SourceUpdate(Schema):
-    name = fields.Str(validate=validate.Length(1, 200))
+    name = name_field()
     sync_interval = fields.Str(allow_none=True, validate=validate.OneOf(knowledge.INTERVALS))
     bot_ids = fields.List(fields.Str(validate=validate.Length(1, 64)), validate=validate.Length(max=100))
 

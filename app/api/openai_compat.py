@@ -11,7 +11,7 @@ from flask import current_app
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
 from app import metering
-from app.api.common import Blueprint, any_key, current_key
+from app.api.common import Blueprint, Temperature, any_key, current_key
 from app.api.openai_format import chunk_stream, completion_body
 from app.api.sse import SSE_EVENT_SCHEMA, stream_response
 from app.errors import BadRequest, Forbidden
@@ -44,7 +44,7 @@ class ChatCompletionRequest(OpenAILoose):
     messages = fields.List(fields.Nested(OpenAIMessage), required=True, validate=validate.Length(min=1))
     stream = fields.Bool(load_default=False)
     stream_options = fields.Nested(StreamOptions, allow_none=True)
-    temperature = fields.Float(allow_none=True, validate=validate.Range(0, 2))
+    temperature = Temperature()
     max_tokens = fields.Int(allow_none=True, validate=validate.Range(1, 1_000_000))
     max_completion_tokens = fields.Int(allow_none=True, validate=validate.Range(1, 1_000_000))
     stop = fields.Raw(allow_none=True)

@@ -1,4 +1,5 @@
 """chatport API: end users (external id + properties)."""
+from flask import current_app
 from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 
@@ -48,7 +49,8 @@ class UserList(MethodView):
     @blp.response(200, UserOut)
     def post(self, data):
         """Create an end user, or merge properties into an existing one"""
-        row, _ = users.upsert_user(data["external_id"], data.get("properties"))
+        row, _ = users.upsert_user(data["external_id"], data.get("properties"),
+                                   max_properties=current_app.config["MAX_PROPERTIES"])
         return row
 
 
@@ -64,7 +66,8 @@ class UserItem(MethodView):
     def patch(self, data, user_id):
         """Update an end user's properties"""
         row = users.get_user(user_id)
-        row, _ = users.upsert_user(row.external_id, data["properties"], merge=not data["replace"])
+        row, _ = users.upsert_user(row.external_id, data["properties"], merge=not data["replace"],
+                                   max_properties=current_app.config["MAX_PROPERTIES"])
         return row
 
     @blp.response(204)

@@ -1,6 +1,6 @@
 """Usage rows (one per API call) and the analytics read from them."""
 import logging
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from peewee import Case, fn
 
@@ -84,17 +84,3 @@ def report(*, start=None, end=None, group_by=None, interval=None, key_id=None):
         out["series"] = [clean(r) for r in query.dicts()]
     return out
 
-
-def parse_time(value, field):
-    """``YYYY-MM-DD`` or ISO 8601 → naive UTC. Raises BadRequest."""
-    if value is None:
-        return None
-    try:
-        if len(value) == 10:
-            return datetime.strptime(value, "%Y-%m-%d")
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        if parsed.tzinfo is not None:
-            parsed = (parsed - parsed.utcoffset()).replace(tzinfo=None)
-        return parsed
-    except ValueError:
-        raise BadRequest(f"{field} must be YYYY-MM-DD or an ISO 8601 time", fields={field: "invalid"})

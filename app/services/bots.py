@@ -1,6 +1,7 @@
 """Bots: instructions + model + knowledge settings. Scoped by API key."""
 from app import clock
 from app.errors import BadRequest, NotFound
+from app.services.sampling import check_temperature
 from app.storage.models import Bot
 from app.storage.pagination import paginate
 
@@ -9,9 +10,7 @@ EDITABLE = ("name", "instructions", "model", "temperature", "max_tokens", "greet
 
 
 def _validate(fields):
-    if "temperature" in fields and fields["temperature"] is not None:
-        if not 0 <= float(fields["temperature"]) <= 2:
-            raise BadRequest("temperature must be between 0 and 2", fields={"temperature": "out of range"})
+    check_temperature(fields.get("temperature"))
     if "max_tokens" in fields and fields["max_tokens"] is not None:
         if int(fields["max_tokens"]) < 1:
             raise BadRequest("max_tokens must be at least 1", fields={"max_tokens": "out of range"})
@@ -66,5 +65,5 @@ def delete_bot(bot_id, key=None):
     get_bot(bot_id, key).delete_instance()
 
 
-def list_bots(key=None, *, limit=10, cursor=None):
+def list_bots(key=None, *, limit=None, cursor=None):
     return paginate(scoped(key), Bot, limit=limit, cursor=cursor)

@@ -25,7 +25,7 @@ def get_channel(bot_id, channel_id, key=None):
     return row
 
 
-def list_channels(bot_id, key=None, *, limit=10, cursor=None):
+def list_channels(bot_id, key=None, *, limit=None, cursor=None):
     bots.get_bot(bot_id, key)
     return paginate(Channel.select().where(Channel.bot == bot_id), Channel, limit=limit, cursor=cursor)
 

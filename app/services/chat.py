@@ -19,6 +19,7 @@ from app.ids import new_id
 from app.providers.llm import ChatRequest, Usage, estimate_tokens
 from app.providers.streaming import HEARTBEAT, with_heartbeats
 from app.services import retrieval
+from app.services.sampling import check_temperature
 from app.services.events import Delta, Done, Error, Heartbeat, Start
 from app.storage import prepared
 from app.storage.db import db
@@ -173,9 +174,7 @@ def _check_content(content, config, field="message"):
 
 def _check_options(options):
     options = dict(options or {})
-    t = options.get("temperature")
-    if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t <= 2):
-        raise BadRequest("temperature must be a number between 0 and 2", fields={"temperature": "out of range"})
+    check_temperature(options.get("temperature"))
     mt = options.get("max_tokens")
     if mt is not None and (isinstance(mt, bool) or not isinstance(mt, int) or mt < 1):
         raise BadRequest("max_tokens must be a positive integer", fields={"max_tokens": "invalid"})

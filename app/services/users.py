@@ -5,16 +5,20 @@ from app.storage.models import EndUser
 from app.storage.pagination import paginate
 
 
-def _check_properties(properties, max_properties=50):
+def _check_properties(properties, max_properties):
     if not isinstance(properties, dict):
         raise BadRequest("properties must be an object", fields={"properties": "not an object"})
-    if len(properties) > max_properties:
+    if max_properties is not None and len(properties) > max_properties:
         raise BadRequest(f"at most {max_properties} properties",
                          fields={"properties": "too many"})
 
 
-def upsert_user(external_id, properties=None, *, merge=True, max_properties=50):
-    """Create the end user or update its properties; return ``(row, created)``."""
+def upsert_user(external_id, properties=None, *, merge=True, max_properties=None):
+    """Create the end user or update its properties; return ``(row, created)``.
+
+    ``max_properties`` bounds the properties the user has after the update (the caller's
+    ``MAX_PROPERTIES``; None: no bound).
+    """
     properties = properties or {}
     row = EndUser.get_or_none(EndUser.external_id == external_id)
     if row is None:
@@ -53,5 +57,5 @@ def delete_user(user_id):
     get_user(user_id).delete_instance()
 
 
-def list_users(*, limit=10, cursor=None):
+def list_users(*, limit=None, cursor=None):
     return paginate(EndUser.select(), EndUser, limit=limit, cursor=cursor)
