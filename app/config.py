@@ -57,6 +57,14 @@ DEFAULTS = {
     "CHANNEL_CREDIT_QUOTA": None,
     # Model used by new bots when none is given.
     "DEFAULT_MODEL": "echo/echo",
+    # The echo provider: honour ``[echo tokens=N delay=S]`` in a message (any key that may use
+    # echo could otherwise ask for long, slow replies); every echo reply has at most
+    # ECHO_MAX_TOKENS tokens, at most ECHO_MAX_DELAY seconds between two, and ends after
+    # ECHO_MAX_DURATION seconds.
+    "ECHO_DIRECTIVES": False,
+    "ECHO_MAX_TOKENS": 1000,
+    "ECHO_MAX_DELAY": 0.5,
+    "ECHO_MAX_DURATION": 30,
     # Provider plugins (see README "Providers"). Keys and URLs fall back to the
     # usual OPENAI_API_KEY / OPENAI_BASE_URL / ANTHROPIC_* environment variables.
     # *_MODELS: ids to register (None: a default list when a key is set).
