@@ -11,6 +11,8 @@ DEFAULTS = {
     "DATABASE_URL": None,
     # Checked before any work is done: a larger body is a 413.
     "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
+    # Deepest nesting of arrays and objects a JSON body may have: deeper is a 400.
+    "JSON_MAX_DEPTH": 64,
     # An admin key accepted from the environment (stored hashed like any other).
     "ADMIN_KEY": None,
     # Write ``last_used_at`` at most once per this many seconds per key.

@@ -6,14 +6,15 @@ read ``errorData.message``). Streaming answers are plain text chunks, no SSE.
 from datetime import datetime
 from datetime import time as dtime
 
-from flask import current_app, request
+from flask import current_app
 from marshmallow import EXCLUDE, Schema, fields, validate
 
 from app import metering
-from app.api.common import Blueprint, Timestamp, any_key, current_key
+from app.api.common import Blueprint, Timestamp, any_key, current_key, id_field, json_object
 from app.api.errors import register_dialect
 from app.api.sse import stream_response
 from app.errors import BadRequest
+from app.ids import is_client_id
 from app.providers.llm import registry
 from app.services import bots, chat, chatbots, keys
 from app.services.events import Delta, Error
@@ -33,16 +34,6 @@ def register(app, api, prefix):
     api.register_blueprint(blp, url_prefix=prefix)
     for path in PATHS:
         register_dialect(app, prefix + path, render_error)
-
-
-@blp.before_request
-def _json_without_content_type():
-    """The spec's curl example sends JSON with curl's default form content type: read it as JSON."""
-    if request.method in ("POST", "PUT", "PATCH", "DELETE") and not request.is_json:
-        body = request.get_data(cache=True)[:1].lstrip()
-        if body in (b"{", b"["):
-            request.environ["CONTENT_TYPE"] = "application/json"
-            request.__dict__.pop("_parsed_content_type", None)
 
 
 blp.before_request(any_key)  # 401 before any body is looked at
@@ -71,10 +62,10 @@ class ChatApiMessage(ChatApiLoose):
 
 class ChatApiRequest(ChatApiLoose):
     messages = fields.List(fields.Nested(ChatApiMessage), required=True, validate=validate.Length(min=1))
-    chatbotId = fields.Str(required=True, validate=validate.Length(1, 64))
+    chatbotId = id_field(required=True)
     stream = fields.Bool(load_default=False)
     temperature = fields.Float(load_default=0, validate=validate.Range(0, 1))
-    conversationId = fields.Str(validate=validate.Length(1, 36))
+    conversationId = id_field(36)
     model = fields.Str(validate=validate.Length(1, 200))
 
 
@@ -139,7 +130,7 @@ def create_chatbot(data):
 
 
 class UpdateChatbotData(ChatApiLoose):
-    chatbotId = fields.Str(required=True, validate=validate.Length(1, 64))
+    chatbotId = id_field(required=True)
     chatbotName = fields.Str(validate=validate.Length(1, 200))
     sourceText = fields.Str(validate=validate.Length(max=1_000_000))
 
@@ -157,7 +148,7 @@ def update_chatbot_data(data):
 
 
 class UpdateChatbotSettings(ChatApiLoose):
-    chatbotId = fields.Str(required=True, validate=validate.Length(1, 64))
+    chatbotId = id_field(required=True)
     chatbotName = fields.Str(validate=validate.Length(1, 200))
     instructions = fields.Str(validate=validate.Length(max=32000))
     model = fields.Str(validate=validate.Length(1, 200))
@@ -205,7 +196,7 @@ def get_chatbots():
 
 
 class DeleteArgs(ChatApiLoose):
-    chatbotId = fields.Str(validate=validate.Length(1, 64))
+    chatbotId = id_field()
 
 
 class Deleted(Schema):
@@ -218,10 +209,11 @@ class Deleted(Schema):
 def delete_chatbot(args):
     """Delete a chatbot (`chatbotId` in the query string or the JSON body)"""
     _admin()
-    body = request.get_json(silent=True) if request.data else None
-    chatbot_id = args.get("chatbotId") or (body.get("chatbotId") if isinstance(body, dict) else None)
-    if not isinstance(chatbot_id, str) or not chatbot_id:
+    chatbot_id = args.get("chatbotId") or json_object().get("chatbotId")
+    if chatbot_id is None:
         raise BadRequest("chatbotId is required (query string or body)", fields={"chatbotId": "missing"})
+    if not is_client_id(chatbot_id):
+        raise BadRequest("chatbotId must be 1 to 64 visible ASCII characters", fields={"chatbotId": "invalid"})
     bot = bots.get_bot(chatbot_id, current_key())
     _meter(bot)
     chatbots.delete_chatbot(bot)
@@ -229,7 +221,7 @@ def delete_chatbot(args):
 
 
 class ChatApiConversationArgs(ChatApiLoose):
-    chatbotId = fields.Str(required=True, validate=validate.Length(1, 64))
+    chatbotId = id_field(required=True)
     startDate = fields.Str()
     endDate = fields.Str()
     page = fields.Int(load_default=1, validate=validate.Range(1, 1_000_000))
