@@ -11,6 +11,9 @@ DEFAULTS = {
     "DATABASE_URL": None,
     # Checked before any work is done: a larger body is a 413.
     "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
+    # Seconds a request's body may take to arrive (from when its headers were read; 0: no
+    # bound): past it the request is a 408 and its connection is closed.
+    "BODY_READ_TIMEOUT": 30,
     # Deepest nesting of arrays and objects a JSON body may have: deeper is a 400.
     "JSON_MAX_DEPTH": 64,
     # An admin key accepted from the environment (stored hashed like any other).
