@@ -233,7 +233,8 @@ def id_field(max_length=ids.CLIENT_ID_MAX, **kw):
         if not ids.is_client_id(value, max_length):
             raise ValidationError(f"Must be 1 to {max_length} visible ASCII characters "
                                   "(no spaces or control characters).")
-    return fields.Str(validate=check, **kw)
+    metadata = {"pattern": f"^[!-~]{{1,{max_length}}}$", **kw.pop("metadata", {})}
+    return fields.Str(validate=check, metadata=metadata, **kw)
 
 
 def user_label_field(max_length=ids.USER_LABEL_MAX, min_length=1, **kw):
@@ -242,4 +243,6 @@ def user_label_field(max_length=ids.USER_LABEL_MAX, min_length=1, **kw):
         if not ids.is_user_label(value, max_length, min_length):
             raise ValidationError(f"Must be {min_length} to {max_length} printable characters "
                                   "(no control characters).")
-    return fields.Str(validate=check, **kw)
+    metadata = {"minLength": min_length, "maxLength": max_length, "pattern": "^[^\\x00-\\x1f\\x7f]*$",
+                **kw.pop("metadata", {})}
+    return fields.Str(validate=check, metadata=metadata, **kw)

@@ -48,7 +48,7 @@ class ChatCompletionRequest(OpenAILoose):
     max_tokens = fields.Int(allow_none=True, validate=validate.Range(1, 1_000_000))
     max_completion_tokens = fields.Int(allow_none=True, validate=validate.Range(1, 1_000_000))
     stop = fields.Raw(allow_none=True)
-    user = user_label_field(allow_none=True)
+    user = user_label_field(min_length=0, allow_none=True)
     n = fields.Int(allow_none=True)
 
     @validates_schema
