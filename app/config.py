@@ -11,6 +11,11 @@ DEFAULTS = {
     "DATABASE_URL": None,
     # Checked before any work is done: a larger body is a 413.
     "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
+    # Seconds a request's body may take to arrive (from when its headers were read; 0: no
+    # bound): past it the request is a 408 and its connection is closed.
+    "BODY_READ_TIMEOUT": 30,
+    # Deepest nesting of arrays and objects a JSON body may have: deeper is a 400.
+    "JSON_MAX_DEPTH": 64,
     # An admin key accepted from the environment (stored hashed like any other).
     "ADMIN_KEY": None,
     # Write ``last_used_at`` at most once per this many seconds per key.
@@ -60,6 +65,14 @@ DEFAULTS = {
     "CHANNEL_CREDIT_QUOTA": None,
     # Model used by new bots when none is given.
     "DEFAULT_MODEL": "echo/echo",
+    # The echo provider: honour ``[echo tokens=N delay=S]`` in a message (any key that may use
+    # echo could otherwise ask for long, slow replies); every echo reply has at most
+    # ECHO_MAX_TOKENS tokens, at most ECHO_MAX_DELAY seconds between two, and ends after
+    # ECHO_MAX_DURATION seconds.
+    "ECHO_DIRECTIVES": False,
+    "ECHO_MAX_TOKENS": 1000,
+    "ECHO_MAX_DELAY": 0.5,
+    "ECHO_MAX_DURATION": 30,
     # Provider plugins (see README "Providers"). Keys and URLs fall back to the
     # usual OPENAI_API_KEY / OPENAI_BASE_URL / ANTHROPIC_* environment variables.
     # *_MODELS: ids to register (None: a default list when a key is set).

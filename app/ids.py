@@ -4,6 +4,7 @@ Time-ordered ids keep ``ORDER BY created_at, id`` stable and make index
 inserts append-only.
 """
 import os
+import re
 import time
 import uuid
 
@@ -42,3 +43,22 @@ def is_uuid(value):
     except ValueError:
         return False
     return True
+
+
+# Ids a client supplies (conversation, message, bot, automation, row ids): visible ASCII without
+# spaces, since they end up in URLs, response headers (``X-Conversation-Id``) and logs.
+CLIENT_ID_MAX = 64
+_CLIENT_ID = re.compile(r"[!-~]+")
+# Labels a client gives its end users (``user``, ``userId``, ``external_id``): printable text,
+# no control characters (CR, LF, NUL...).
+USER_LABEL_MAX = 200
+
+
+def is_client_id(value, max_length=CLIENT_ID_MAX):
+    """True for a string of 1..max_length visible ASCII characters."""
+    return isinstance(value, str) and 0 < len(value) <= max_length and _CLIENT_ID.fullmatch(value) is not None
+
+
+def is_user_label(value, max_length=USER_LABEL_MAX, min_length=1):
+    """True for printable text of min_length..max_length characters."""
+    return isinstance(value, str) and min_length <= len(value) <= max_length and value.isprintable()

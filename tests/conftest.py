@@ -77,6 +77,7 @@ def make_app(database_url, tmp_path, **config):
         "TESTING": True,
         "DATABASE_URL": database_url,
         "INSTANCE_PATH": str(tmp_path / "instance"),
+        "ECHO_DIRECTIVES": True,  # tests shape echo streams with [echo tokens=N delay=S]
         **config,
     })
 

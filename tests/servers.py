@@ -47,7 +47,8 @@ def chatport_server(instance_path, *, workers=1, env=None, extra_args=(), log_pa
     port = free_port()
     environ = {k: v for k, v in os.environ.items() if not k.startswith("CHATPORT_")}
     environ.update({"CHATPORT_INSTANCE_PATH": str(instance_path),
-                    "CHATPORT_PROVIDER_ALLOWED_NETWORKS": '["127.0.0.0/8"]'})  # the fakes' address
+                    "CHATPORT_PROVIDER_ALLOWED_NETWORKS": '["127.0.0.0/8"]',  # the fakes' address
+                    "CHATPORT_ECHO_DIRECTIVES": "true"})  # tests shape echo streams with [echo ...]
     environ.update(env or {})
     cli = [sys.executable, "-m", "app.cli"]
     init = subprocess.run([*cli, "init", "--json"], env=environ, cwd=ROOT, check=True,

@@ -3,8 +3,19 @@ from flask import current_app
 from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 
-from app.api.common import (Blueprint, PageArgs, Temperature, Timestamp, any_key, current_key, name_field, page,
-                            page_schema)
+from app.api.common import (
+    Blueprint,
+    PageArgs,
+    Temperature,
+    Timestamp,
+    any_key,
+    current_key,
+    id_field,
+    name_field,
+    page,
+    page_schema,
+    user_label_field,
+)
 from app.api.sse import SSE_EVENT_SCHEMA, sse, stream_response
 from app.metering import meter_for
 from app.providers.llm import registry
@@ -95,7 +106,7 @@ AutomationPage = page_schema(AutomationOut, "AutomationPage")
 
 class RunIn(Schema):
     inputs = fields.Raw(load_default=dict)
-    user_id = fields.Str(validate=validate.Length(max=200))
+    user_id = user_label_field(min_length=0)
     stream = fields.Bool(load_default=False)
     steps = fields.Raw(allow_none=True, metadata={"description": "Per-step context overrides, as the flows API"})
 
@@ -215,7 +226,7 @@ def _sse(events):
 
 
 class RunArgs(PageArgs):
-    automation_id = fields.Str(validate=validate.Length(1, 64))
+    automation_id = id_field()
 
 
 class RateRun(Schema):

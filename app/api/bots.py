@@ -3,8 +3,18 @@ from flask import current_app
 from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 
-from app.api.common import (Blueprint, PageArgs, Temperature, Timestamp, admin_only, current_key,
-                            instructions_field, name_field, page, page_schema)
+from app.api.common import (
+    Blueprint,
+    PageArgs,
+    Temperature,
+    Timestamp,
+    admin_only,
+    current_key,
+    instructions_field,
+    name_field,
+    page,
+    page_schema,
+)
 from app.services import bots, channels
 
 blp = Blueprint("bots", __name__, url_prefix="/bots", description="Bots and their API channels")

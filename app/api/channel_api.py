@@ -10,7 +10,7 @@ from flask import current_app, g, request
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
 from app import clock, metering
-from app.api.common import Blueprint, page_limit_field
+from app.api.common import Blueprint, id_field, json_object, page_limit_field
 from app.api.errors import register_dialect
 from app.api.openai_format import chunk_stream
 from app.api.sse import SSE_EVENT_SCHEMA, stream_response
@@ -53,12 +53,7 @@ def _bot():
 
 def _body(schema_cls):
     """The JSON body through ``schema_cls`` (an empty or missing body is ``{}``). Raises BadRequest."""
-    raw = request.get_data(cache=True)
-    data = {}
-    if raw.strip():
-        data = request.get_json(force=True, silent=True)
-        if not isinstance(data, dict):
-            raise BadRequest("The body must be a JSON object")
+    data = json_object()
     try:
         return schema_cls().load(data)
     except ValidationError as exc:
@@ -96,7 +91,7 @@ def start_conversation():
 class MessageBody(Body):
     message = fields.Str(validate=validate.Length(min=1))
     response = fields.Str(validate=validate.Length(min=1))  # the spec's other name for it
-    conversationId = fields.Str(allow_none=True, validate=validate.Length(1, 64))
+    conversationId = id_field(allow_none=True)
     stream = fields.Bool(load_default=False)
 
     @validates_schema
@@ -164,7 +159,7 @@ def list_conversations():
 
 
 class MessagesBody(PageBody):
-    conversationId = fields.Str(required=True, validate=validate.Length(1, 64))
+    conversationId = id_field(required=True)
 
 
 @blp.route("/messages", methods=["POST"])
@@ -189,7 +184,7 @@ def _source_out(s):
 
 
 class SourceIdBody(Body):
-    dataSourceId = fields.Str(required=True, validate=validate.Length(1, 64))
+    dataSourceId = id_field(required=True)
 
 
 def _source(source_id):
@@ -267,7 +262,7 @@ def create_rows():
 
 
 class RowListBody(PageBody):
-    dataSourceId = fields.Str(required=True, validate=validate.Length(1, 64))
+    dataSourceId = id_field(required=True)
 
 
 @blp.route("/data-sources/row/list", methods=["POST"])
@@ -296,7 +291,7 @@ def get_row():
 
 
 class RowUpdate(Body):
-    id = fields.Str(required=True, validate=validate.Length(1, 64))
+    id = id_field(required=True)
     name = fields.Str(validate=validate.Length(max=500))
     content = fields.Str(validate=validate.Length(min=1))
 
@@ -317,7 +312,7 @@ def update_rows():
 
 
 class RowRef(Body):
-    id = fields.Str(required=True, validate=validate.Length(1, 64))
+    id = id_field(required=True)
 
 
 class DeleteRowsBody(SourceIdBody):

@@ -3,15 +3,27 @@
 Errors are ``{"message": "..."}`` with the HTTP status (the spec's clients
 read ``errorData.message``). Streaming answers are plain text chunks, no SSE.
 """
-from flask import current_app, request
+
+from flask import current_app
 from marshmallow import EXCLUDE, Schema, fields, validate
 
 from app import clock, metering
-from app.api.common import (Blueprint, Temperature, Timestamp, any_key, current_key, instructions_field,
-                            name_field, page_limit_field)
+from app.api.common import (
+    Blueprint,
+    Temperature,
+    Timestamp,
+    any_key,
+    current_key,
+    id_field,
+    instructions_field,
+    json_object,
+    name_field,
+    page_limit_field,
+)
 from app.api.errors import register_dialect
 from app.api.sse import stream_response
 from app.errors import BadRequest
+from app.ids import is_client_id
 from app.providers.llm import registry
 from app.services import bots, chat, chatbots, keys
 from app.services.events import Delta, Error
@@ -32,16 +44,6 @@ def register(app, api, prefix):
     api.register_blueprint(blp, url_prefix=prefix)
     for path in PATHS:
         register_dialect(app, prefix + path, render_error)
-
-
-@blp.before_request
-def _json_without_content_type():
-    """The spec's curl example sends JSON with curl's default form content type: read it as JSON."""
-    if request.method in ("POST", "PUT", "PATCH", "DELETE") and not request.is_json:
-        body = request.get_data(cache=True)[:1].lstrip()
-        if body in (b"{", b"["):
-            request.environ["CONTENT_TYPE"] = "application/json"
-            request.__dict__.pop("_parsed_content_type", None)
 
 
 blp.before_request(any_key)  # 401 before any body is looked at
@@ -70,10 +72,10 @@ class ChatApiMessage(ChatApiLoose):
 
 class ChatApiRequest(ChatApiLoose):
     messages = fields.List(fields.Nested(ChatApiMessage), required=True, validate=validate.Length(min=1))
-    chatbotId = fields.Str(required=True, validate=validate.Length(1, 64))
+    chatbotId = id_field(required=True)
     stream = fields.Bool(load_default=False)
     temperature = Temperature()
-    conversationId = fields.Str(validate=validate.Length(1, 36))
+    conversationId = id_field(36)
     model = fields.Str(validate=validate.Length(1, 200))
 
 
@@ -138,7 +140,7 @@ def create_chatbot(data):
 
 
 class UpdateChatbotData(ChatApiLoose):
-    chatbotId = fields.Str(required=True, validate=validate.Length(1, 64))
+    chatbotId = id_field(required=True)
     chatbotName = name_field()
     sourceText = fields.Str(validate=validate.Length(max=1_000_000))
 
@@ -156,7 +158,7 @@ def update_chatbot_data(data):
 
 
 class UpdateChatbotSettings(ChatApiLoose):
-    chatbotId = fields.Str(required=True, validate=validate.Length(1, 64))
+    chatbotId = id_field(required=True)
     chatbotName = name_field()
     instructions = instructions_field()
     model = fields.Str(validate=validate.Length(1, 200))
@@ -204,7 +206,7 @@ def get_chatbots():
 
 
 class DeleteArgs(ChatApiLoose):
-    chatbotId = fields.Str(validate=validate.Length(1, 64))
+    chatbotId = id_field()
 
 
 class Deleted(Schema):
@@ -217,10 +219,11 @@ class Deleted(Schema):
 def delete_chatbot(args):
     """Delete a chatbot (`chatbotId` in the query string or the JSON body)"""
     _admin()
-    body = request.get_json(silent=True) if request.data else None
-    chatbot_id = args.get("chatbotId") or (body.get("chatbotId") if isinstance(body, dict) else None)
-    if not isinstance(chatbot_id, str) or not chatbot_id:
+    chatbot_id = args.get("chatbotId") or json_object().get("chatbotId")
+    if chatbot_id is None:
         raise BadRequest("chatbotId is required (query string or body)", fields={"chatbotId": "missing"})
+    if not is_client_id(chatbot_id):
+        raise BadRequest("chatbotId must be 1 to 64 visible ASCII characters", fields={"chatbotId": "invalid"})
     bot = bots.get_bot(chatbot_id, current_key())
     _meter(bot)
     chatbots.delete_chatbot(bot)
@@ -228,7 +231,7 @@ def delete_chatbot(args):
 
 
 class ChatApiConversationArgs(ChatApiLoose):
-    chatbotId = fields.Str(required=True, validate=validate.Length(1, 64))
+    chatbotId = id_field(required=True)
     startDate = fields.Str()
     endDate = fields.Str()
     page = fields.Int(load_default=1, validate=validate.Range(1, 1_000_000))

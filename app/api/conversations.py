@@ -10,7 +10,18 @@ from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 
 from app import clock, metering
-from app.api.common import Blueprint, PageArgs, Temperature, Timestamp, any_key, current_key, page, page_schema
+from app.api.common import (
+    Blueprint,
+    PageArgs,
+    Temperature,
+    Timestamp,
+    any_key,
+    current_key,
+    id_field,
+    page,
+    page_schema,
+    user_label_field,
+)
 from app.api.sse import HEARTBEAT_FRAME, SSE_EVENT_SCHEMA, sse, stream_response
 from app.providers.llm import registry
 from app.services import bots, chat, keys, users
@@ -35,9 +46,8 @@ def _conversation(conversation_id):
 
 
 class ConversationCreate(Schema):
-    bot_id = fields.Str(required=True, validate=validate.Length(1, 64))
-    end_user_id = fields.Str(validate=validate.Length(1, 200),
-                             metadata={"description": "Your label for the end user"})
+    bot_id = id_field(required=True)
+    end_user_id = user_label_field(metadata={"description": "Your label for the end user"})
     title = fields.Str(validate=validate.Length(max=200))
 
 
@@ -53,8 +63,8 @@ class ConversationOut(Schema):
 
 
 class ConversationArgs(PageArgs):
-    bot_id = fields.Str(validate=validate.Length(1, 64))
-    end_user_id = fields.Str(validate=validate.Length(1, 200))
+    bot_id = id_field()
+    end_user_id = user_label_field()
 
 
 class MessageOut(Schema):

@@ -82,7 +82,8 @@ def from_http_exception(exc):
     else:
         message = exc.description or exc.name
     codes = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-             405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type",
+             405: "method_not_allowed", 408: "request_timeout", 413: "payload_too_large",
+             415: "unsupported_media_type",
              429: "rate_limited"}
     err = ApiError(message, status=status, code=codes.get(status, "error"), fields=fields,
                    headers=data.get("headers"))

@@ -1,9 +1,9 @@
 """The flows API (docs/flows-api.md): ``POST /v1/flows/<flowId>/generate`` and
 ``POST /v1/generate``. Errors are ``{"code": <status>, "message": ..., "error": true}``."""
 from flask import current_app
-from marshmallow import EXCLUDE, Schema, fields, validate
+from marshmallow import EXCLUDE, Schema, fields
 
-from app.api.common import Blueprint, any_key, current_key
+from app.api.common import Blueprint, any_key, current_key, id_field, user_label_field
 from app.api.errors import register_dialect
 from app.metering import meter_for
 from app.providers.llm import registry
@@ -34,19 +34,19 @@ class FlowInputs(FlowsLoose):
 
 
 class GenerateFlow(FlowsLoose):
-    userId = fields.Str(allow_none=True, validate=validate.Length(max=200))
+    userId = user_label_field(min_length=0, allow_none=True)
     flow = fields.Nested(FlowInputs, load_default=dict)
     steps = fields.Raw(allow_none=True)
 
 
 class PromptInputs(FlowsLoose):
-    promptId = fields.Str(required=True, validate=validate.Length(1, 64))
+    promptId = id_field(required=True)
     inputs = fields.Raw(load_default=dict)
 
 
 class GeneratePrompt(FlowsLoose):
     prompt = fields.Nested(PromptInputs, required=True)
-    endUserId = fields.Str(allow_none=True, validate=validate.Length(max=200))
+    endUserId = user_label_field(min_length=0, allow_none=True)
 
 
 def _scope(key):

@@ -4,11 +4,10 @@ The body's keys initialise the automation's variables; the reply carries its
 return variables and the credits the call used. Errors are
 ``{"success": false, "error": {"message": ...}}``.
 """
-from flask import current_app, request
+from flask import current_app
 
-from app.api.common import Blueprint, any_key, current_key
+from app.api.common import Blueprint, any_key, current_key, json_object
 from app.api.errors import register_blueprint_dialect, register_dialect
-from app.errors import BadRequest
 from app.metering import meter_for
 from app.providers.llm import registry
 from app.services import automations
@@ -35,9 +34,7 @@ def call_endpoint(endpoint):
     """Run the automation behind a user-defined endpoint; the JSON body gives its variables"""
     key = current_key()
     automation = automations.by_endpoint(endpoint, keys_scope(key))
-    body = request.get_json(force=True, silent=True) if request.get_data(cache=True).strip() else {}
-    if not isinstance(body, dict):
-        raise BadRequest("The body must be a JSON object of variables")
+    body = json_object("The body must be a JSON object of variables")
     on_finish = meter_for(automation)
     result = automations.run(automation, body, registry=registry(), config=current_app.config, key=key,
                              dialect="hooks", on_finish=on_finish)

@@ -2,7 +2,7 @@
 from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 
-from app.api.common import Blueprint, PageArgs, Timestamp, admin_only, name_field, page, page_schema
+from app.api.common import Blueprint, PageArgs, Timestamp, admin_only, id_field, name_field, page, page_schema
 from app.services import keys
 from app.storage.models import ApiKey
 from app.storage.pagination import paginate
@@ -10,9 +10,10 @@ from app.storage.pagination import paginate
 blp = Blueprint("keys", __name__, url_prefix="/keys", description="API keys")
 blp.before_request(admin_only)
 
-_ids = fields.List(fields.Str(validate=validate.Length(1, 64)), validate=validate.Length(max=1000))
+_ids = fields.List(id_field(), validate=validate.Length(max=1000))
+# Requests per minute per category: at least one (a key that may do nothing is disabled instead).
 _limits = fields.Dict(keys=fields.Str(validate=validate.Length(1, 30)),
-                      values=fields.Int(validate=validate.Range(0, 1_000_000)))
+                      values=fields.Int(strict=True, validate=validate.Range(1, 1_000_000)))
 
 
 class KeyCreate(Schema):

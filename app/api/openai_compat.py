@@ -11,7 +11,7 @@ from flask import current_app
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
 from app import metering
-from app.api.common import Blueprint, Temperature, any_key, current_key
+from app.api.common import Blueprint, Temperature, any_key, current_key, user_label_field
 from app.api.openai_format import chunk_stream, completion_body
 from app.api.sse import SSE_EVENT_SCHEMA, stream_response
 from app.errors import BadRequest, Forbidden
@@ -48,7 +48,7 @@ class ChatCompletionRequest(OpenAILoose):
     max_tokens = fields.Int(allow_none=True, validate=validate.Range(1, 1_000_000))
     max_completion_tokens = fields.Int(allow_none=True, validate=validate.Range(1, 1_000_000))
     stop = fields.Raw(allow_none=True)
-    user = fields.Str(allow_none=True, validate=validate.Length(max=200))
+    user = user_label_field(min_length=0, allow_none=True)
     n = fields.Int(allow_none=True)
 
     @validates_schema

@@ -3,7 +3,7 @@ from flask import current_app
 from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 
-from app.api.common import Blueprint, PageArgs, Timestamp, admin_only, page, page_schema
+from app.api.common import Blueprint, PageArgs, Timestamp, admin_only, page, page_schema, user_label_field
 from app.services import users
 
 blp = Blueprint("users", __name__, url_prefix="/users", description="End users")
@@ -14,7 +14,7 @@ _props = fields.Dict(keys=fields.Str(validate=validate.Length(1, 100)),
 
 
 class UserUpsert(Schema):
-    external_id = fields.Str(required=True, validate=validate.Length(1, 200))
+    external_id = user_label_field(required=True)
     properties = _props
 
 

@@ -57,7 +57,13 @@ def _read_tat(subject, category):
 
 
 def check_rate(subject, category, limit):
-    """Count one request against ``limit`` per minute. Returns a Decision; raises RateLimited."""
+    """Count one request against ``limit`` per minute. Returns a Decision; raises RateLimited.
+
+    A limit below one (a plan in the configuration may say 0) lets no request through."""
+    if limit < 1:
+        decision = Decision(0, 0, 60, 60)
+        raise RateLimited(f"Rate limit exceeded: no requests allowed for {category}",
+                          headers=_headers(decision, retry=True))
     period = 60.0 / limit
     tolerance = period * (limit - 1)
     with db.atomic("IMMEDIATE") if is_sqlite() else db.atomic():
