@@ -247,8 +247,11 @@ class StopOut(Schema):
 @blp.route("/<conversation_id>/messages/<message_id>/stop", methods=["POST"])
 @blp.response(202, StopOut)
 def stop_generation(conversation_id, message_id):
-    """Stop an in-flight answer (the message id from the stream's start event); the partial answer is saved"""
+    """Stop an in-flight answer (the message id from the stream's start event); the partial answer is saved.
+
+    `stop_requested` is false when the answer had already finished; 404 for an id that is not an
+    answer of this conversation."""
     _meter()
-    _conversation(conversation_id)
-    chat.request_stop(message_id)
-    return {"message_id": message_id, "stop_requested": True}
+    running = chat.request_stop(_conversation(conversation_id), message_id,
+                                max_age=float(current_app.config["STREAM_TIMEOUT"]))
+    return {"message_id": message_id, "stop_requested": running}
