@@ -6,7 +6,7 @@ return variables and the credits the call used. Errors are
 """
 from flask import current_app, request
 
-from app.api.common import Blueprint, any_key, current_key
+from app.api.common import Blueprint, any_key, current_key, scope_key
 from app.api.errors import register_blueprint_dialect, register_dialect
 from app.errors import BadRequest
 from app.metering import meter_for
@@ -34,7 +34,7 @@ def register(app, api):
 def call_endpoint(endpoint):
     """Run the automation behind a user-defined endpoint; the JSON body gives its variables"""
     key = current_key()
-    automation = automations.by_endpoint(endpoint, keys_scope(key))
+    automation = automations.by_endpoint(endpoint, scope_key())
     body = request.get_json(force=True, silent=True) if request.get_data(cache=True).strip() else {}
     if not isinstance(body, dict):
         raise BadRequest("The body must be a JSON object of variables")
@@ -44,6 +44,3 @@ def call_endpoint(endpoint):
     return {"success": True, "data": result.outputs,
             "usage": {"total_usage": result.credits, "prompt_length": result.prompt_length}}
 
-
-def keys_scope(key):
-    return key if key.kind != "admin" else None

@@ -1,6 +1,7 @@
 """Bots: instructions + model + knowledge settings. Scoped by API key."""
 from app import clock
 from app.errors import BadRequest, NotFound
+from app.services import keys
 from app.storage.models import Bot
 from app.storage.pagination import paginate
 
@@ -22,7 +23,8 @@ def _validate(fields):
 def scoped(key=None):
     """Bots the key may see (all for admin or unscoped keys)."""
     query = Bot.select()
-    if key is not None and key.kind != "admin" and key.bot_ids:
+    key = keys.scope_of(key)
+    if key is not None and key.bot_ids:
         query = query.where(Bot.id.in_(key.bot_ids))
     return query
 
