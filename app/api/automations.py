@@ -226,12 +226,7 @@ def list_runs(args):
 @runs_blp.response(200, RunOut)
 def show_run(run_id):
     """Show a run: inputs, each step's prompt length, output, model, tokens and duration"""
-    row = automations.runs_query(scope_key()).where(AutomationRun.id == run_id).first()
-    if row is None:
-        from app.errors import NotFound
-
-        raise NotFound(f"Run {run_id} not found")
-    return row
+    return automations.get_run(run_id, scope_key())
 
 
 @runs_blp.route("/<run_id>/rating", methods=["POST"])

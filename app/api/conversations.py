@@ -181,7 +181,7 @@ class MessageList(MethodView):
         # Every turn answers this: rendered from the saved row's values, as TurnOut would
         # render it (tests/test_conversations_api.py holds them equal), without a schema pass.
         message = (_message_json(turn.saved) if turn.saved is not None
-                   else MessageOut().dump(Message.get_by_id(done.message_id)))
+                   else MessageOut().dump(chat.get_message(done.message_id)))
         return current_app.json.response({
             "conversation_id": conv.id,
             "user_message_id": turn.user_message_id,

@@ -335,11 +335,17 @@ def rate(run_id, stars, comment=None, key=None):
     """Rate a run 1-5 stars. Raises NotFound, BadRequest."""
     if not isinstance(stars, int) or not 1 <= stars <= 5:
         raise BadRequest("rating must be 1 to 5 stars", fields={"rating": "out of range"})
+    row = get_run(run_id, key)
+    row.rating, row.rating_comment = stars, comment
+    row.save()
+    return row
+
+
+def get_run(run_id, key=None):
+    """A run within the key's scope. Raises NotFound."""
     row = runs_query(key).where(AutomationRun.id == run_id).first()
     if row is None:
         raise NotFound(f"Run {run_id} not found")
-    row.rating, row.rating_comment = stars, comment
-    row.save()
     return row
 
 

@@ -29,6 +29,16 @@ def scoped(key=None):
     return query
 
 
+def all_bots(key=None):
+    """Every bot the key may see, oldest first (not paginated)."""
+    return list(scoped(key).order_by(Bot.created_at, Bot.id))
+
+
+def enabled_bots(key=None):
+    """The enabled bots the key may see."""
+    return list(scoped(key).where(Bot.enabled == True))  # noqa: E712
+
+
 def create_bot(*, name, model=None, default_model="echo/echo", **fields):
     """Create a bot. Raises BadRequest for invalid values."""
     data = {k: v for k, v in fields.items() if k in EDITABLE and v is not None}

@@ -103,6 +103,47 @@ def messages_query(conversation):
     return Message.select().where(Message.conversation == conversation)
 
 
+def get_message(message_id):
+    """A saved message by id, or None."""
+    return Message.get_or_none(Message.id == message_id)
+
+
+def conversations_with_messages(bot, *, start=None, end=None, page=1, size=10):
+    """One page of ``bot``'s conversations created between ``start`` and ``end`` (naive UTC,
+    either None), newest first, each with ``.messages_in_order`` (its messages, oldest first);
+    and how many conversations match. Three queries whatever the page size: count, page,
+    the page's messages."""
+    query = Conversation.select().where(Conversation.bot == bot.id)
+    if start:
+        query = query.where(Conversation.created_at >= start)
+    if end:
+        query = query.where(Conversation.created_at <= end)
+    total = query.count()
+    rows = list(query.order_by(Conversation.created_at.desc(), Conversation.id.desc()).paginate(page, size))
+    by_conv = {conv.id: [] for conv in rows}
+    if rows:
+        msgs = (Message.select(Message.conversation, Message.role, Message.content)
+                .where(Message.conversation.in_(list(by_conv)))
+                .order_by(Message.conversation, Message.created_at, Message.id))
+        for m in msgs:
+            by_conv[m.conversation_id].append(m)
+    for conv in rows:
+        conv.messages_in_order = by_conv[conv.id]
+    return rows, total
+
+
+def first_user_messages(conversation_ids):
+    """``{conversation id: content of its first user message}`` for those that have one."""
+    first = {}
+    if conversation_ids:
+        rows = (Message.select(Message.conversation, Message.content, Message.created_at, Message.id)
+                .where(Message.conversation.in_(list(conversation_ids)) & (Message.role == "user"))
+                .order_by(Message.created_at.desc(), Message.id.desc()))
+        for m in rows:  # newest first, so the oldest user message wins
+            first[m.conversation_id] = m.content
+    return first
+
+
 def delete_conversation(conversation):
     conversation.delete_instance()
 
