@@ -116,7 +116,7 @@ def test_fresh_database_is_latest(app):
         assert Message.select().count() == 0
 
 
-def test_v10_gives_stop_switches_their_conversation(database_url, tmp_path):
+def test_v12_gives_stop_switches_their_conversation(database_url, tmp_path):
     app = make_app(database_url, tmp_path)
     with app.app_context(), db.connection_context():
         migrator = SqliteMigrator(db) if is_sqlite() else PostgresqlMigrator(db)

@@ -14,7 +14,7 @@ History:
   7  messages indexed by (conversation, created_at, id): history reads stop sorting whole conversations.
   8  the message indexes that one covers (conversation_id; created_at, which no query used) are
      dropped: two fewer index writes per message.
-  10 a generation_stop row exists while its generation runs: it names its conversation and
+  12 a generation_stop row exists while its generation runs: it names its conversation and
      carries a stop_requested flag.
 """
 from peewee import BooleanField, CharField, DateTimeField, DoubleField, TextField
@@ -69,7 +69,7 @@ def _v8(migrator):
     db.execute_sql('DROP INDEX IF EXISTS "message_created_at"')
 
 
-def _v10(migrator):
+def _v12(migrator):
     db.execute_sql('DELETE FROM "generation_stop"')  # stop requests naming no conversation
     have = _columns("generation_stop")
     migrate(*[migrator.add_column("generation_stop", name, field) for name, field in (
@@ -77,7 +77,7 @@ def _v10(migrator):
         ("stop_requested", BooleanField(default=False))) if name not in have])
 
 
-STEPS = {2: _v2, 4: _v4, 6: _v6, 7: _v7, 8: _v8, 10: _v10}
+STEPS = {2: _v2, 4: _v4, 6: _v6, 7: _v7, 8: _v8, 12: _v12}
 LATEST = max(STEPS)
 
 
