@@ -239,3 +239,42 @@ def test_model_override_allowed(app, chatapi):
     bot = chatapi.post("/api/v1/create-chatbot", json={"chatbotName": "M"}).get_json()["chatbotId"]
     chatapi.patch(f"/api/v1/bots/{bot}", json={"allowed_models": ["echo/echo"]})
     assert _chat(chatapi, bot, "hi", model="echo/echo").get_json()["text"] == "Echo: hi"
+
+
+def test_get_conversations_asks_the_database_the_same_for_any_page_size(app, chatapi, monkeypatch):
+    from datetime import datetime, timedelta
+
+    from app.services import chat
+    from app.storage.models import Bot
+
+    bot = chatapi.post("/api/v1/create-chatbot", json={"chatbotName": "Busy"}).get_json()["chatbotId"]
+    t0 = datetime(2030, 1, 1)
+    with app.app_context(), db.connection_context():
+        bot_row = Bot.get_by_id(bot)
+        for i in range(50):
+            conv = chat.start_conversation(bot_row, conversation_id=f"conv-{i:02d}")
+            Conversation.update(created_at=t0 + timedelta(minutes=i)).where(Conversation.id == conv.id).execute()
+            for j, role in enumerate(("user", "assistant") * (1 + i % 3)):
+                Message.create(conversation=conv, role=role, content=f"{i}.{j}",
+                               created_at=t0 + timedelta(minutes=i, seconds=j))
+    statements = []
+    database = db.obj
+    real = database.execute_sql
+
+    def counting(sql, params=None, *args, **kwargs):
+        statements.append(sql)
+        return real(sql, params, *args, **kwargs)
+
+    monkeypatch.setattr(database, "execute_sql", counting)
+    counts = {}
+    for size in (1, 1, 50):  # the first request also notes when the key was last used
+        statements.clear()
+        body = chatapi.get(f"/api/v1/get-conversations?chatbotId={bot}&size={size}").get_json()
+        counts[size] = len(statements)
+        assert body["total"] == 50 and len(body["data"]) == size
+    assert counts[50] == counts[1], counts  # not one more query per conversation
+    assert [c["id"] for c in body["data"]] == [f"conv-{i:02d}" for i in reversed(range(50))]
+    for conv in body["data"]:
+        i = int(conv["id"][5:])
+        assert [m["content"] for m in conv["messages"]] == [f"{i}.{j}" for j in range(2 * (1 + i % 3))]
+        assert [m["role"] for m in conv["messages"]] == ["user", "assistant"] * (1 + i % 3)

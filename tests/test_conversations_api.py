@@ -131,8 +131,21 @@ def test_bad_input_changes_nothing(app, admin, bot):
     assert snapshot(app) == before
 
 
-def test_stop_endpoint_records_request(app, admin, bot):
+def test_a_stop_must_name_an_answer_of_the_conversation(app, client, admin, bot):
     conv = _start(admin, bot)
-    resp = admin.post(f"/api/v1/conversations/{conv['id']}/messages/some-generation/stop")
-    assert resp.status_code == 202 and resp.get_json()["stop_requested"] is True
-    assert_error(admin.post("/api/v1/conversations/nope/messages/x/stop"), 404)
+    reply = admin.post(f"/api/v1/conversations/{conv['id']}/messages", json={"content": "hi"}).get_json()
+    other = _start(admin, bot)
+    theirs = Api(client, create_key(app, kind="client", bot_ids=[admin.post(
+        "/api/v1/bots", json={"name": "Other"}).get_json()["id"]]))
+    before = snapshot(app)
+    stop = "/api/v1/conversations/{}/messages/{}/stop"
+    for conv_id, message_id in ((conv["id"], "some-generation"), (conv["id"], "0" * 36),
+                                (conv["id"], reply["user_message_id"]), (other["id"], reply["message"]["id"]),
+                                ("nope", reply["message"]["id"])):
+        assert_error(admin.post(stop.format(conv_id, message_id)), 404)
+    assert_error(theirs.post(stop.format(conv["id"], reply["message"]["id"])), 404)
+    assert snapshot(app) == before
+    finished = admin.post(stop.format(conv["id"], reply["message"]["id"]))
+    assert finished.status_code == 202
+    assert finished.get_json() == {"message_id": reply["message"]["id"], "stop_requested": False}
+    assert snapshot(app) == before

@@ -140,13 +140,78 @@ def test_stop_request_ends_turn_incomplete(ctx):
         events = turn.events()
         start = next(events)
         next(events)
-        chat.request_stop(start.assistant_message_id)
+        assert chat.request_stop(conv, start.assistant_message_id) is True
         rest = list(events)
     assert isinstance(rest[-1], Done) and rest[-1].status == "incomplete"
     assert rest[-1].finish_reason == "stopped"
     msg = Message.get_by_id(start.assistant_message_id)
     assert msg.status == "incomplete" and 0 < len(msg.content) < 5000
     assert not GenerationStop.select().exists()
+    assert chat.request_stop(conv, start.assistant_message_id) is False  # finished: nothing to stop
+
+
+def test_a_stop_switch_lives_exactly_as_long_as_its_generation(ctx):
+    bot = _bot()
+    conv = chat.start_conversation(bot)
+    seen = []
+
+    def script(request):
+        seen.append([(s.id, s.conversation_id, s.stop_requested) for s in GenerationStop.select()])
+        yield "fine"
+
+    for outcome in ("complete", "error", "client gone"):
+        def run(request, outcome=outcome):
+            yield from script(request)
+            if outcome == "error":
+                raise RuntimeError("provider bug")
+            yield " and more"
+
+        with scripted(ctx, run):
+            turn = _turn(ctx, bot, conv, "talk", model="scripted/test")
+            events = turn.events()
+            if outcome == "client gone":
+                next(events), next(events)
+                events.close()
+            else:
+                list(events)
+        assert seen[-1] == [(turn.message_id, conv.id, False)]  # there while it ran
+        assert Message.get_by_id(turn.message_id).role == "assistant"
+        assert not GenerationStop.select().exists(), outcome  # gone with the saved answer
+        with pytest.raises(NotFound):
+            chat.request_stop(chat.start_conversation(bot), turn.message_id)  # not that conversation's
+
+
+def test_a_stop_for_an_unknown_generation_is_not_found_and_stores_nothing(ctx):
+    bot = _bot()
+    conv = chat.start_conversation(bot)
+    _turn(ctx, bot, conv, "hi").run()
+    user_message = Message.get((Message.conversation == conv) & (Message.role == "user"))
+    for bogus in ("some-generation", "00000000-0000-7000-8000-000000000000", user_message.id):
+        with pytest.raises(NotFound):
+            chat.request_stop(conv, bogus)
+    assert not GenerationStop.select().exists()
+
+
+def test_stale_stop_switches_are_purged(ctx):
+    from datetime import datetime, timedelta
+
+    from app import clock
+
+    bot = _bot()
+    conv = chat.start_conversation(bot)
+    long_ago = datetime(2030, 1, 1)
+    clock.freeze(long_ago)
+    try:
+        abandoned = _turn(ctx, bot, conv, "never run")  # its worker died before the provider call
+        clock.freeze(long_ago + timedelta(seconds=ctx.config["STREAM_TIMEOUT"] - 1))
+        running = _turn(ctx, bot, conv, "running")
+        clock.freeze(long_ago + timedelta(seconds=ctx.config["STREAM_TIMEOUT"] + 1))
+        assert chat.request_stop(conv, running.message_id) is True
+        with pytest.raises(NotFound):
+            chat.request_stop(conv, abandoned.message_id)
+    finally:
+        clock.freeze(None)
+    assert [s.id for s in GenerationStop.select()] == [running.message_id]
 
 
 def test_passages_reach_prompt_and_citations(ctx, monkeypatch):

@@ -114,3 +114,18 @@ def test_fresh_database_is_latest(app):
     with app.app_context(), db.connection_context():
         assert migrations.current_version() == migrations.LATEST
         assert Message.select().count() == 0
+
+
+def test_v12_gives_stop_switches_their_conversation(database_url, tmp_path):
+    app = make_app(database_url, tmp_path)
+    with app.app_context(), db.connection_context():
+        migrator = SqliteMigrator(db) if is_sqlite() else PostgresqlMigrator(db)
+        migrate(migrator.drop_column("generation_stop", "conversation_id"),
+                migrator.drop_column("generation_stop", "stop_requested"))
+        db.execute_sql("INSERT INTO generation_stop (id, created_at) VALUES ('any-id', '2024-01-01 00:00:00')")
+        SchemaVersion.update(version=8).execute()
+    app2 = make_app(database_url, tmp_path)
+    with app2.app_context(), db.connection_context():
+        assert migrations.current_version() == migrations.LATEST
+        assert {"conversation_id", "stop_requested"} <= _columns("generation_stop")
+        assert db.execute_sql("SELECT COUNT(*) FROM generation_stop").fetchone()[0] == 0

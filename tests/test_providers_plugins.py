@@ -230,8 +230,8 @@ def models_app(database_url, tmp_path, fake_openai):
         db.close()
 
 
-def test_models_api_lists_models_with_provider_and_aliases(models_app):
-    key = create_key(models_app, kind="client", name="client")
+def test_models_api_lists_models_with_provider_and_aliases(models_app, fake_openai):
+    key = create_key(models_app, kind="admin", name="admin")
     resp = Api(models_app.test_client(), key).get("/api/v1/models")
     assert resp.status_code == 200, resp.get_json()
     body = resp.get_json()
@@ -239,11 +239,28 @@ def test_models_api_lists_models_with_provider_and_aliases(models_app):
     assert by_id["openai/gpt-test"] == {
         "id": "openai/gpt-test", "kind": "chat", "provider": "openai", "model_id": "gpt-test",
         "plugin": "openai", "aliases": ["fast"],
-        "description": by_id["openai/gpt-test"]["description"]}
+        "description": f"OpenAI-compatible model at {fake_openai.base_url}"}
     assert (by_id["ollama/llama3"]["provider"], by_id["ollama/llama3"]["plugin"]) == ("ollama", "openai")
     assert by_id["echo/echo"]["aliases"] == ["demo"]
     assert body["aliases"] == {"demo": "echo/echo", "fast": "openai/gpt-test"}
     assert [m["id"] for m in body["data"]] == sorted(by_id)
+
+
+def test_client_keys_see_the_models_without_how_or_where_they_are_served(models_app, fake_openai):
+    client = models_app.test_client()
+    admin = Api(client, create_key(models_app, kind="admin", name="admin")).get("/api/v1/models").get_json()
+    assert fake_openai.base_url in json.dumps(admin)
+    resp = Api(client, create_key(models_app, kind="client", name="client")).get("/api/v1/models")
+    assert resp.status_code == 200, resp.get_json()
+    assert fake_openai.base_url not in resp.get_data(as_text=True)
+    assert "127.0.0.1" not in resp.get_data(as_text=True)
+    body = resp.get_json()
+    assert body["data"] == [{k: v for k, v in m.items() if k not in ("plugin", "description")}
+                            for m in admin["data"]]
+    by_id = {m["id"]: m for m in body["data"]}
+    assert by_id["openai/gpt-test"] == {"id": "openai/gpt-test", "kind": "chat", "provider": "openai",
+                                        "model_id": "gpt-test", "aliases": ["fast"]}
+    assert body["aliases"] == admin["aliases"] == {"demo": "echo/echo", "fast": "openai/gpt-test"}
 
 
 def test_models_api_needs_a_valid_key(models_app):

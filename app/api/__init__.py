@@ -7,7 +7,7 @@ from flask import jsonify
 from flask_smorest import Api
 from marshmallow import Schema, fields
 
-from app.storage.db import db
+from app.storage.db import ping
 
 
 class ErrorSchema(Schema):
@@ -180,8 +180,7 @@ def init_api(app):
     def healthz():
         """Process up and database reachable."""
         try:
-            with db.connection_context():
-                db.execute_sql("SELECT 1")
+            ping()
         except Exception as exc:  # noqa: BLE001 - report, don't crash
             return jsonify({"status": "error", "database": "unreachable",
                             "detail": type(exc).__name__}), 503

@@ -14,6 +14,7 @@ from app.api.common import (
     name_field,
     page,
     page_schema,
+    scope_key,
     user_label_field,
 )
 from app.api.sse import SSE_EVENT_SCHEMA, sse, stream_response
@@ -135,11 +136,6 @@ class RunOut(Schema):
 RunPage = page_schema(RunOut, "RunPage")
 
 
-def _scope():
-    key = current_key()
-    return key if key.kind != "admin" else None
-
-
 @blp.route("")
 class AutomationList(MethodView):
     @blp.arguments(PageArgs, location="query")
@@ -195,7 +191,7 @@ class RunReply(Schema):
 def run_automation(data, automation_id):
     """Run an automation (JSON, or SSE streaming the last step's deltas)"""
     key = current_key()
-    automation = automations.get(automation_id, _scope())
+    automation = automations.get(automation_id, scope_key())
     kwargs = dict(registry=registry(), config=current_app.config, key=key, end_user=data.get("user_id"),
                   dialect="chatport", step_contexts=data.get("steps"), on_finish=meter_for(automation))
     if data["stream"]:
@@ -239,7 +235,7 @@ class RateRun(Schema):
 @runs_blp.response(200, RunPage)
 def list_runs(args):
     """List automation runs (a client key sees its own)"""
-    query = automations.runs_query(_scope(), args.pop("automation_id", None))
+    query = automations.runs_query(scope_key(), args.pop("automation_id", None))
     return page(*paginate(query, AutomationRun, **args))
 
 
@@ -247,12 +243,7 @@ def list_runs(args):
 @runs_blp.response(200, RunOut)
 def show_run(run_id):
     """Show a run: inputs, each step's prompt length, output, model, tokens and duration"""
-    row = automations.runs_query(_scope()).where(AutomationRun.id == run_id).first()
-    if row is None:
-        from app.errors import NotFound
-
-        raise NotFound(f"Run {run_id} not found")
-    return row
+    return automations.get_run(run_id, scope_key())
 
 
 @runs_blp.route("/<run_id>/rating", methods=["POST"])
@@ -260,4 +251,4 @@ def show_run(run_id):
 @runs_blp.response(200, RunOut)
 def rate_run(data, run_id):
     """Rate a run by its log id: 1-5 stars and a comment"""
-    return automations.rate(run_id, data["rating"], data.get("comment"), _scope())
+    return automations.rate(run_id, data["rating"], data.get("comment"), scope_key())

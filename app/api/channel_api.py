@@ -145,13 +145,7 @@ def list_conversations():
     """List this bot's conversations (limit 1..100, cursor)"""
     args = _body(PageBody)
     items, pagination = _page(chat.conversations_query(channel=g.channel), Conversation, args)
-    first = {}
-    if items:
-        rows = (Message.select(Message.conversation, Message.content, Message.created_at, Message.id)
-                .where(Message.conversation.in_([c.id for c in items]) & (Message.role == "user"))
-                .order_by(Message.created_at.desc(), Message.id.desc()))
-        for m in rows:  # newest first, so the oldest user message wins
-            first[m.conversation_id] = m.content
+    first = chat.first_user_messages([c.id for c in items])
     return {"success": True,
             "conversations": [{"id": c.id, "createdAt": _iso(c.created_at), "initialMessage": first.get(c.id, "")}
                               for c in items],

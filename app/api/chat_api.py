@@ -27,7 +27,6 @@ from app.ids import is_client_id
 from app.providers.llm import registry
 from app.services import bots, chat, chatbots, keys
 from app.services.events import Delta, Error
-from app.storage.models import Conversation, Message
 from app.storage.pagination import page_size
 
 blp = Blueprint("chat_api", __name__, url_prefix="", description="Chat API (Chatbase-style)")
@@ -201,7 +200,7 @@ def get_chatbots():
     """List chatbots"""
     _admin()
     _meter()
-    rows = list(bots.scoped(current_key()).order_by(bots.Bot.created_at, bots.Bot.id))
+    rows = bots.all_bots(current_key())
     return {"chatbots": {"data": ChatbotOut(many=True).dump(rows)}}
 
 
@@ -253,21 +252,13 @@ def get_conversations(args):
     key = current_key()
     bot = bots.get_bot(args["chatbotId"], key)
     _meter(bot)
-    query = chat.conversations_query(bot_id=bot.id)
     start = clock.parse_time(args.get("startDate"), "startDate")
     end = clock.parse_time(args.get("endDate"), "endDate", end_of_day=True)
-    if start:
-        query = query.where(Conversation.created_at >= start)
-    if end:
-        query = query.where(Conversation.created_at <= end)
-    total = query.count()
     size = page_size(args["size"], "size")
-    rows = list(query.order_by(Conversation.created_at.desc(), Conversation.id.desc())
-                .paginate(args["page"], size))
+    rows, total = chat.conversations_with_messages(bot, start=start, end=end, page=args["page"], size=size)
     data = []
     for conv in rows:
-        msgs = chat.messages_query(conv).order_by(Message.created_at, Message.id)
         data.append({"id": conv.id, "chatbot_id": bot.id, "source": conv.surface,
                      "created_at": Timestamp()._serialize(conv.created_at, None, None),
-                     "messages": [{"role": m.role, "content": m.content} for m in msgs]})
+                     "messages": [{"role": m.role, "content": m.content} for m in conv.messages_in_order]})
     return {"data": data, "page": args["page"], "size": size, "total": total}

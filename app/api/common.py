@@ -182,6 +182,11 @@ def current_key():
     return g.api_key
 
 
+def scope_key():
+    """The current key as the services' ``key=`` scope: None for an admin key (everything)."""
+    return keys.scope_of(current_key())
+
+
 def admin_only():
     """``before_request`` hook for management blueprints: 401 / 403 before any parsing."""
     keys.require_admin(current_key())

@@ -192,7 +192,7 @@ class MessageList(MethodView):
         # Every turn answers this: rendered from the saved row's values, as TurnOut would
         # render it (tests/test_conversations_api.py holds them equal), without a schema pass.
         message = (_message_json(turn.saved) if turn.saved is not None
-                   else MessageOut().dump(Message.get_by_id(done.message_id)))
+                   else MessageOut().dump(chat.get_message(done.message_id)))
         return current_app.json.response({
             "conversation_id": conv.id,
             "user_message_id": turn.user_message_id,
@@ -258,8 +258,11 @@ class StopOut(Schema):
 @blp.route("/<conversation_id>/messages/<message_id>/stop", methods=["POST"])
 @blp.response(202, StopOut)
 def stop_generation(conversation_id, message_id):
-    """Stop an in-flight answer (the message id from the stream's start event); the partial answer is saved"""
+    """Stop an in-flight answer (the message id from the stream's start event); the partial answer is saved.
+
+    `stop_requested` is false when the answer had already finished; 404 for an id that is not an
+    answer of this conversation."""
     _meter()
-    _conversation(conversation_id)
-    chat.request_stop(message_id)
-    return {"message_id": message_id, "stop_requested": True}
+    running = chat.request_stop(_conversation(conversation_id), message_id,
+                                max_age=float(current_app.config["STREAM_TIMEOUT"]))
+    return {"message_id": message_id, "stop_requested": running}

@@ -3,7 +3,7 @@
 from flask import current_app
 from marshmallow import EXCLUDE, Schema, fields
 
-from app.api.common import Blueprint, any_key, current_key, id_field, user_label_field
+from app.api.common import Blueprint, any_key, current_key, id_field, scope_key, user_label_field
 from app.api.errors import register_dialect
 from app.metering import meter_for
 from app.providers.llm import registry
@@ -49,10 +49,6 @@ class GeneratePrompt(FlowsLoose):
     endUserId = user_label_field(min_length=0, allow_none=True)
 
 
-def _scope(key):
-    return key if key.kind != "admin" else None
-
-
 def _generate(automation, inputs, end_user, step_contexts=None):
     result = automations.run(automation, inputs, registry=registry(), config=current_app.config, key=current_key(),
                              end_user=end_user, dialect="flows", step_contexts=step_contexts,
@@ -66,7 +62,7 @@ def _generate(automation, inputs, end_user, step_contexts=None):
 @blp.response(200)
 def generate_flow(data, flow_id):
     """Run a flow with its inputs; `steps.stepN.context` overrides a step's knowledge folders and tags"""
-    automation = automations.get(flow_id, _scope(current_key()))
+    automation = automations.get(flow_id, scope_key())
     return _generate(automation, data["flow"].get("inputs", {}), data.get("userId"), data.get("steps"))
 
 
@@ -75,5 +71,5 @@ def generate_flow(data, flow_id):
 @blp.response(200)
 def generate_prompt(data):
     """Run a single prompt (an automation) by `prompt.promptId` with `prompt.inputs`"""
-    automation = automations.get(data["prompt"]["promptId"], _scope(current_key()))
+    automation = automations.get(data["prompt"]["promptId"], scope_key())
     return _generate(automation, data["prompt"].get("inputs", {}), data.get("endUserId"))

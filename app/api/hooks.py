@@ -6,7 +6,7 @@ return variables and the credits the call used. Errors are
 """
 from flask import current_app
 
-from app.api.common import Blueprint, any_key, current_key, json_object
+from app.api.common import Blueprint, any_key, current_key, json_object, scope_key
 from app.api.errors import register_blueprint_dialect, register_dialect
 from app.metering import meter_for
 from app.providers.llm import registry
@@ -33,7 +33,7 @@ def register(app, api):
 def call_endpoint(endpoint):
     """Run the automation behind a user-defined endpoint; the JSON body gives its variables"""
     key = current_key()
-    automation = automations.by_endpoint(endpoint, keys_scope(key))
+    automation = automations.by_endpoint(endpoint, scope_key())
     body = json_object("The body must be a JSON object of variables")
     on_finish = meter_for(automation)
     result = automations.run(automation, body, registry=registry(), config=current_app.config, key=key,
@@ -41,6 +41,3 @@ def call_endpoint(endpoint):
     return {"success": True, "data": result.outputs,
             "usage": {"total_usage": result.credits, "prompt_length": result.prompt_length}}
 
-
-def keys_scope(key):
-    return key if key.kind != "admin" else None

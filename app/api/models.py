@@ -1,9 +1,10 @@
-"""chatport API: the models this instance offers (any valid key)."""
+"""chatport API: the models this instance offers (any valid key; how and where each is served,
+admin keys only)."""
 from flask.views import MethodView
 from marshmallow import Schema, fields
 
-from app.api.common import Blueprint, any_key
-from app.services import models
+from app.api.common import Blueprint, any_key, current_key
+from app.services import keys, models
 
 blp = Blueprint("models", __name__, url_prefix="/models", description="Models")
 blp.before_request(any_key)
@@ -14,8 +15,8 @@ class ModelOut(Schema):
     kind = fields.Str(metadata={"description": "chat or embedding"})
     provider = fields.Str()
     model_id = fields.Str()
-    plugin = fields.Str(metadata={"description": "The plugin that registered it"})
-    description = fields.Str()
+    plugin = fields.Str(metadata={"description": "The plugin that registered it (admin keys only)"})
+    description = fields.Str(metadata={"description": "How and where it is served (admin keys only)"})
     aliases = fields.List(fields.Str(), metadata={"description": "Aliases resolving to it"})
     dimensions = fields.Int(metadata={"description": "Embedding models only"})
 
@@ -30,5 +31,6 @@ class ModelList(Schema):
 class Models(MethodView):
     @blp.response(200, ModelList)
     def get(self):
-        """List every registered model with its provider and aliases (not paginated)"""
-        return {"data": models.list_models(), "aliases": models.aliases()}
+        """List every registered model with its kind and aliases (not paginated)"""
+        return {"data": models.list_models(configuration=keys.is_admin(current_key())),
+                "aliases": models.aliases()}

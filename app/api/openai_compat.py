@@ -18,7 +18,6 @@ from app.errors import BadRequest, Forbidden
 from app.providers.llm import registry
 from app.services import bots, chat, keys
 from app.services.models import list_models
-from app.storage.models import Bot
 
 blp = Blueprint("openai", __name__, url_prefix="/v1", description="OpenAI-compatible API")
 blp.before_request(any_key)
@@ -119,7 +118,7 @@ def models():
         for m in list_models(registry()):
             if m.get("kind", "chat") == "chat":
                 data.append({"id": m["id"], "object": "model", "created": 0, "owned_by": m["provider"]})
-    for bot in bots.scoped(key).where(Bot.enabled == True):  # noqa: E712
+    for bot in bots.enabled_bots(key):
         data.append({"id": f"bot/{bot.id}", "object": "model", "created": calendar.timegm(bot.created_at.timetuple()),
                      "owned_by": "chatport", "name": bot.name})
     return {"object": "list", "data": data}

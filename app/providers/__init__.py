@@ -9,11 +9,32 @@ Inside the package: ``llm`` (the model interface and the registry), ``hookspecs`
 mapping, SSE reading), ``http_transport`` (the HTTP client under the SDKs), ``streaming``
 (heartbeats around a provider's stream) and ``netguard`` (the address guard).
 """
-from app.errors import (ProviderAuthError, ProviderBadRequest, ProviderError, ProviderRateLimited,
-                        ProviderTimeout, ProviderUnavailable)
-from app.providers.helpers import (SSE_END, LazyClient, NoRetryOn429, as_list, body_chunks, byte_lines,
-                                   check_base_url, retry_after, sdk_error, setting, sse_batches, sse_data,
-                                   sse_texts, status_error, upstream_message, usage_or_estimate)
+from app.errors import (
+                        ProviderAuthError,
+                        ProviderBadRequest,
+                        ProviderError,
+                        ProviderRateLimited,
+                        ProviderTimeout,
+                        ProviderUnavailable,
+)
+from app.providers.helpers import (
+                        SSE_END,
+                        LazyClient,
+                        NoRetryOn429,
+                        as_list,
+                        body_chunks,
+                        byte_lines,
+                        check_base_url,
+                        retry_after,
+                        sdk_error,
+                        setting,
+                        sse_batches,
+                        sse_data,
+                        sse_texts,
+                        status_error,
+                        upstream_message,
+                        usage_or_estimate,
+)
 from app.providers.hookspecs import hookimpl
 from app.providers.http_transport import Http11Transport, LeanClient
 from app.providers.llm import ChatRequest, EmbeddingModel, Model, Usage, estimate_tokens

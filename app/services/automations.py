@@ -20,6 +20,7 @@ from app.errors import ApiError, BadRequest, Conflict, NotFound
 from app.ids import new_id
 from app.metering import credits as credit_rules
 from app.providers.llm import ChatRequest, Usage, estimate_tokens
+from app.services import keys
 from app.storage.db import db
 from app.storage.models import Automation, AutomationRun, AutomationStep
 
@@ -137,7 +138,8 @@ def save(data, *, registry, automation=None):
 
 def scoped(key=None):
     query = Automation.select()
-    if key is not None and key.kind != "admin" and key.automation_ids:
+    key = keys.scope_of(key)
+    if key is not None and key.automation_ids:
         query = query.where(Automation.id.in_(key.automation_ids))
     return query
 
@@ -333,17 +335,24 @@ def rate(run_id, stars, comment=None, key=None):
     """Rate a run 1-5 stars. Raises NotFound, BadRequest."""
     if not isinstance(stars, int) or not 1 <= stars <= 5:
         raise BadRequest("rating must be 1 to 5 stars", fields={"rating": "out of range"})
-    row = runs_query(key).where(AutomationRun.id == run_id).first()
-    if row is None:
-        raise NotFound(f"Run {run_id} not found")
+    row = get_run(run_id, key)
     row.rating, row.rating_comment = stars, comment
     row.save()
     return row
 
 
+def get_run(run_id, key=None):
+    """A run within the key's scope. Raises NotFound."""
+    row = runs_query(key).where(AutomationRun.id == run_id).first()
+    if row is None:
+        raise NotFound(f"Run {run_id} not found")
+    return row
+
+
 def runs_query(key=None, automation_id=None):
     query = AutomationRun.select()
-    if key is not None and key.kind != "admin":
+    key = keys.scope_of(key)
+    if key is not None:
         if key.automation_ids:
             query = query.where(AutomationRun.automation.in_(key.automation_ids))
         query = query.where(AutomationRun.api_key == key.id)

@@ -1,6 +1,7 @@
 """Bots: instructions + model + knowledge settings. Scoped by API key."""
 from app import clock
 from app.errors import BadRequest, NotFound
+from app.services import keys
 from app.services.sampling import check_temperature
 from app.storage.models import Bot
 from app.storage.pagination import paginate
@@ -21,9 +22,20 @@ def _validate(fields):
 def scoped(key=None):
     """Bots the key may see (all for admin or unscoped keys)."""
     query = Bot.select()
-    if key is not None and key.kind != "admin" and key.bot_ids:
+    key = keys.scope_of(key)
+    if key is not None and key.bot_ids:
         query = query.where(Bot.id.in_(key.bot_ids))
     return query
+
+
+def all_bots(key=None):
+    """Every bot the key may see, oldest first (not paginated)."""
+    return list(scoped(key).order_by(Bot.created_at, Bot.id))
+
+
+def enabled_bots(key=None):
+    """The enabled bots the key may see."""
+    return list(scoped(key).where(Bot.enabled == True))  # noqa: E712
 
 
 def create_bot(*, name, model=None, default_model="echo/echo", **fields):

@@ -10,6 +10,7 @@ connection is held across the provider call.
 """
 import logging
 import time
+from datetime import timedelta
 
 from peewee import SQL, fn
 
@@ -19,8 +20,8 @@ from app.ids import new_id
 from app.providers.llm import ChatRequest, Usage, estimate_tokens
 from app.providers.streaming import HEARTBEAT, with_heartbeats
 from app.services import retrieval
-from app.services.sampling import check_temperature
 from app.services.events import Delta, Done, Error, Heartbeat, Start
+from app.services.sampling import check_temperature
 from app.storage import prepared
 from app.storage.db import db
 from app.storage.models import Bot, BotSource, Conversation, GenerationStop, Message
@@ -103,6 +104,47 @@ def messages_query(conversation):
     return Message.select().where(Message.conversation == conversation)
 
 
+def get_message(message_id):
+    """A saved message by id, or None."""
+    return Message.get_or_none(Message.id == message_id)
+
+
+def conversations_with_messages(bot, *, start=None, end=None, page=1, size=10):
+    """One page of ``bot``'s conversations created between ``start`` and ``end`` (naive UTC,
+    either None), newest first, each with ``.messages_in_order`` (its messages, oldest first);
+    and how many conversations match. Three queries whatever the page size: count, page,
+    the page's messages."""
+    query = Conversation.select().where(Conversation.bot == bot.id)
+    if start:
+        query = query.where(Conversation.created_at >= start)
+    if end:
+        query = query.where(Conversation.created_at <= end)
+    total = query.count()
+    rows = list(query.order_by(Conversation.created_at.desc(), Conversation.id.desc()).paginate(page, size))
+    by_conv = {conv.id: [] for conv in rows}
+    if rows:
+        msgs = (Message.select(Message.conversation, Message.role, Message.content)
+                .where(Message.conversation.in_(list(by_conv)))
+                .order_by(Message.conversation, Message.created_at, Message.id))
+        for m in msgs:
+            by_conv[m.conversation_id].append(m)
+    for conv in rows:
+        conv.messages_in_order = by_conv[conv.id]
+    return rows, total
+
+
+def first_user_messages(conversation_ids):
+    """``{conversation id: content of its first user message}`` for those that have one."""
+    first = {}
+    if conversation_ids:
+        rows = (Message.select(Message.conversation, Message.content, Message.created_at, Message.id)
+                .where(Message.conversation.in_(list(conversation_ids)) & (Message.role == "user"))
+                .order_by(Message.created_at.desc(), Message.id.desc()))
+        for m in rows:  # newest first, so the oldest user message wins
+            first[m.conversation_id] = m.content
+    return first
+
+
 def delete_conversation(conversation):
     conversation.delete_instance()
 
@@ -121,14 +163,39 @@ def rate_message(conversation, message_id, rating, comment=None):
     return msg
 
 
-def request_stop(generation_id):
-    """Ask the turn generating ``generation_id`` (an assistant message id) to stop.
+def request_stop(conversation, generation_id, *, max_age=600.0):
+    """Ask the turn generating ``generation_id`` (the assistant message id of its start event)
+    in ``conversation`` to stop; the running turn, in whichever worker, polls for it.
 
-    Works across workers: the running turn polls for the row. Idempotent.
+    Returns True when a running generation was asked to stop, False when it has already
+    finished (its message is saved: nothing to stop). Raises NotFound for an id that is neither
+    a generation of this conversation nor one of its answers: nothing is stored then.
+    Stop switches older than ``max_age`` seconds (``STREAM_TIMEOUT``: no turn runs that long)
+    are purged on the way.
     """
-    if Message.select().where(Message.id == generation_id).exists():
-        return  # already saved: nothing to stop, and no row left behind
-    GenerationStop.insert(id=generation_id, created_at=clock.now()).on_conflict_ignore().execute()
+    purge_stale_stops(max_age)
+    asked = prepared.execute("request_stop", lambda: GenerationStop.update(stop_requested=True).where(
+        (GenerationStop.id == "?") & (GenerationStop.conversation_id == "?")), True, generation_id, conversation.id)
+    if asked:
+        return True
+    saved = Message.select(Message.id).where(
+        (Message.id == generation_id) & (Message.conversation == conversation.id) & (Message.role == "assistant"))
+    if saved.exists():  # the turn saves its answer and deletes its switch in one transaction
+        return False
+    raise NotFound(f"Generation {generation_id} not found in conversation {conversation.id}")
+
+
+_next_purge = 0.0  # time.monotonic() after which a turn's start purges stale stop switches
+
+
+def purge_stale_stops(max_age):
+    """Delete stop switches older than ``max_age`` seconds: left by a worker that died mid-turn
+    or a turn prepared and never run (a finished turn deletes its own)."""
+    global _next_purge
+    _next_purge = time.monotonic() + max_age
+    cutoff = clock.now() - timedelta(seconds=max_age)
+    return prepared.execute("purge_stops", lambda: GenerationStop.delete().where(
+        GenerationStop.created_at < "?"), GenerationStop.created_at.db_value(cutoff))
 
 
 # ---------------------------------------------------------------- turns
@@ -275,14 +342,20 @@ def prepare_turn(*, registry, config, bot=None, model=None, content=None, messag
         options["temperature"] = bot.temperature
     if bot is not None and options.get("max_tokens") is None and bot.max_tokens:
         options["max_tokens"] = bot.max_tokens
-    user_message_id = None
+    user_message_id, message_id = None, new_id()
+    stream_timeout = float(config.get("STREAM_TIMEOUT", 600))
     if persist and conversation is not None:
         user_message_id, now = new_id(), clock.now()
-        with prepared.atomic():  # one commit for both
+        with prepared.atomic():  # one commit for all
             prepared.insert_values(Message, _message_row(
                 id=user_message_id, conversation=conversation.id, role="user", content=new_user, created_at=now))
             prepared.execute("touch_conversation", lambda: Conversation.update(updated_at=now).where(
                 Conversation.id == "?"), now, conversation.id)
+            # the answer's stop switch: a stop request must name a generation that is running
+            prepared.insert_values(GenerationStop, {"id": message_id, "conversation_id": conversation.id,
+                                                    "stop_requested": False, "created_at": now})
+            if time.monotonic() >= _next_purge:  # at most once per STREAM_TIMEOUT per process
+                purge_stale_stops(stream_timeout)
     request = ChatRequest(
         messages=prompt_msgs,
         temperature=options.get("temperature"),
@@ -294,32 +367,32 @@ def prepare_turn(*, registry, config, bot=None, model=None, content=None, messag
     )
     return Turn(model=provider_model, request=request,
                 conversation_id=conversation.id if (persist and conversation is not None) else None,
-                user_message_id=user_message_id, passages=passages,
-                stream_timeout=float(config.get("STREAM_TIMEOUT", 600)),
+                user_message_id=user_message_id, message_id=message_id, passages=passages,
+                stream_timeout=stream_timeout,
                 stop_poll=float(config.get("STOP_POLL_INTERVAL", 0.5)))
 
 
 class Turn:
     """One prepared turn. Iterate ``events()`` once."""
 
-    def __init__(self, *, model, request, conversation_id, user_message_id, passages,
+    def __init__(self, *, model, request, conversation_id, user_message_id, passages, message_id=None,
                  stream_timeout=600.0, stop_poll=0.5):
         self.model = model
         self.request = request
         self.conversation_id = conversation_id
         self.user_message_id = user_message_id
         self.passages = passages
-        self.message_id = new_id()
+        self.message_id = message_id or new_id()
         self.stream_timeout = stream_timeout
         self.stop_poll = stop_poll
         self.created = time.time()
-        self.stop_requested_elsewhere = False  # a stop row was seen (deleted when the turn is saved)
         self.saved = None  # the assistant message's column values once saved
 
     def _stop_requested(self):
         with prepared.session():
-            return prepared.first(GenerationStop, "stop_by_id", lambda: GenerationStop.select(GenerationStop.id)
-                                 .where(GenerationStop.id == "?"), self.message_id) is not None
+            return bool(prepared.rows("stop_requested", lambda: GenerationStop.select(GenerationStop.id).where(
+                (GenerationStop.id == "?") & (GenerationStop.stop_requested == True)),  # noqa: E712
+                self.message_id, True))
 
     def events(self, heartbeat=None):
         """Yield Start, Delta*, (Heartbeat*), then Done or Error. Persists in ``finally``."""
@@ -349,7 +422,6 @@ class Turn:
                     if self.conversation_id and now >= next_stop_check:
                         next_stop_check = now + self.stop_poll
                         if self._stop_requested():
-                            self.stop_requested_elsewhere = True
                             finish = "stopped"
                             break
                 else:
@@ -390,17 +462,16 @@ class Turn:
         if not self.conversation_id:
             return
         try:
-            with prepared.session():
-                row = _message_row(
-                    id=self.message_id, conversation=self.conversation_id, role="assistant", content=content,
-                    status=status, error=(error.message if error else None), model=self.model.name,
-                    prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-                    tokens_estimated=usage.estimated, citations=self.passages)
+            row = _message_row(
+                id=self.message_id, conversation=self.conversation_id, role="assistant", content=content,
+                status=status, error=(error.message if error else None), model=self.model.name,
+                prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+                tokens_estimated=usage.estimated, citations=self.passages)
+            with prepared.session(), prepared.atomic():  # the answer and the end of its stop switch
                 prepared.insert_values(Message, row)
-                self.saved = row
-                if self.stop_requested_elsewhere:
-                    prepared.execute("clear_stop", lambda: GenerationStop.delete().where(
-                        GenerationStop.id == "?"), self.message_id)
+                prepared.execute("clear_stop", lambda: GenerationStop.delete().where(
+                    GenerationStop.id == "?"), self.message_id)
+            self.saved = row
         except Exception:  # noqa: BLE001 - log; the client already has what it has
             log.exception("could not save assistant message %s", self.message_id)
 

@@ -125,20 +125,31 @@ def authenticate(token, *, last_used_interval=60, cache_seconds=0):
     return row
 
 
+def is_admin(key):
+    """True for an admin key (it sees and manages everything)."""
+    return key is not None and key.kind == "admin"
+
+
+def scope_of(key):
+    """``key`` as the scope the services' ``key=`` arguments take: None (everything) for an
+    admin key, else the client key itself."""
+    return None if key is None or is_admin(key) else key
+
+
 def require_admin(key):
     """Raises Forbidden unless ``key`` is an admin key."""
-    if key is None or key.kind != "admin":
+    if not is_admin(key):
         raise Forbidden("This endpoint needs an admin key")
 
 
 def can_use_bot(key, bot_id):
     """True when ``key`` may use the bot (admin, unscoped client, or in scope)."""
-    return key.kind == "admin" or not key.bot_ids or bot_id in key.bot_ids
+    return is_admin(key) or not key.bot_ids or bot_id in key.bot_ids
 
 
 def can_use_automation(key, automation_id):
     """True when ``key`` may use the automation."""
-    return key.kind == "admin" or not key.automation_ids or automation_id in key.automation_ids
+    return is_admin(key) or not key.automation_ids or automation_id in key.automation_ids
 
 
 def get_key(key_id):
@@ -185,6 +196,7 @@ def list_keys():
 
 def bot_scope(key):
     """Bot ids a key is limited to, or None when it may use every bot."""
-    if key is None or key.kind == "admin" or not key.bot_ids:
+    key = scope_of(key)
+    if key is None or not key.bot_ids:
         return None
     return list(key.bot_ids)

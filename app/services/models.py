@@ -2,11 +2,12 @@
 from app.providers.llm import registry
 
 
-def list_models(reg=None):
+def list_models(reg=None, *, configuration=True):
     """Every registered model, sorted by name: chat models, then embedding models.
 
-    Each item: id (``provider/model``), kind, provider, model_id, plugin,
-    description, aliases (those resolving to it), dimensions (embeddings).
+    Each item: id (``provider/model``), kind, provider, model_id, aliases (those resolving to
+    it), dimensions (embeddings); with ``configuration`` (operators, admin keys) also plugin and
+    description, which say how and where the model is served (a provider's base URL).
     """
     reg = reg or registry()
     items = []
@@ -14,8 +15,10 @@ def list_models(reg=None):
         for name in sorted(models):
             model = models[name]
             item = {"id": name, "kind": kind, "provider": model.provider,
-                    "model_id": model.model_id, "plugin": reg.plugins.get(name),
-                    "description": model.description or "", "aliases": reg.aliases_of(name)}
+                    "model_id": model.model_id, "aliases": reg.aliases_of(name)}
+            if configuration:
+                item["plugin"] = reg.plugins.get(name)
+                item["description"] = model.description or ""
             if kind == "embedding":
                 item["dimensions"] = model.dimensions
             items.append(item)

@@ -84,6 +84,12 @@ def is_postgres():
     return isinstance(db.obj, PostgresqlDatabase)
 
 
+def ping():
+    """Run a trivial statement on a connection of its own; raises when the database is unreachable."""
+    with db.connection_context():
+        db.execute_sql("SELECT 1")
+
+
 def init_app(app):
     """Bind ``db`` to the app's DATABASE_URL and close connections after each request."""
     url = app.config.get("DATABASE_URL") or default_url(app.instance_path)

@@ -14,8 +14,10 @@ History:
   7  messages indexed by (conversation, created_at, id): history reads stop sorting whole conversations.
   8  the message indexes that one covers (conversation_id; created_at, which no query used) are
      dropped: two fewer index writes per message.
+  12 a generation_stop row exists while its generation runs: it names its conversation and
+     carries a stop_requested flag.
 """
-from peewee import CharField, DateTimeField, DoubleField, TextField
+from peewee import BooleanField, CharField, DateTimeField, DoubleField, TextField
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
 
 from app import clock
@@ -67,7 +69,15 @@ def _v8(migrator):
     db.execute_sql('DROP INDEX IF EXISTS "message_created_at"')
 
 
-STEPS = {2: _v2, 4: _v4, 6: _v6, 7: _v7, 8: _v8}
+def _v12(migrator):
+    db.execute_sql('DELETE FROM "generation_stop"')  # stop requests naming no conversation
+    have = _columns("generation_stop")
+    migrate(*[migrator.add_column("generation_stop", name, field) for name, field in (
+        ("conversation_id", CharField(max_length=36, null=True)),
+        ("stop_requested", BooleanField(default=False))) if name not in have])
+
+
+STEPS = {2: _v2, 4: _v4, 6: _v6, 7: _v7, 8: _v8, 12: _v12}
 LATEST = max(STEPS)
 
 
@@ -98,6 +108,12 @@ def _table_exists(name):
     if is_sqlite():
         return db.table_exists(name)
     return db.execute_sql("SELECT to_regclass(%s)", (name,)).fetchone()[0] is not None
+
+
+def _columns(table):
+    """A table's column names (on PostgreSQL in the current schema: peewee assumes public)."""
+    schema = None if is_sqlite() else db.execute_sql("SELECT current_schema()").fetchone()[0]
+    return {c.name for c in db.get_columns(table, schema=schema)}
 
 
 def current_version():

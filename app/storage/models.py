@@ -168,9 +168,16 @@ class Message(BaseModel):
 
 
 class GenerationStop(BaseModel):
-    """A request to stop an in-flight generation, visible to every worker."""
+    """The stop switch of an answer being generated, visible to every worker.
+
+    Written with the turn's user message and deleted with the saving of the answer, so a row
+    exists exactly while its generation runs (rows of a worker that died mid-turn are purged
+    once older than ``STREAM_TIMEOUT``). A stop request sets ``stop_requested``; the running
+    turn polls it."""
 
     id = CharField(primary_key=True, max_length=36)  # the generation (assistant message) id
+    conversation_id = CharField(max_length=36, null=True)  # a stop names it: checked against it
+    stop_requested = BooleanField(default=False)
     created_at = DateTimeField(default=clock.now)
 
 
