@@ -4,7 +4,10 @@ one deadline for the whole fetch, the size cap after decompression, and pages wi
 charset."""
 import gzip
 import http.server
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 import time
 
@@ -16,11 +19,13 @@ PUBLIC = "1.1.1.1"  # a public address the guard may see; nothing here ever conn
 
 
 class Recorder(http.server.BaseHTTPRequestHandler):
-    """Records every request; ``routes`` maps a path to (status, headers, body or a callable)."""
+    """Records every request (its path; its Host header and TLS server name in ``hosts``);
+    ``routes`` maps a path to (status, headers, body or a callable)."""
     protocol_version = "HTTP/1.1"
 
     def do_GET(self):  # noqa: N802
         self.server.seen.append(self.path)
+        self.server.hosts.append((self.headers.get("Host"), getattr(self.connection, "sni", None)))
         status, headers, body = self.server.routes.get(self.path, (404, {}, b"nope"))
         if callable(body):
             return body(self)
@@ -36,12 +41,18 @@ class Recorder(http.server.BaseHTTPRequestHandler):
 
 
 class Server:
-    def __init__(self, host="127.0.0.1", routes=None):
+    def __init__(self, host="127.0.0.1", routes=None, tls=None):
         self.httpd = http.server.ThreadingHTTPServer((host, 0), Recorder)
         self.httpd.daemon_threads = True
-        self.httpd.seen, self.httpd.routes = [], dict(routes or {})
+        self.httpd.seen, self.httpd.hosts, self.httpd.routes = [], [], dict(routes or {})
         self.port = self.httpd.server_address[1]
-        self.base = f"http://{host}:{self.port}"
+        self.base = f"{'https' if tls else 'http'}://{host}:{self.port}"
+        if tls is not None:  # an ssl.SSLContext for the server side
+            def keep_sni(sock, name, ctx):
+                sock.sni = name
+
+            tls.sni_callback = keep_sni
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     @property
@@ -160,6 +171,36 @@ def test_dns_rebinding_of_a_redirect_target(admin, app, monkeypatch, loopback_on
         assert state["state"] == "sync_error" and "non-public address (127.0.0.2)" in state["error"], state
         assert target.seen == []
     assert loopback_only == [PUBLIC]
+
+
+@pytest.fixture
+def certificate(tmp_path, monkeypatch):
+    """A server context with a certificate for ``pinned.test`` that fetches trust (SSL_CERT_FILE)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                    "/CN=pinned.test", "-addext", "subjectAltName=DNS:pinned.test", "-keyout", str(key),
+                    "-out", str(cert)], check=True, capture_output=True, timeout=60)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(cert), str(key))
+    return ctx
+
+
+def test_https_keeps_the_hostname_for_host_sni_and_the_certificate(admin, app, monkeypatch, certificate):
+    app.config["KNOWLEDGE_URL_ALLOWED_NETWORKS"] = ["127.0.0.0/8"]
+    with Server(routes={"/": PAGE}, tls=certificate) as local:
+        _rebinding(monkeypatch, "pinned.test", ["127.0.0.1"])
+        state = sync(admin, f"https://pinned.test:{local.port}/")
+        assert state["state"] == "synced", state
+        assert content(admin, state["id"]) == "secret from loopback"
+        assert local.httpd.hosts == [(f"pinned.test:{local.port}", "pinned.test")]
+        # the certificate is checked against the URL's name, not the address connected to
+        _rebinding(monkeypatch, "other.test", ["127.0.0.1"])
+        state = sync(admin, f"https://other.test:{local.port}/")
+        assert state["state"] == "sync_error" and "could not fetch" in state["error"], state
+        assert local.seen == ["/"]
 
 
 def _trickle(handler, pause=0.25, pieces=40):
