@@ -95,6 +95,11 @@ DEFAULTS = {
     "API_PREFIX": "/api/v1",
     "CHANNEL_API_PREFIX": "/api/public/channels",
     "OPENAI_PREFIX": "/v1",
+    # Automation prompt templates: the most characters one step's rendered prompt (or any value
+    # its template builds) may have, and the most seconds its rendering may take; past either
+    # the run fails with a 400 naming the step. None: no bound.
+    "TEMPLATE_MAX_OUTPUT": 1_000_000,
+    "TEMPLATE_TIMEOUT": 2,
     # Automation endpoints: POST <HOOKS_PREFIX>/<endpoint>; "" mounts them at the root.
     "HOOKS_PREFIX": "/hooks",
 }
