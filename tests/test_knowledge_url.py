@@ -12,6 +12,7 @@ import threading
 import time
 
 import pytest
+import requests
 
 from .test_knowledge_api import K, _url_source, wait_state
 
@@ -279,3 +280,38 @@ def test_pages_without_a_charset_are_decoded_by_their_content(admin, app, ctype,
         state = sync(admin, local.base + "/p")
         assert state["state"] == "synced", state
         assert content(admin, state["id"]) == want
+
+
+def test_deadline_and_pinning_in_a_real_gevent_worker(tmp_path):
+    from .servers import chatport_server
+
+    admin_key = "cp_test_admin_key_for_url_deadline_00000000000000"
+    h = {"Authorization": f"Bearer {admin_key}"}
+    env = {"CHATPORT_ADMIN_KEY": admin_key, "CHATPORT_KNOWLEDGE_URL_TIMEOUT": "1",
+           "CHATPORT_KNOWLEDGE_URL_ALLOWED_NETWORKS": '["127.0.0.0/8"]'}
+    with Server() as local, chatport_server(tmp_path / "inst", env=env) as base:
+        local.route("/trickle", body=_trickle)
+        local.route("/page", 200, {"Content-Type": "text/html"}, f"<p>{UTF8_TEXT}</p>".encode())
+
+        def sync_remote(url):
+            src = requests.post(f"{base}{K}/sources", headers=h, timeout=10,
+                                json={"name": "u", "type": "URL", "url": url}).json()
+            started = time.monotonic()
+            assert requests.post(f"{base}{K}/sources/{src['id']}/sync", headers=h, timeout=10).status_code == 202
+            while time.monotonic() - started < 20:
+                assert requests.get(f"{base}/healthz", timeout=2).status_code == 200  # the worker keeps answering
+                state = requests.get(f"{base}{K}/sources/{src['id']}", headers=h, timeout=10).json()
+                if state["state"] in ("synced", "sync_error"):
+                    return state, time.monotonic() - started
+                time.sleep(0.1)
+            raise AssertionError(state)
+
+        state, took = sync_remote(local.base + "/trickle")
+        assert state["state"] == "sync_error" and "within 1 s" in state["error"] and took < 3, (state, took)
+        state, _ = sync_remote(local.base + "/page")
+        rows = requests.get(f"{base}{K}/sources/{state['id']}/rows", headers=h, timeout=10).json()["data"]
+        row = requests.get(f"{base}{K}/sources/{state['id']}/rows/{rows[0]['id']}", headers=h, timeout=10).json()
+        assert state["state"] == "synced" and row["content"] == UTF8_TEXT, (state, row)
+        state, _ = sync_remote(f"http://127.0.0.1:{local.port}\\@{PUBLIC}/page")
+        assert state["state"] == "sync_error" and "backslash" in state["error"], state
+        assert local.seen == ["/trickle", "/page"]
