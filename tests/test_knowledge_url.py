@@ -14,7 +14,10 @@ import time
 import pytest
 import requests
 
+from app.services.fetch import FetchError, fetch_text
+
 from .test_knowledge_api import K, _url_source, wait_state
+from .test_mgmt_api import assert_error
 
 PUBLIC = "1.1.1.1"  # a public address the guard may see; nothing here ever connects to it
 
@@ -114,14 +117,20 @@ def content(admin, source_id):
 PAGE = (200, {"Content-Type": "text/plain"}, b"secret from loopback")
 
 
+def test_an_ambiguous_url_is_a_400_when_a_source_is_created(admin):
+    for url in ("http://127.0.0.1:1\\@1.1.1.1/", "http://user:pw@127.0.0.1/", "http://a b/", "http://[::1/"):
+        body = assert_error(admin.post(f"{K}/sources", json={"name": "u", "type": "URL", "url": url}), 400, "url")
+        assert "url" in body["message"], body
+    assert admin.get(f"{K}/sources").get_json()["pagination"]["total"] == 0
+
+
 def test_a_url_whose_host_parsers_disagree_on_is_refused_without_a_request(admin, app, loopback_only):
     # urllib.parse reads the host of these as 1.1.1.1, urllib3 (requests) as 127.0.0.x
     with Server(routes={"/": PAGE}) as local, Server("127.0.0.2", routes={"/": PAGE}) as other:
-        for url in (f"http://127.0.0.1:{local.port}\\@{PUBLIC}/", f"http://127.0.0.1:{local.port}\\\\@{PUBLIC}/"):
-            state = sync(admin, url)
-            assert state["state"] == "sync_error" and "backslash" in state["error"], state
-        state = sync(admin, f"http://user@127.0.0.1:{local.port}@{PUBLIC}/")
-        assert state["state"] == "sync_error" and "credentials" in state["error"], state
+        for url in (f"http://127.0.0.1:{local.port}\\@{PUBLIC}/", f"http://127.0.0.1:{local.port}\\\\@{PUBLIC}/",
+                    f"http://user@127.0.0.1:{local.port}@{PUBLIC}/"):
+            with pytest.raises(FetchError, match="backslash|credentials"):
+                fetch_text(url)
         assert local.seen == []
         # the same as a redirect target: the redirecting server is allowed, the target's host is not
         app.config["KNOWLEDGE_URL_ALLOWED_NETWORKS"] = ["127.0.0.1/32"]
@@ -312,6 +321,7 @@ def test_deadline_and_pinning_in_a_real_gevent_worker(tmp_path):
         rows = requests.get(f"{base}{K}/sources/{state['id']}/rows", headers=h, timeout=10).json()["data"]
         row = requests.get(f"{base}{K}/sources/{state['id']}/rows/{rows[0]['id']}", headers=h, timeout=10).json()
         assert state["state"] == "synced" and row["content"] == UTF8_TEXT, (state, row)
-        state, _ = sync_remote(f"http://127.0.0.1:{local.port}\\@{PUBLIC}/page")
-        assert state["state"] == "sync_error" and "backslash" in state["error"], state
+        bad = requests.post(f"{base}{K}/sources", headers=h, timeout=10,
+                            json={"name": "u", "type": "URL", "url": f"http://127.0.0.1:{local.port}\\@{PUBLIC}/page"})
+        assert bad.status_code == 400 and "backslash" in bad.json()["message"], bad.text
         assert local.seen == ["/trickle", "/page"]
