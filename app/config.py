@@ -82,8 +82,9 @@ DEFAULTS = {
     # Knowledge: characters stored per instance (None = no limit) and per row.
     "KNOWLEDGE_MAX_CHARS": 50_000_000,
     "KNOWLEDGE_MAX_ROW_CHARS": 1_000_000,
-    # URL sources: largest page, seconds to wait, networks allowed besides public addresses
-    # (e.g. ["127.0.0.0/8"]); loopback, private and link-local addresses are refused otherwise.
+    # URL sources: largest page (bytes, after decompression), seconds for the whole fetch (one
+    # deadline for connecting, every redirect and the body), networks allowed besides public
+    # addresses (e.g. ["127.0.0.0/8"]); loopback, private and link-local addresses are refused otherwise.
     "KNOWLEDGE_URL_MAX_BYTES": 2_000_000,
     "KNOWLEDGE_URL_TIMEOUT": 10,
     "KNOWLEDGE_URL_ALLOWED_NETWORKS": [],

@@ -147,15 +147,20 @@ class _Body:
                 chunk = self.inflate.decompress(chunk, self.max_bytes + 1 - self.size)
             except zlib.error:
                 raise FetchError(f"could not read {self.url}: bad compressed data") from None
-            if self.inflate.unconsumed_tail:
+            if self.inflate.unconsumed_tail:  # more output than the cap allows
                 self.size = self.max_bytes + 1
-        self.parts.append(chunk)
-        self.size += len(chunk)
-        if self.size > self.max_bytes:
-            raise FetchError(f"{self.url} is larger than {self.max_bytes} bytes")
+        self._add(chunk)
 
     def bytes(self):
+        if self.inflate is not None:
+            self._add(self.inflate.flush())
         return b"".join(self.parts)
+
+    def _add(self, data):
+        self.parts.append(data)
+        self.size += len(data)
+        if self.size > self.max_bytes:
+            raise FetchError(f"{self.url} is larger than {self.max_bytes} bytes")
 
 
 def _get(target, deadline, max_bytes):
@@ -196,7 +201,8 @@ def fetch_text(url, *, max_bytes=2_000_000, timeout=10, allowed_networks=(), max
         except httpcore.TimeoutException:
             raise FetchError(f"could not fetch {target.url}: no complete answer within {timeout} s") from None
         except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol, OSError) as exc:
-            raise FetchError(f"could not fetch {target.url}: {type(exc).__name__}") from None
+            detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            raise FetchError(f"could not fetch {target.url}: {detail[:300]}") from None
         if status in REDIRECTS and headers.get("location"):
             target = check_url(headers["location"], allowed_networks, base=target.url)
             continue
