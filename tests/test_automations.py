@@ -232,6 +232,7 @@ RUNAWAY_TEMPLATES = {
     "format": "{{ '%999999999s' % x }}",
     "concat": "{% set ns = namespace(s=x) %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
     "range": "{% for i in range(10**9) %}x{% endfor %}",
+    "many": "{{ range(99999)|map('center', 99999)|list|length }}",  # each value fits, together they do not
 }
 
 

@@ -23,6 +23,7 @@ from jinja2.visitor import NodeTransformer
 _LIMITS = contextvars.ContextVar("template_limits", default=None)
 DEFAULT_MAX_OUTPUT = 1_000_000
 _DIGITS = re.compile(r"\d+")
+BUILT_FACTOR = 10  # all values a render builds, together, in multiples of its output bound
 INT_DIGITS = 4300  # the longest integer Python prints by default (sys.int_info.default_max_str_digits)
 LOOP_GUARD, CONCAT = "__chatport_loop", "__chatport_concat"
 
@@ -38,13 +39,21 @@ class TemplateLimit(Exception):
 def _current():
     """The bounds of the render under way; outside ``render`` (compiling, when jinja folds
     constant expressions) the default size bound, so folding never builds a huge value."""
-    return _LIMITS.get() or _OUTSIDE
+    return _LIMITS.get() or _Limits(DEFAULT_MAX_OUTPUT, None)
 
 
 class _Limits:
     def __init__(self, max_output, timeout):
         self.max_output, self.timeout = max_output, timeout
         self.deadline = time.monotonic() + timeout if timeout else None
+        self.built = 0  # characters (or items) of every value built so far
+
+    def add(self, size):
+        """Count a value built; all of them together may be BUILT_FACTOR times the output bound."""
+        self.built += size
+        if self.max_output is not None and self.built > BUILT_FACTOR * self.max_output:
+            raise TemplateLimit(f"the values the template builds would together be larger than "
+                                f"{BUILT_FACTOR} x {self.max_output} characters")
 
     def tick(self):
         if self.deadline is not None and time.monotonic() > self.deadline:
@@ -65,9 +74,6 @@ class _Limits:
             raise TemplateLimit(f"a format width would be larger than {self.max_output} characters")
 
 
-_OUTSIDE = _Limits(DEFAULT_MAX_OUTPUT, None)
-
-
 def _size(value):
     return len(value) if isinstance(value, (str, bytes, list, tuple, dict, set, frozenset)) else 0
 
@@ -83,6 +89,7 @@ def _count(value):
 
 def _check_result(limits, value):
     limits.fits(_size(value))
+    limits.add(_size(value))
     if isinstance(value, int) and not isinstance(value, bool):
         limits.number(_digits(value))
     return value
@@ -129,9 +136,9 @@ def _loop(iterable):
 
 def _concat(*values):
     """``a ~ b``: the parts as text, refused when together past the bound."""
-    parts = [str(v) for v in values]
-    _current().fits(sum(map(len, parts)))
-    return "".join(parts)
+    parts, limits = [str(v) for v in values], _current()
+    limits.fits(sum(map(len, parts)))
+    return _check_result(limits, "".join(parts))
 
 
 def _lipsum(n=5, html=True, min=20, max=100):  # noqa: A002 - jinja's own argument names
