@@ -267,3 +267,14 @@ def test_runaway_templates_are_a_400_naming_the_step_and_the_worker_keeps_answer
         run = requests.post(f"{base}/api/v1/automations/{ok['id']}/run", headers=h, timeout=10,
                             json={"inputs": {"x": "ab"}})
         assert run.status_code == 200 and run.json()["result"] == "Echo: ababab 1024 012", run.text
+
+
+def test_a_template_that_fails_at_run_time_is_a_400_naming_the_step(admin):
+    flow = _create(admin, {"name": "div", "inputs": [{"name": "x"}],
+                           "steps": [{"name": "divide", "prompt": "{{ 1 // (x|length - 1) }} {{ x + 1 }}",
+                                      "model": "echo/echo"}]})
+    resp = admin.post(f"/api/v1/automations/{flow['id']}/run", json={"inputs": {"x": "a"}})
+    assert resp.status_code == 400 and "divide" in resp.get_json()["message"], resp.get_json()
+    assert "ZeroDivisionError" in resp.get_json()["message"]
+    run = admin.get("/api/v1/runs").get_json()["data"][0]
+    assert run["status"] == "failed"

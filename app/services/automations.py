@@ -254,6 +254,9 @@ def execute(automation, inputs, *, registry, config, key=None, end_user=None, di
                 raise BadRequest(f"{step.name}: {exc}", fields={step.name: "template"})
             except templates.TemplateLimit as exc:
                 raise BadRequest(f"{step.name}: {exc} ({exc.setting})", fields={step.name: "template too large or slow"})
+            except Exception as exc:  # noqa: BLE001 - only the template runs here: 1 // 0, 'a' + 1, ...
+                raise BadRequest(f"{step.name}: the template failed: {type(exc).__name__}: {exc}",
+                                 fields={step.name: "template"})
             override = (step_contexts.get(step.name) or step_contexts.get(f"step{step.position}") or {}).get("context")
             passages = []
             if step.context or override is not None:

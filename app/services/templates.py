@@ -23,6 +23,8 @@ from jinja2.visitor import NodeTransformer
 _LIMITS = contextvars.ContextVar("template_limits", default=None)
 DEFAULT_MAX_OUTPUT = 1_000_000
 _DIGITS = re.compile(r"\d+")
+_PRINTF = re.compile(r"%(?:\([^)]*\))?([-#0 +]*(?:\*|\d*)(?:\.(?:\*|\d*))?)")  # the flags, width, precision
+_BRACE_SPECS = re.compile(r"\{[^{}:]*:((?:[^{}]|\{[^{}]*\})*)\}")  # the spec after ':' in {...:spec}
 BUILT_FACTOR = 10  # all values a render builds, together, in multiples of its output bound
 INT_DIGITS = 4300  # the longest integer Python prints by default (sys.int_info.default_max_str_digits)
 LOOP_GUARD, CONCAT = "__chatport_loop", "__chatport_concat"
@@ -67,10 +69,19 @@ class _Limits:
         if digits > INT_DIGITS:
             raise TemplateLimit(f"a number would have more than {INT_DIGITS} digits")
 
-    def format_string(self, text):
-        """Widths and precisions written in a format string (``%9999s``, ``{:>9999}``)."""
-        if self.max_output is not None and any(len(d) > 15 or int(d) > self.max_output
-                                               for d in _DIGITS.findall(text)):
+    def format_string(self, text, args=()):
+        """Widths and precisions of a format string (``%9999s``, ``{:>9999}``; ``%*s`` and
+        ``{:{}}`` take them from ``args``)."""
+        if self.max_output is None:
+            return
+        widths, dynamic = [], False
+        for spec in _PRINTF.findall(text) + _BRACE_SPECS.findall(text):
+            dynamic = dynamic or "*" in spec or "{" in spec
+            widths += _DIGITS.findall(spec)
+        sizes = [int(w) if len(w) < 16 else self.max_output + 1 for w in widths]
+        if dynamic:
+            sizes += [_count(a) for a in args]
+        if sizes and max(sizes) > self.max_output:
             raise TemplateLimit(f"a format width would be larger than {self.max_output} characters")
 
 
@@ -175,7 +186,7 @@ def _bounded_filter(name, func):
                         "the join filter's output")
             args = (*args[:lead], value, *rest)
         elif name == "format" and isinstance(value, str):
-            limits.format_string(value)
+            limits.format_string(value, (*rest, *kwargs.values()))
         return _check_result(limits, func(*args, **kwargs))
 
     return bounded
@@ -209,7 +220,7 @@ class BoundedEnvironment(SandboxedEnvironment):
         elif operator == "+":
             limits.fits(_size(left) + _size(right))
         elif operator == "%" and isinstance(left, str):
-            limits.format_string(left)
+            limits.format_string(left, right if isinstance(right, tuple) else (right,))
         return _check_result(limits, super().call_binop(context, operator, left, right))
 
     def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 - jinja's own signature
@@ -223,11 +234,16 @@ class BoundedEnvironment(SandboxedEnvironment):
         return _check_result(limits, result)
 
     def wrap_str_format(self, value):
-        receiver = getattr(value, "__self__", None)
-        if isinstance(receiver, str) and getattr(value, "__name__", "") in (
-                "format", "format_map"):
-            _current().format_string(receiver)
-        return super().wrap_str_format(value)
+        wrapped = super().wrap_str_format(value)
+        if wrapped is None:
+            return None
+        text = value.__self__
+
+        def checked(*args, **kwargs):
+            _current().format_string(text, (*args, *kwargs.values()))
+            return wrapped(*args, **kwargs)
+
+        return checked
 
 
 class _Guard(NodeTransformer):
@@ -265,8 +281,8 @@ def render(source, variables, *, max_output=None, timeout=None, env=ENV):
             limits.tick()
             out.append(chunk)
         return "".join(out)
-    except OverflowError as exc:  # the sandbox's range() past MAX_RANGE
-        raise TemplateLimit(str(exc), "the sandbox's MAX_RANGE") from None
+    except OverflowError as exc:  # the sandbox's range() past MAX_RANGE, a float too large
+        raise TemplateLimit(str(exc), "the sandbox's limits") from None
     except RecursionError:
         raise TemplateLimit("macros call themselves too deeply", "the recursion limit") from None
     finally:
