@@ -6,8 +6,9 @@
 before they are built: string and list repetition (``'x' * n``), powers, string
 formatting widths, the width and count arguments of filters and ``str`` methods
 (``center``, ``ljust``, ``batch``, ``replace``, ``join`` ...), ``~`` concatenation
-and namespace attributes. The clock is checked at every loop step, call, operator
-and output chunk, so a loop that prints nothing is stopped too.
+and namespace attributes; all values one render builds may together be
+``BUILT_FACTOR`` times the bound. The clock is checked at every loop step, call,
+operator, filter and output chunk, so a loop that prints nothing is stopped too.
 """
 import contextvars
 import functools
