@@ -98,8 +98,9 @@ DEFAULTS = {
     # Knowledge: characters stored per instance (None = no limit) and per row.
     "KNOWLEDGE_MAX_CHARS": 50_000_000,
     "KNOWLEDGE_MAX_ROW_CHARS": 1_000_000,
-    # URL sources: largest page, seconds to wait, networks allowed besides public addresses
-    # (e.g. ["127.0.0.0/8"]); loopback, private and link-local addresses are refused otherwise.
+    # URL sources: largest page (bytes, after decompression), seconds for the whole fetch (one
+    # deadline for connecting, every redirect and the body), networks allowed besides public
+    # addresses (e.g. ["127.0.0.0/8"]); loopback, private and link-local addresses are refused otherwise.
     "KNOWLEDGE_URL_MAX_BYTES": 2_000_000,
     "KNOWLEDGE_URL_TIMEOUT": 10,
     "KNOWLEDGE_URL_ALLOWED_NETWORKS": [],
@@ -111,6 +112,11 @@ DEFAULTS = {
     "API_PREFIX": "/api/v1",
     "CHANNEL_API_PREFIX": "/api/public/channels",
     "OPENAI_PREFIX": "/v1",
+    # Automation prompt templates: the most characters one step's rendered prompt (or any value
+    # its template builds) may have, and the most seconds its rendering may take; past either
+    # the run fails with a 400 naming the step. None: no bound.
+    "TEMPLATE_MAX_OUTPUT": 1_000_000,
+    "TEMPLATE_TIMEOUT": 2,
     # Automation endpoints: POST <HOOKS_PREFIX>/<endpoint>; "" mounts them at the root.
     "HOOKS_PREFIX": "/hooks",
 }

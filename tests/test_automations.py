@@ -1,5 +1,6 @@
 """Automations: the engine, automation endpoints (/hooks), the flows API and the chatport workflow API."""
 import json
+import time
 
 import requests
 
@@ -219,3 +220,61 @@ def test_sse_run_on_real_server(tmp_path):
         bad = requests.post(f"{base}/api/v1/automations/{flow['id']}/run", headers=h, timeout=10,
                             json={"inputs": {}, "stream": True})
         assert bad.status_code == 400 and "t" in bad.json()["errors"]
+
+
+RUNAWAY_TEMPLATES = {
+    "loop": "{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}done",
+    "output": "{% for i in range(99999) %}{% for j in range(99999) %}{{ x }}{% endfor %}{% endfor %}",
+    "multiplication": "{{ x * 10**9 }}",
+    "power": "{{ 10 ** 100000 }}",
+    "width": "{{ x|center(10**9) }}{{ x.ljust(999999999) }}",
+    "constant": "{{ 'x'|center(999999999) }}{{ 'x' * 999999999 }}",  # never folded while compiling
+    "format": "{{ '%999999999s' % x }}",
+    "concat": "{% set ns = namespace(s=x) %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
+    "range": "{% for i in range(10**9) %}x{% endfor %}",
+    "many": "{{ range(99999)|map('center', 99999)|list|length }}",  # each value fits, together they do not
+}
+
+
+def test_runaway_templates_are_a_400_naming_the_step_and_the_worker_keeps_answering(tmp_path):
+    admin_key = "cp_test_admin_key_for_template_bounds_000000000000"
+    env = {"CHATPORT_ADMIN_KEY": admin_key, "CHATPORT_TEMPLATE_TIMEOUT": "1",
+           "CHATPORT_TEMPLATE_MAX_OUTPUT": "100000"}
+    h = {"Authorization": f"Bearer {admin_key}"}
+    with chatport_server(tmp_path / "inst", env=env) as base:  # one worker: a stuck render would block it
+        flows = {}
+        for name, prompt in RUNAWAY_TEMPLATES.items():
+            started = time.monotonic()
+            resp = requests.post(f"{base}/api/v1/automations", headers=h, timeout=10, json={
+                "name": name, "endpoint": name, "inputs": [{"name": "x"}],
+                "steps": [{"name": f"{name}-step", "prompt": prompt, "model": "echo/echo"}]})
+            assert resp.status_code == 201 and time.monotonic() - started < 5, (name, resp.text)
+            flows[name] = resp.json()["id"]
+        for name, flow_id in flows.items():
+            started = time.monotonic()
+            resp = requests.post(f"{base}/api/v1/automations/{flow_id}/run", headers=h, timeout=30,
+                                 json={"inputs": {"x": "x"}})
+            assert resp.status_code == 400 and f"{name}-step" in resp.json()["message"], (name, resp.text)
+            assert time.monotonic() - started < 5, name
+            assert requests.get(f"{base}/healthz", timeout=5).status_code == 200
+        hook = requests.post(f"{base}/hooks/multiplication", headers=h, timeout=30, json={"x": "x"})
+        assert hook.status_code == 400 and "multiplication-step" in json.dumps(hook.json()), hook.text
+        # bounded, not broken: the same shapes within the bounds render
+        ok = requests.post(f"{base}/api/v1/automations", headers=h, timeout=10, json={
+            "name": "ok", "inputs": [{"name": "x"}], "steps": [{"prompt": "{{ x * 3 }} {{ 2 ** 10 }} "
+                                                                  "{% for i in range(3) %}{{ i }}{% endfor %}",
+                                                                  "model": "echo/echo"}]}).json()
+        run = requests.post(f"{base}/api/v1/automations/{ok['id']}/run", headers=h, timeout=10,
+                            json={"inputs": {"x": "ab"}})
+        assert run.status_code == 200 and run.json()["result"] == "Echo: ababab 1024 012", run.text
+
+
+def test_a_template_that_fails_at_run_time_is_a_400_naming_the_step(admin):
+    flow = _create(admin, {"name": "div", "inputs": [{"name": "x"}],
+                           "steps": [{"name": "divide", "prompt": "{{ 1 // (x|length - 1) }} {{ x + 1 }}",
+                                      "model": "echo/echo"}]})
+    resp = admin.post(f"/api/v1/automations/{flow['id']}/run", json={"inputs": {"x": "a"}})
+    assert resp.status_code == 400 and "divide" in resp.get_json()["message"], resp.get_json()
+    assert "ZeroDivisionError" in resp.get_json()["message"]
+    run = admin.get("/api/v1/runs").get_json()["data"][0]
+    assert run["status"] == "failed"

@@ -83,7 +83,13 @@ def test_netguard_rules():
             netguard.check_url(url)
     with pytest.raises(netguard.RefusedAddress, match="cannot resolve"):
         netguard.check_url("http://no-such-host.invalid/")
-    netguard.check_url("http://127.0.0.1:1/", ["127.0.0.0/8"])
+    # URLs whose host parsers disagree on: urllib.parse and httpx see 1.1.1.1, urllib3 127.0.0.1
+    for url in ("http://127.0.0.1:1\\@1.1.1.1/", "http://127.0.0.1:1\\\\@1.1.1.1/", "http://a@127.0.0.1:1@1.1.1.1/",
+                "http://1.1.1.1@127.0.0.1/", "http://1.1.1.1 /", "http://1.1.1.1\t/", "http://1.1.1.1\n@127.0.0.1/"):
+        with pytest.raises(netguard.RefusedAddress, match="backslash|credentials"):
+            netguard.check_url(url)
+    target = netguard.check_url("http://127.0.0.1:1/", ["127.0.0.0/8"])
+    assert (target.host, target.port, target.address) == ("127.0.0.1", 1, "127.0.0.1")
     netguard.check_url("http://[::1]:1/", ["::1/128"])
     with pytest.raises(netguard.RefusedAddress, match="MY_SETTING"):
         netguard.check_url("http://127.0.0.1:1/", ["::1/128"], setting="MY_SETTING")

@@ -11,20 +11,19 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
+from jinja2 import TemplateSyntaxError, meta, nodes
 from jinja2.exceptions import SecurityError, UndefinedError
-from jinja2.sandbox import SandboxedEnvironment
 
 from app import clock
 from app.errors import ApiError, BadRequest, Conflict, NotFound
 from app.ids import new_id
 from app.metering import credits as credit_rules
 from app.providers.llm import ChatRequest, Usage, estimate_tokens
-from app.services import keys
+from app.services import keys, templates
 from app.storage.db import db
 from app.storage.models import Automation, AutomationRun, AutomationStep
 
-ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+ENV = templates.ENV  # the sandbox, with the size and time bounds of templates.render
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
 MAX_STEPS = 20
@@ -250,9 +249,15 @@ def execute(automation, inputs, *, registry, config, key=None, end_user=None, di
             t0 = time.monotonic()
             yield ("step_start", step.position, step.name)
             try:
-                prompt = ENV.from_string(step.prompt).render(**variables)
+                prompt = templates.render(step.prompt, variables, max_output=config.get("TEMPLATE_MAX_OUTPUT"),
+                                          timeout=config.get("TEMPLATE_TIMEOUT"))
             except (UndefinedError, SecurityError) as exc:
                 raise BadRequest(f"{step.name}: {exc}", fields={step.name: "template"})
+            except templates.TemplateLimit as exc:
+                raise BadRequest(f"{step.name}: {exc} ({exc.setting})", fields={step.name: "template too large or slow"})
+            except Exception as exc:  # noqa: BLE001 - only the template runs here: 1 // 0, 'a' + 1, ...
+                raise BadRequest(f"{step.name}: the template failed: {type(exc).__name__}: {exc}",
+                                 fields={step.name: "template"})
             override = (step_contexts.get(step.name) or step_contexts.get(f"step{step.position}") or {}).get("context")
             passages = []
             if step.context or override is not None:

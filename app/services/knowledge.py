@@ -90,6 +90,13 @@ def create_source(*, name, type="MANUAL", url=None, sync_interval=None, bot_ids=
         raise BadRequest("url is required for URL sources and only for them", fields={"url": "invalid"})
     if url and not url.startswith(("http://", "https://")):
         raise BadRequest("url must start with http:// or https://", fields={"url": "invalid"})
+    if url:
+        from app.providers import netguard
+
+        try:  # syntax only: addresses are checked (and may change) at every sync
+            netguard.parse_url(url)
+        except netguard.RefusedAddress as exc:
+            raise BadRequest(f"url: {exc}", fields={"url": "invalid"}) from None
     _check_interval(sync_interval)
     with db.atomic():
         source = KnowledgeSource.create(name=name, type=type, url=url, sync_interval=sync_interval)
