@@ -59,7 +59,8 @@ def create_app(test_config=None):
 
     from app.api import init_api
 
-    init_api(app)
+    with app.app_context():  # the OpenAPI document shows the bounds configured for this app
+        init_api(app)
 
     from app import scheduler
 

@@ -138,6 +138,8 @@ def test_max_name_length(configured):
     _chat_api_400(admin.post("/api/v1/create-chatbot", json={"chatbotName": "abcdef"}), "between 1 and 5")
     assert snapshot(app) == before
     assert admin.post("/api/v1/bots", json={"name": "abcde"}).status_code == 201
+    schemas = admin.get("/api/openapi.json").get_json()["components"]["schemas"]
+    assert schemas["BotCreate"]["properties"]["name"]["maxLength"] == 5  # the document says so too
 
     app, admin = configured(MAX_NAME_LENGTH=200)
     assert admin.post("/api/v1/bots", json={"name": "n" * 200}).status_code == 201

@@ -246,8 +246,7 @@ class SettingLength(validate.Length):
 def page_limit_field(**kwargs):
     """A page size: checked by ``pagination.page_size`` (1..PAGE_MAX, absent: PAGE_DEFAULT)."""
     return fields.Int(load_default=None, allow_none=True,
-                      metadata={"description": "Page size, 1..PAGE_MAX (default PAGE_DEFAULT: 10 and 100 "
-                                               "unless configured)"}, **kwargs)
+                      metadata={"description": "Page size, 1..PAGE_MAX (default PAGE_DEFAULT)"}, **kwargs)
 
 
 class PageArgs(Schema):
