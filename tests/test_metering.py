@@ -15,11 +15,25 @@ from app.storage import migrations
 from app.storage.db import db
 from app.storage.models import CreditCounter, Message, SchemaVersion, StreamLease, Usage
 
+from . import servers
 from .conftest import Api, create_key, make_app
-from .servers import chatport_server, fake_upstream, upstream_env
+from .servers import fake_upstream, upstream_env
 
 ADMIN = "cp_metering_tests_admin_key_000000000000000000"
 AH = {"Authorization": f"Bearer {ADMIN}"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _patient_start():
+    """Two workers starting on a busy machine may need more than the usual 20 s."""
+    wait = servers.wait_http
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(servers, "wait_http", lambda url, timeout=20.0, proc=None: wait(url, max(timeout, 90.0), proc))
+        yield
+
+
+def chatport_server(*args, **kwargs):
+    return servers.chatport_server(*args, **kwargs)
 
 
 def _bearer(key):
@@ -244,7 +258,7 @@ def upstream_fake():
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, upstream_fake):
+def server(_patient_start, tmp_path_factory, upstream_fake):
     env = upstream_env(upstream_fake, ADMIN, MAX_CONCURRENT_STREAMS_PER_KEY=2, OPENAI_MAX_RETRIES=0)
     with chatport_server(tmp_path_factory.mktemp("metering"), workers=2, env=env) as base:
         yield base
