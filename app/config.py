@@ -63,6 +63,9 @@ DEFAULTS = {
     # The channel API's secret is its key: plan and monthly credits per channel.
     "CHANNEL_PLAN": None,
     "CHANNEL_CREDIT_QUOTA": None,
+    # Chat streams a client key (or a channel) may have open at once, across workers (None: no
+    # cap; admin keys have none). One more is a 429.
+    "MAX_CONCURRENT_STREAMS_PER_KEY": 20,
     # Model used by new bots when none is given.
     "DEFAULT_MODEL": "echo/echo",
     # The echo provider: honour ``[echo tokens=N delay=S]`` in a message (any key that may use

@@ -17,7 +17,7 @@ def snapshot(app):
     with app.app_context(), db.connection_context():
         out = {}
         for model in ALL_MODELS:
-            if model.__name__ in ("SchemaVersion", "Usage", "RateLimitState"):
+            if model.__name__ in ("SchemaVersion", "Usage", "RateLimitState", "CreditCounter", "StreamLease"):
                 continue
             rows = [dict(r) for r in model.select().dicts()]
             for r in rows:

@@ -119,14 +119,10 @@ def send_message():
         chat.prepare_turn(**{**turn_args, "persist": False})  # validate before creating anything
         conv = chat.start_conversation(bot, surface="channel", channel=g.channel)
     turn = chat.prepare_turn(**turn_args, conversation=conv)
-    meter = metering.current()
+    meter = metering.start_turn(turn)
     if data["stream"]:
-        def finish(usage, error):
-            meter.add_tokens(usage or getattr(turn, "usage", None), turn.model.name)
-            if error is not None:
-                meter.status = error.status
-
         events = turn.events(heartbeat=current_app.config["SSE_HEARTBEAT"])
+        finish = metering.stream_finish(turn, events)
         resp = stream_response(chunk_stream(events, turn.model.model_id, on_finish=finish))
         resp.headers["X-Conversation-Id"] = conv.id
         return resp

@@ -24,6 +24,7 @@ from app.api.errors import register_dialect
 from app.api.sse import stream_response
 from app.errors import BadRequest
 from app.ids import is_client_id
+from app.metering import for_bot as _meter
 from app.providers.llm import registry
 from app.services import bots, chat, chatbots, keys
 from app.services.events import Delta, Error
@@ -46,13 +47,6 @@ def register(app, api, prefix):
 
 
 blp.before_request(any_key)  # 401 before any body is looked at
-
-
-def _meter(bot=None):
-    meter = metering.current()  # dialect and category come from app/api/policy.py
-    if bot is not None:
-        meter.bot_id = bot.id
-    return meter
 
 
 def _admin():
@@ -100,6 +94,7 @@ def chat_endpoint(data):
         registry=registry(), config=current_app.config, bot=bot, model=model,
         messages=data["messages"], conversation=conv, persist=conv is not None,
         options={"temperature": data.get("temperature"), "stream": data["stream"]})
+    metering.start_turn(turn)
     if data["stream"]:
         def text_chunks():
             try:

@@ -23,6 +23,7 @@ from app.api.common import (
     user_label_field,
 )
 from app.api.sse import HEARTBEAT_FRAME, SSE_EVENT_SCHEMA, sse, stream_response
+from app.metering import for_bot as _meter
 from app.providers.llm import registry
 from app.services import bots, chat, keys, users
 from app.services.events import Delta, Done, Error, Heartbeat, Start
@@ -32,13 +33,6 @@ from app.storage.pagination import paginate
 blp = Blueprint("conversations", __name__, url_prefix="/conversations",
                 description="Conversations with bots")
 blp.before_request(any_key)
-
-
-def _meter(bot=None):
-    meter = metering.current()  # dialect and category come from app/api/policy.py
-    if bot is not None:
-        meter.bot_id = bot.id
-    return meter
 
 
 def _conversation(conversation_id):
@@ -185,6 +179,7 @@ class MessageList(MethodView):
             content=data["content"], conversation=conv,
             options={k: data.get(k) for k in ("temperature", "max_tokens", "stop")} | {"stream": data["stream"]},
         )
+        metering.start_turn(turn)
         if data["stream"]:
             return stream_response(_sse_events(turn, meter, current_app.config["SSE_HEARTBEAT"]))
         done = turn.run()

@@ -92,16 +92,12 @@ def chat_completions(data):
                "stop": stop, "user": data.get("user"), "stream": data["stream"]}
     turn = chat.prepare_turn(registry=registry(), config=current_app.config, bot=bot, model=model_name,
                              messages=messages, options=options, persist=False)
+    metering.start_turn(turn)
     shown_model = data["model"]
     if data["stream"]:
         include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
-
-        def finish(usage, error):
-            meter.add_tokens(usage or getattr(turn, "usage", None), turn.model.name)
-            if error is not None:
-                meter.status = error.status
-
         events = turn.events(heartbeat=current_app.config["SSE_HEARTBEAT"])
+        finish = metering.stream_finish(turn, events)
         return stream_response(chunk_stream(events, shown_model, include_usage=include_usage, on_finish=finish))
     done = turn.run()
     meter.add_tokens(done.usage, turn.model.name)

@@ -1,13 +1,20 @@
 """The usage meter of the current request (one usage row per API call).
 
-Views and streaming generators describe the call on the meter; the usage
-issue's request hook turns it into a ``Usage`` row when the response is
+Views and streaming generators describe the call on the meter; the request
+hook in ``policy.py`` turns it into a ``Usage`` row when the response is
 closed (after the last byte of a stream). Capture ``meter = current()``
 before returning a streaming generator and update that object from it.
+
+What the dialects call for a chat turn: ``for_bot(bot)`` (the request's meter),
+``start_turn(turn)`` once the turn is prepared (its prompt's credits are
+reserved, a stream takes a slot of the key's concurrent streams) and, for
+OpenAI-chunk streams, ``stream_finish(turn, events)`` as ``on_finish``.
 """
 from dataclasses import dataclass, field
 
-from flask import g
+from flask import current_app, g
+
+from app.errors import ApiError
 
 
 @dataclass
@@ -26,6 +33,15 @@ class UsageMeter:
     token_credits: int = None
     status: int = 0
     details: dict = field(default_factory=dict)
+    # The subject's monthly credit quota (None: unlimited), the month its credits count in and
+    # what this call reserved of it: the usage row settles the real cost against the reservation.
+    quota: int = None
+    month: int = None
+    reserved: int = 0
+    # Refused for the quota: the call costs nothing (it would otherwise count past the quota).
+    free: bool = False
+    # The concurrent-stream lease this call holds until its response closes.
+    stream_lease: str = None
 
     def add_tokens(self, usage, model=None):
         """Add an ``app.providers.llm.Usage`` (or None) for a model call."""
@@ -57,3 +73,84 @@ def meter_for(automation):
         meter.token_credits = (meter.token_credits or 0) + token_credits
 
     return on_finish
+
+
+def for_bot(bot=None):
+    """The request's meter, naming ``bot`` when one is given."""
+    meter = current()
+    if bot is not None:
+        meter.bot_id = bot.id
+    return meter
+
+
+def _stream_cap(config):
+    """The concurrent-stream cap of this request's key (None: unlimited). Admin keys have none."""
+    cap = config.get("MAX_CONCURRENT_STREAMS_PER_KEY")
+    key = g.get("api_key")
+    if cap is None or (key is not None and key.kind == "admin"):
+        return None
+    return int(cap)
+
+
+def start_turn(turn):
+    """Meter a prepared chat turn before its model is called.
+
+    With a credit quota the prompt's estimated token credits are reserved on top of the call
+    credit; a streamed turn of a client key or channel takes one of its concurrent streams
+    (``MAX_CONCURRENT_STREAMS_PER_KEY``), released when the response closes. Raises
+    QuotaExceeded or RateLimited (429); a refused turn's user message is removed again.
+    """
+    from app.metering import limits
+    from app.metering.credits import token_credits
+    from app.providers.llm import estimate_tokens
+
+    meter, config = current(), current_app.config
+    if meter.key_id is None:
+        return meter
+    try:
+        if meter.quota is not None:
+            prompt = sum(estimate_tokens(m["content"]) for m in turn.request.messages)
+            extra = token_credits(config["MODEL_PRICES"], turn.model.name, prompt, 0)
+            if extra:
+                try:
+                    limits.reserve(meter.key_id, extra, meter.quota, month=meter.month)
+                except ApiError:
+                    meter.free = True
+                    raise
+                meter.reserved += extra
+        cap = _stream_cap(config) if turn.request.stream else None
+        if cap is not None:
+            ttl = float(config.get("STREAM_TIMEOUT") or 600) + 60
+            meter.stream_lease = limits.acquire_stream(meter.key_id, cap, ttl)
+    except ApiError:
+        _discard(turn)
+        raise
+    return meter
+
+
+def _discard(turn):
+    """Remove the user message a refused turn saved (the refusal leaves the conversation as it was)."""
+    if getattr(turn, "user_message_id", None):
+        from app.storage.models import Message
+
+        Message.delete().where(Message.id == turn.user_message_id).execute()
+
+
+def stream_finish(turn, events):
+    """The ``on_finish(usage, error)`` of an OpenAI-chunk stream of ``turn.events()``.
+
+    Charges the turn's tokens. When the client left before the end, ``events`` is closed first:
+    the turn then counts the prompt it sent (the provider's count when it gave one, else the
+    estimate) and the text streamed so far.
+    """
+    meter = current()
+
+    def finish(usage, error):
+        if usage is None:
+            events.close()
+            usage = getattr(turn, "usage", None)
+        meter.add_tokens(usage, turn.model.name)
+        if error is not None:
+            meter.status = error.status
+
+    return finish

@@ -4,17 +4,26 @@
   table (README "Rate limits, credits and usage").
 - ``enforce(subject, ...)`` runs right after authentication: the bearer-key
   helper ``app.api.common.current_key`` calls it for every key, the channel
-  API for its channel (subject ``channel:<id>``). Over a limit it raises the
-  429 that the dialect's renderer shapes.
-- An ``after_request`` hook adds ``RateLimit-*`` headers and writes the
-  request's usage row when the response is closed (after a stream's last byte).
+  API for its channel (subject ``channel:<id>``). It reserves the call credit
+  of a subject with a quota, then checks the rate limit. Over a limit it
+  raises the 429 that the dialect's renderer shapes.
+- An ``after_request`` hook adds ``RateLimit-*`` headers and, when the
+  response is closed (after a stream's last byte, or when the client went
+  away), releases the call's stream lease and writes its usage row, which
+  settles the credit counter.
 """
+import logging
 import time
 
 from flask import current_app, g, request
 
 from app import metering
+from app.errors import QuotaExceeded
 from app.metering import limits, usage
+from app.metering.credits import CALL_CREDITS
+from app.storage import prepared
+
+log = logging.getLogger("chatport.usage")
 
 UNMETERED = ("/healthz", "/api/docs", "/api/openapi.json", "/static/")
 
@@ -69,7 +78,14 @@ def enforce(subject, *, plan=None, overrides=None, quota=None):
     config = current_app.config
     meter = metering.current()
     meter.key_id = subject
-    limits.check_quota(subject, quota)
+    if quota is not None:
+        meter.quota = quota
+        try:
+            meter.month = limits.reserve(subject, CALL_CREDITS, quota)
+        except QuotaExceeded:
+            meter.free = True
+            raise
+        meter.reserved = CALL_CREDITS
     limit = limits.limit_for(plan, overrides, meter.category, config["RATE_LIMIT_PLANS"], config["DEFAULT_PLAN"])
     if limit is not None:
         g.rate_decision = limits.check_rate(subject, meter.category, limit)
@@ -101,6 +117,12 @@ def _finish(response):
     def record_once():  # a response may be closed more than once
         if not meter.details.pop("pending", False):
             return
+        if meter.stream_lease is not None:
+            try:
+                with prepared.session():
+                    limits.release_stream(meter.stream_lease)
+            except Exception:  # noqa: BLE001 - the lease expires by itself
+                log.exception("could not release stream lease %s", meter.stream_lease)
         usage.record(meter, status=status, latency_ms=(time.perf_counter() - started) * 1000, prices=prices)
 
     meter.details["pending"] = True
@@ -108,7 +130,18 @@ def _finish(response):
     return response
 
 
+def check_plans(config):
+    """Raises ValueError when ``DEFAULT_PLAN`` or ``CHANNEL_PLAN`` names no plan of
+    ``RATE_LIMIT_PLANS`` (such a subject would have no limit at all)."""
+    plans = config.get("RATE_LIMIT_PLANS") or {}
+    for name in ("DEFAULT_PLAN", "CHANNEL_PLAN"):
+        value = config.get(name)
+        if value is not None and value not in plans:
+            raise ValueError(f"{name} {value!r} is not a plan of RATE_LIMIT_PLANS ({', '.join(sorted(plans))})")
+
+
 def init_app(app):
+    check_plans(app.config)
     app.extensions["chatport_categories"] = category_table(app.config)
     app.before_request(_start)
     app.after_request(_finish)

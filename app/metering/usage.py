@@ -7,6 +7,7 @@ from peewee import Case, fn
 from app import clock
 from app.errors import BadRequest
 from app.ids import new_id
+from app.metering import limits
 from app.metering.credits import CALL_CREDITS, call_credits
 from app.storage import prepared
 from app.storage.db import is_sqlite
@@ -18,22 +19,38 @@ GROUPS = {"key": Usage.key_id, "bot": Usage.bot_id, "automation": Usage.automati
           "model": Usage.model, "dialect": Usage.dialect, "category": Usage.category}
 
 
+def credits_of(meter, prices):
+    """What the call on ``meter`` costs: nothing when it was refused for its quota, else the
+    call credit plus its token credits."""
+    if meter.free:
+        return 0
+    if meter.token_credits is not None:
+        credits = CALL_CREDITS + meter.token_credits
+    else:
+        credits = call_credits(prices, meter.model, meter.prompt_tokens, meter.completion_tokens)
+    return credits + meter.extra_credits
+
+
 def record(meter, *, status, latency_ms, prices):
-    """Write the usage row of one call; never raises (a failed write is logged)."""
+    """Write the usage row of one call and settle its subject's credit counter (the real cost
+    against what the call reserved), in one transaction; never raises (a failed write is logged)."""
     try:
-        if meter.token_credits is not None:
-            credits = CALL_CREDITS + meter.token_credits
-        else:
-            credits = call_credits(prices, meter.model, meter.prompt_tokens, meter.completion_tokens)
-        credits += meter.extra_credits
+        credits = credits_of(meter, prices)
+        now = clock.now()
         values = dict(
-            id=new_id(), created_at=clock.now(), key_id=meter.key_id, dialect=meter.dialect,
+            id=new_id(), created_at=now, key_id=meter.key_id, dialect=meter.dialect,
             category=meter.category, endpoint=meter.details.get("endpoint", "")[:200], bot_id=meter.bot_id,
             automation_id=meter.automation_id, model=meter.model, prompt_tokens=meter.prompt_tokens,
             completion_tokens=meter.completion_tokens, tokens_estimated=meter.tokens_estimated,
             credits=credits, status=meter.status or status, latency_ms=round(latency_ms, 3))
+        settle = credits - meter.reserved if meter.key_id is not None else 0
         with prepared.session():
-            prepared.insert_values(Usage, values)  # runs on every call: SQL built once
+            if not settle:
+                prepared.insert_values(Usage, values)  # runs on every call: SQL built once
+                return
+            with prepared.atomic():  # one commit for both
+                prepared.insert_values(Usage, values)
+                limits.add_credits(meter.key_id, meter.month or limits.month_key(now), settle)
     except Exception:  # noqa: BLE001 - usage must never fail the call
         log.exception("could not record usage")
 

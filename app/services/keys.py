@@ -7,6 +7,7 @@ prefix and the last 4 characters are stored.
 import time
 from datetime import timedelta
 
+from flask import current_app
 from peewee import IntegrityError
 
 from app import clock, secrets_util
@@ -22,12 +23,13 @@ def create_key(*, kind="client", name="", bot_ids=(), automation_ids=(), plan=No
                rate_limits=None, credit_quota=None, secret=None):
     """Create a key; return ``(row, plaintext)``. The plaintext is never stored.
 
-    Raises BadRequest for an unknown kind or a scope naming bots or
+    Raises BadRequest for an unknown kind or plan, or a scope naming bots or
     automations that do not exist.
     """
     clear_cache()  # a lookup of this token cached as unknown must not outlive its creation
     if kind not in KINDS:
         raise BadRequest(f"kind must be one of {', '.join(KINDS)}", fields={"kind": "invalid"})
+    _check_plan(plan)
     bot_ids, automation_ids = list(bot_ids or []), list(automation_ids or [])
     if kind == "admin" and (bot_ids or automation_ids):
         raise BadRequest("admin keys cannot be scoped", fields={"bot_ids": "admin keys see everything"})
@@ -47,6 +49,16 @@ def create_key(*, kind="client", name="", bot_ids=(), automation_ids=(), plan=No
         credit_quota=credit_quota,
     )
     return row, plaintext
+
+
+def _check_plan(plan):
+    """Raises BadRequest unless ``plan`` is None (the default plan) or a plan of ``RATE_LIMIT_PLANS``."""
+    if plan is None:
+        return
+    plans = current_app.config.get("RATE_LIMIT_PLANS") or {}
+    if plan not in plans:
+        raise BadRequest(f"plan {plan!r} is not a plan of this instance ({', '.join(sorted(plans))})",
+                         fields={"plan": "unknown plan"})
 
 
 def _check_exist(model, ids, field):
@@ -172,6 +184,8 @@ def update_key(key_id, **changes):
     """Update name / scope / plan / limits / quota. Raises NotFound, BadRequest."""
     clear_cache()
     row = get_key(key_id)
+    if "plan" in changes:
+        _check_plan(changes["plan"])
     if row.kind == "admin" and (changes.get("bot_ids") or changes.get("automation_ids")):
         raise BadRequest("admin keys cannot be scoped", fields={"bot_ids": "admin keys see everything"})
     if "bot_ids" in changes:

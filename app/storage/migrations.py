@@ -14,6 +14,8 @@ History:
   7  messages indexed by (conversation, created_at, id): history reads stop sorting whole conversations.
   8  the message indexes that one covers (conversation_id; created_at, which no query used) are
      dropped: two fewer index writes per message.
+  11 credit counters per subject and month (the quota is reserved and settled on them, seeded
+     with this month's credits from the usage rows) and stream leases (the concurrent-stream cap).
   12 a generation_stop row exists while its generation runs: it names its conversation and
      carries a stop_requested flag.
 """
@@ -69,6 +71,21 @@ def _v8(migrator):
     db.execute_sql('DROP INDEX IF EXISTS "message_created_at"')
 
 
+def _v11(migrator):
+    from peewee import Value, fn
+
+    from app.metering.limits import month_key, month_start
+    from app.storage.models import CreditCounter, StreamLease, Usage
+
+    db.create_tables([CreditCounter, StreamLease], safe=True)
+    now = clock.now()
+    this_month = (Usage.select(Usage.key_id, Value(month_key(now)), fn.SUM(Usage.credits))
+                  .where(Usage.key_id.is_null(False) & (Usage.created_at >= month_start(now)))
+                  .group_by(Usage.key_id))
+    CreditCounter.insert_from(this_month, [CreditCounter.subject, CreditCounter.month,
+                                           CreditCounter.used]).execute()
+
+
 def _v12(migrator):
     db.execute_sql('DELETE FROM "generation_stop"')  # stop requests naming no conversation
     have = _columns("generation_stop")
@@ -77,7 +94,7 @@ def _v12(migrator):
         ("stop_requested", BooleanField(default=False))) if name not in have])
 
 
-STEPS = {2: _v2, 4: _v4, 6: _v6, 7: _v7, 8: _v8, 12: _v12}
+STEPS = {2: _v2, 4: _v4, 6: _v6, 7: _v7, 8: _v8, 11: _v11, 12: _v12}
 LATEST = max(STEPS)
 
 

@@ -8,6 +8,7 @@ from datetime import datetime
 
 import peewee
 from peewee import (
+    BigIntegerField,
     BooleanField,
     CharField,
     DoubleField,
@@ -335,6 +336,29 @@ class RateLimitState(BaseModel):
         indexes = ((("key_id", "category"), True),)
 
 
+class CreditCounter(BaseModel):
+    """Credits of a subject in a calendar month (UTC): the settled cost of its calls plus the
+    reservations of calls in flight. The monthly quota is checked against it in one conditional
+    statement; usage rows stay the record that reports are computed from."""
+
+    subject = CharField(max_length=64)  # same subjects as Usage.key_id
+    month = IntegerField()  # year * 100 + month
+    used = BigIntegerField(default=0)
+
+    class Meta:
+        primary_key = False
+        indexes = ((("subject", "month"), True),)
+
+
+class StreamLease(BaseModel):
+    """A stream in flight, counted against its subject's concurrent-stream cap until the
+    response closes; a lease whose process died stops counting at ``expires_at``."""
+
+    id = CharField(primary_key=True, max_length=36)
+    subject = CharField(max_length=64, index=True)
+    expires_at = DoubleField()  # epoch seconds (needs double precision)
+
+
 ALL_MODELS = [
     SchemaVersion,
     Bot,
@@ -355,4 +379,6 @@ ALL_MODELS = [
     AutomationRun,
     Usage,
     RateLimitState,
+    CreditCounter,
+    StreamLease,
 ]
