@@ -84,16 +84,14 @@ import platform  # noqa: E402
 from app.providers.llm import registry  # noqa: E402
 
 registry(app)
-# The anthropic SDK puts platform.platform() in its headers (the openai plugin no longer sends
-# them); its first call runs `uname -p` in a subprocess, and under gevent every concurrent first
-# request forked it (1,000 streams arriving together on a fresh worker: TTFT p50 10 s instead of
-# 4 s). Fill platform's cache once, here.
+# The anthropic SDK puts platform.platform() in its headers (the openai plugin leaves those
+# headers out); its first call runs `uname -p` in a subprocess, and under gevent every concurrent
+# first request of a fresh worker would fork it. Fill platform's cache once, here.
 platform.platform()
 
-# What is loaded by now (Flask, the SDKs, pydantic's models: about 150,000 objects) lives as
-# long as the worker. Frozen, it is out of the garbage collector's reach: a full collection
-# under load (a thousand streams' objects alive at once) walks only what requests created,
-# instead of spending ~50 ms on these each time.
+# What is loaded by now (Flask, the SDKs, pydantic's models) lives as long as the worker.
+# Frozen, it is out of the garbage collector's reach: a full collection under load walks only
+# what requests created.
 import gc  # noqa: E402
 
 gc.freeze()
