@@ -15,8 +15,8 @@ threads at once). Two things make this cheaper:
 - there is no pool checkout per call;
 - the page cache stays warm, where a write through any other connection empties a
   connection's whole cache in WAL mode.
-Inside a peewee transaction, and on PostgreSQL, the statements run on the caller's connection
-on their own. ``session()`` is what a caller outside a request puts around them.
+Inside a peewee transaction, and on PostgreSQL, the statements run on the caller's connection.
+``session()`` is what a caller outside a request puts around them.
 """
 import os
 from contextlib import contextmanager, nullcontext
