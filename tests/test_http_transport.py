@@ -1,11 +1,11 @@
-"""app/http_transport.py: the HTTP/1.1 transport under the provider SDKs."""
+"""app/providers/http_transport.py: the HTTP/1.1 transport under the provider SDKs."""
 import socket
 import threading
 import time
 
 import httpx
 
-from app.providers.http_transport import Http11Transport, LeanClient
+from app.providers.http_transport import FastTransport
 
 
 def _closing_server(replies):
@@ -31,7 +31,7 @@ def _closing_server(replies):
 
 def test_a_connection_the_server_closed_is_not_reused():
     port, accepted = _closing_server(3)
-    client = LeanClient(transport=Http11Transport(), timeout=5)
+    client = httpx.Client(transport=FastTransport(), timeout=5)
     for _ in range(3):
         time.sleep(0.2)  # the server has closed the previous connection by now
         resp = client.get(f"http://127.0.0.1:{port}/")
@@ -39,9 +39,9 @@ def test_a_connection_the_server_closed_is_not_reused():
     assert len(accepted) == 3  # each request opened a new connection
 
 
-def test_lean_client_streams_and_reads_like_httpx():
+def test_the_client_streams_and_reads_like_httpx():
     port, _ = _closing_server(2)
-    client = LeanClient(transport=Http11Transport(), timeout=5)
+    client = httpx.Client(transport=FastTransport(), timeout=5)
     with client.stream("GET", f"http://127.0.0.1:{port}/") as resp:
         assert resp.status_code == 200 and b"".join(resp.iter_bytes()) == b"ok"
         assert resp.elapsed.total_seconds() >= 0
@@ -114,7 +114,7 @@ def _read_until_done(client, url):
 
 def test_a_stream_read_up_to_done_leaves_its_connection_for_the_next():
     srv, accepted, _ = _sse_server()
-    client = LeanClient(transport=Http11Transport(), timeout=5)
+    client = httpx.Client(transport=FastTransport(), timeout=5)
     url = f"http://127.0.0.1:{srv.getsockname()[1]}/v1/chat/completions"
     for _ in range(3):
         assert _read_until_done(client, url)[-1] == "data: [DONE]"
@@ -125,7 +125,7 @@ def test_a_stream_read_up_to_done_leaves_its_connection_for_the_next():
 
 def test_a_stream_closed_midway_closes_its_connection_at_once():
     srv, accepted, gone = _sse_server(hold_after_first=True)
-    client = LeanClient(transport=Http11Transport(), timeout=5)
+    client = httpx.Client(transport=FastTransport(), timeout=5)
     url = f"http://127.0.0.1:{srv.getsockname()[1]}/v1/chat/completions"
     started = time.monotonic()
     with client.stream("POST", url, content=b"{}") as resp:
@@ -232,7 +232,7 @@ class Scripted:
 
 
 def _client(**kw):
-    return LeanClient(transport=Http11Transport(**kw), timeout=httpx.Timeout(5, connect=2))
+    return httpx.Client(transport=FastTransport(**kw), timeout=httpx.Timeout(5, connect=2))
 
 
 OK_LEN = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n{\"a\": |SPLIT|\"b\"}"
@@ -332,7 +332,7 @@ def test_a_server_that_never_answers_times_out_on_read():
     import pytest
 
     srv = Scripted([], hold=True)
-    client = LeanClient(transport=Http11Transport(), timeout=httpx.Timeout(0.3, connect=2))
+    client = httpx.Client(transport=FastTransport(), timeout=httpx.Timeout(0.3, connect=2))
     started = time.monotonic()
     with pytest.raises(httpx.ReadTimeout):
         client.get(srv.url + "/")
