@@ -66,9 +66,9 @@ class Limits:
 
     def __init__(self, max_head=65536, max_body=16 * MIB, max_line=MIB, deadline=120, first_byte=60,
                  stream_idle=60, keepalive_expiry=30, max_per_host=1000):
-        self.max_head, self.max_body, self.max_line = int(max_head), int(max_body), int(max_line)
+        self.max_head, self.max_body, self.max_line = (int(float(v)) for v in (max_head, max_body, max_line))
         self.deadline, self.first_byte, self.stream_idle = float(deadline), float(first_byte), float(stream_idle)
-        self.keepalive_expiry, self.max_per_host = float(keepalive_expiry), int(max_per_host)
+        self.keepalive_expiry, self.max_per_host = float(keepalive_expiry), int(float(max_per_host))
 
 
 # setting name -> Limits field; each also read from CHATPORT_<name>
@@ -478,6 +478,9 @@ class _Reader:
         try:
             self.parser.feed(data)
         except HTTPParseError as exc:
+            if not data:
+                raise httpx.RemoteProtocolError(f"the server closed the connection before the {what}'s end",
+                                                request=self.request) from None
             if not self.parser.complete:  # bytes after a complete response: the connection is not reused
                 raise httpx.RemoteProtocolError(f"malformed response: {exc.args[0] if exc.args else exc}",
                                                 request=self.request) from None
@@ -740,6 +743,9 @@ class GuardedTransport(httpx.BaseTransport):
         with timeout(start + (limits.first_byte if stream else limits.deadline) - time.monotonic(), request):
             response = self._inner.handle_request(request)
         try:
+            if "transfer-encoding" in response.headers and "content-length" in response.headers:
+                raise httpx.RemoteProtocolError("the response has both Transfer-Encoding and Content-Length",
+                                                request=request)
             rules = _BodyRules(request, limits, _is_event_stream(response.headers.get("content-type", "")), start)
             length = response.headers.get("content-length")
             if length and length.strip().isdigit():
