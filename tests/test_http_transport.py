@@ -403,3 +403,53 @@ def test_https_with_certificate_verification(tmp_path):
     with pytest.raises(httpx.ConnectError, match="certificate"):
         _client().get(f"https://localhost:{port}/")  # default trust: a self-signed certificate fails
     srv.close()
+
+
+# ---------------------------------------------------------------- the pool
+
+
+def test_an_idle_connection_expires_after_the_keepalive_expiry():
+    from app.providers.http_transport import Limits
+
+    srv = Scripted([OK_LEN] * 4)
+    client = httpx.Client(transport=FastTransport(limits=Limits(keepalive_expiry=0.3)), timeout=5)
+    client.get(srv.url + "/")
+    time.sleep(0.05)
+    client.get(srv.url + "/")
+    assert srv.accepted == 1  # reused while fresh
+    time.sleep(0.5)  # idle longer than the expiry: a NAT may have dropped it silently
+    client.get(srv.url + "/")
+    assert srv.accepted == 2
+    srv.close()
+
+
+def test_the_pool_caps_open_connections_per_host():
+    import pytest
+
+    from app.providers.http_transport import Limits
+
+    srv, accepted, _ = _sse_server(hold_after_first=True)
+    url = f"http://127.0.0.1:{srv.getsockname()[1]}/v1/chat/completions"
+    client = httpx.Client(transport=FastTransport(limits=Limits(max_per_host=2)),
+                          timeout=httpx.Timeout(5, pool=0.3))
+    first = client.send(client.build_request("POST", url, content=b"{}"), stream=True)
+    second = client.send(client.build_request("POST", url, content=b"{}"), stream=True)
+    started = time.monotonic()
+    with pytest.raises(httpx.PoolTimeout, match="PROVIDER_POOL_MAX_PER_HOST"):
+        client.send(client.build_request("POST", url, content=b"{}"), stream=True)
+    assert 0.25 < time.monotonic() - started < 2  # waited for a free connection, up to the pool timeout
+    assert len(accepted) == 2
+    waiter = {}
+
+    def third():
+        waiter["response"] = client.send(client.build_request("POST", url, content=b"{}"), stream=True)
+
+    thread = threading.Thread(target=third)
+    thread.start()
+    time.sleep(0.1)
+    first.close()  # a stream given up: its connection is closed and its place freed
+    thread.join(2)
+    assert waiter["response"].status_code == 200 and len(accepted) == 3
+    waiter["response"].close()
+    second.close()
+    srv.close()

@@ -102,7 +102,7 @@ def http_client(config, timeout):
         transport = FastTransport(limits=limits)
     elif kind == "httpx":
         transport = GuardedTransport(httpx.HTTPTransport(limits=httpx.Limits(
-            max_connections=None, max_keepalive_connections=limits.max_per_host,
+            max_connections=limits.max_per_host, max_keepalive_connections=limits.max_per_host,
             keepalive_expiry=limits.keepalive_expiry)), limits)
     else:
         raise ValueError(f"PROVIDER_HTTP_CLIENT must be 'fast' or 'httpx', not {kind!r}")
