@@ -15,10 +15,14 @@
   pool timeout), and are dropped after ``PROVIDER_KEEPALIVE_EXPIRY`` seconds idle or when the
   peer has closed them (a zero-timeout ``poll``). Proxies are httpx's own transports mounted
   for their URLs by ``httpx.Client``.
-- ``"httpx"``: httpx's own ``HTTPTransport`` (httpcore and h11), with the same caps and
-  deadlines applied around it.
+- ``"httpx"``: httpx's own ``HTTPTransport`` (httpcore and h11) inside ``GuardedTransport``,
+  which applies the same body caps and deadlines around it and also refuses a response with
+  both ``Transfer-Encoding`` and ``Content-Length`` (h11 reads the chunks). Its head is capped
+  by h11's own limit, and chunk sizes are not seen there (an event stream is bounded by its
+  lines). Its deadlines interrupt a wait under gevent (``gevent.Timeout``, with sockets
+  patched, as in a worker); without it they are checked as each piece arrives.
 
-Caps and deadlines, both transports (``Limits``, read from the settings):
+Caps and deadlines (``Limits``, read from the settings):
 
 - a response head is at most ``PROVIDER_MAX_HEAD`` bytes; a non-streamed body (one that is
   not ``text/event-stream``) at most ``PROVIDER_MAX_BODY``, a declared ``Content-Length`` or
@@ -35,10 +39,17 @@ Caps and deadlines, both transports (``Limits``, read from the settings):
 
 Errors are the httpx exceptions the SDKs map. Content codings are decoded by httpx.
 
+``http_client`` gives a ``ProviderClient`` (an ``httpx.Client`` whose ``send`` goes straight to
+the transport) unless a proxy is configured in the environment or ``"httpx"`` is asked for,
+which get a plain ``httpx.Client``.
+
 APIs used that are not public, and why: ``geventhttpclient._parser.HTTPResponseParser``, the
 llhttp binding, which ``geventhttpclient`` exposes only through this module (typed in its
 ``_parser.pyi``); its ``_on_*`` callbacks are the binding's protocol. Nothing private of httpx
-is used.
+is used. In the plugins, the SDK clients override private hooks that have no public
+equivalent: ``_should_retry`` (``NoRetryOn429``: a 429 is passed on, not slept on), and in the
+openai plugin ``platform_headers`` / ``_prepare_url`` (headers and URLs built once) and
+``FinalRequestOptions`` / ``model_copy`` (a request-options template copied per call).
 """
 import contextlib
 import contextvars
@@ -116,9 +127,9 @@ class ProviderClient(httpx.Client):
     """An ``httpx.Client`` whose ``send`` hands the request to its transport and returns the
     response: no cookie jar, auth flow, redirect following, event hooks or proxies from the
     environment, which the provider SDKs do not use (they set their own auth header and treat
-    a redirect as an error). Storing and parsing cookies alone is about a fifth of the CPU of a
-    proxied call. Requests are built as by ``httpx.Client`` (``build_request``: base URL,
-    headers, timeouts); streaming, reading and closing behave as there."""
+    a redirect as an error), and whose cookie handling alone costs more CPU than the transport.
+    Requests are built as by ``httpx.Client`` (``build_request``: base URL, headers, timeouts);
+    streaming, reading and closing behave as there. Public httpx API only."""
 
     def __init__(self, *, transport, timeout):
         super().__init__(transport=transport, timeout=timeout, trust_env=False)
