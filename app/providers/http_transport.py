@@ -612,6 +612,9 @@ class FastTransport(httpx.BaseTransport):
         start, stream = _call_clock()
         limits = self.limits
         head, has_length = _request_head(request)  # refused here, before any connection
+        head_deadline = start + (limits.first_byte if stream else limits.deadline)
+        if time.monotonic() >= head_deadline:  # a retry after the call's deadline: not sent
+            raise _past_deadline(request, "response")
         body = request.read()
         if body and not has_length:
             head.append(b"Content-Length: %d" % len(body))
@@ -635,7 +638,6 @@ class FastTransport(httpx.BaseTransport):
                 raise httpx.WriteError(f"sending the request failed: {exc}", request=request) from exc
             parser = _Parser(request.method == "HEAD")
             reader = _Reader(conn, parser, request, timeouts.get("read"))
-            head_deadline = start + (limits.first_byte if stream else limits.deadline)
             head_bytes, keep = 0, True
             while not parser.headers_done or parser.get_code() < 200:
                 if parser.complete:  # an interim response (100 Continue, 103 Early Hints): the final one follows
@@ -751,7 +753,10 @@ class GuardedTransport(httpx.BaseTransport):
         limits = self.limits
         timeout = _deadline_class()
         _request_head(request)
-        with timeout(start + (limits.first_byte if stream else limits.deadline) - time.monotonic(), request):
+        head_deadline = start + (limits.first_byte if stream else limits.deadline)
+        if time.monotonic() >= head_deadline:  # a retry after the call's deadline: not sent
+            raise _past_deadline(request, "response")
+        with timeout(head_deadline - time.monotonic(), request):
             response = self._inner.handle_request(request)
         try:
             if "transfer-encoding" in response.headers and "content-length" in response.headers:
