@@ -51,7 +51,6 @@ equivalent: ``_should_retry`` (``NoRetryOn429``: a 429 is passed on, not slept o
 openai plugin ``platform_headers`` / ``_prepare_url`` (headers and URLs built once) and
 ``FinalRequestOptions`` / ``model_copy`` (a request-options template copied per call).
 """
-import contextlib
 import contextvars
 import datetime
 import re
@@ -158,15 +157,22 @@ class ProviderClient(httpx.Client):
 _CALL = contextvars.ContextVar("chatport_provider_call", default=None)
 
 
-@contextlib.contextmanager
-def provider_call(stream=False):
+class provider_call:  # noqa: N801 - used as a function: ``with provider_call(stream=True):``
     """Every request sent inside (the SDK's first attempt and its retries) shares one clock,
     started here: see the module docstring for what it bounds."""
-    token = _CALL.set((time.monotonic(), bool(stream)))
-    try:
-        yield
-    finally:
-        _CALL.reset(token)
+
+    __slots__ = ("_stream", "_token")
+
+    def __init__(self, stream=False):
+        self._stream = bool(stream)
+
+    def __enter__(self):
+        self._token = _CALL.set((time.monotonic(), self._stream))
+        return self
+
+    def __exit__(self, *exc):
+        _CALL.reset(self._token)
+        return False
 
 
 def _call_clock():
@@ -228,8 +234,17 @@ class _BodyRules:
             raise _over_cap(self.request, "a declared body or chunk", "PROVIDER_MAX_BODY", self.limits.max_body)
 
 
+_EVENT_STREAM = {}  # Content-Type value -> whether it is text/event-stream
+
+
 def _is_event_stream(content_type):
-    return content_type.split(";", 1)[0].strip().lower() == "text/event-stream"
+    known = _EVENT_STREAM.get(content_type)
+    if known is None:
+        if len(_EVENT_STREAM) >= 256:
+            _EVENT_STREAM.clear()
+        text = content_type.decode("latin-1") if isinstance(content_type, bytes) else content_type
+        known = _EVENT_STREAM[content_type] = text.split(";", 1)[0].strip().lower() == "text/event-stream"
+    return known
 
 
 # ---------------------------------------------------------------- requests
@@ -246,12 +261,15 @@ def _request_head(request):
     """The request line and headers, refused with ``httpx.LocalProtocolError`` if any header
     name or value (or the method or target) is not valid HTTP: nothing is sent then. The error
     names the header, never its value (it may be a key)."""
-    method, target = request.method.encode("ascii"), request.url.raw_path
-    if not _TOKEN.fullmatch(method) or not _TARGET.fullmatch(target):
-        raise httpx.LocalProtocolError("the request line has characters HTTP does not allow", request=request)
-    head = [b"%s %s HTTP/1.1" % (method, target)]
-    has_length = False
     valid = _VALID_HEADERS
+    method, target = request.method.encode("ascii"), request.url.raw_path
+    line = (method, target)
+    if line not in valid:
+        if not _TOKEN.fullmatch(method) or not _TARGET.fullmatch(target):
+            raise httpx.LocalProtocolError("the request line has characters HTTP does not allow", request=request)
+        valid.add(line)
+    head = [b"%s %s HTTP/1.1" % line]
+    has_length = False
     for pair in request.headers.raw:
         name, value = pair
         if not has_length and name.lower() in (b"content-length", b"transfer-encoding"):
@@ -654,7 +672,7 @@ class FastTransport(httpx.BaseTransport):
                     raise _over_cap(request, "a response head", "PROVIDER_MAX_HEAD", limits.max_head)
             status, headers = parser.get_code(), parser.headers
             content_type = next((v for n, v in headers if n.lower() == b"content-type"), b"")
-            rules = _BodyRules(request, limits, _is_event_stream(content_type.decode("latin-1")), start)
+            rules = _BodyRules(request, limits, _is_event_stream(content_type), start)
             if not parser.complete:
                 rules.check_declared(parser.get_remaining_content_length())
         except BaseException:
