@@ -83,6 +83,23 @@ DEFAULTS = {
     # ["127.0.0.0/8"] for Ollama or vLLM on this machine; loopback, private and link-local
     # addresses are refused otherwise (the call fails with provider_unavailable, 502).
     "PROVIDER_ALLOWED_NETWORKS": [],
+    # The HTTP client under the provider SDKs (app/providers/http_transport.py): "fast"
+    # (llhttp-parsed, bounded) or "httpx" (httpx's own transport, with the same bounds).
+    "PROVIDER_HTTP_CLIENT": "fast",
+    # What a provider reply may make chatport buffer: its head, a non-streamed body (a larger
+    # declared Content-Length or chunk is refused unread), a line of an event stream.
+    "PROVIDER_MAX_HEAD": 65536,
+    "PROVIDER_MAX_BODY": 16 * 1024 * 1024,
+    "PROVIDER_MAX_LINE": 1024 * 1024,
+    # Seconds: a non-streamed call's whole reply, retries included (provider_timeout, 504,
+    # past it); a streamed call's response head; the longest wait between lines of a stream.
+    "PROVIDER_DEADLINE": 120,
+    "PROVIDER_FIRST_BYTE_TIMEOUT": 60,
+    "PROVIDER_STREAM_IDLE": 60,
+    # Idle connections to a provider are dropped after this many seconds; at most this many
+    # are open per host (a request beyond waits for one, up to the read timeout).
+    "PROVIDER_KEEPALIVE_EXPIRY": 30,
+    "PROVIDER_POOL_MAX_PER_HOST": 1000,
     "OPENAI_API_KEY": None,
     "OPENAI_BASE_URL": None,
     "OPENAI_MODELS": None,

@@ -19,9 +19,7 @@ import json
 import httpx
 
 from app.providers import (
-    Http11Transport,
     LazyClient,
-    LeanClient,
     Model,
     ProviderAuthError,
     ProviderBadRequest,
@@ -31,6 +29,8 @@ from app.providers import (
     body_chunks,
     check_base_url,
     hookimpl,
+    http_client,
+    provider_call,
     setting,
     sse_texts,
     usage_or_estimate,
@@ -87,7 +87,8 @@ class AnthropicChatModel(Model):
         try:
             client = self.client.get()
             if not request.stream:
-                reply = client.messages.create(**self._params(request))
+                with provider_call(stream=False):
+                    reply = client.messages.create(**self._params(request))
         except _sdk().UPSTREAM_ERRORS as exc:
             raise map_error(exc) from exc
         if not request.stream:
@@ -107,8 +108,9 @@ class AnthropicChatModel(Model):
         # The SDK sends the request (auth, timeouts, retries, status errors); events are
         # parsed here with json.loads, which costs half the CPU of the SDK's event objects.
         try:
-            response = client.messages.with_streaming_response.create(
-                **self._params(request), stream=True).__enter__()
+            with provider_call(stream=True):
+                response = client.messages.with_streaming_response.create(
+                    **self._params(request), stream=True).__enter__()
         except _sdk().UPSTREAM_ERRORS as exc:
             raise map_error(exc) from exc
         parts, state = [], {"prompt": None, "completion": None, "finished": False}
@@ -175,7 +177,7 @@ def register_models(register, config):
         check_base_url("anthropic", base_url, config)
         timeout = httpx.Timeout(read, connect=connect)
         return _sdk().Client(api_key=key, base_url=base_url, max_retries=retries, timeout=timeout,
-                             http_client=LeanClient(transport=Http11Transport(), timeout=timeout))
+                             http_client=http_client(config, timeout))
 
     client = LazyClient(factory)
     for model_id in models:

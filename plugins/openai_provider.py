@@ -21,9 +21,7 @@ import openai
 
 from app.providers import (
     SSE_END,
-    Http11Transport,
     LazyClient,
-    LeanClient,
     Model,
     NoRetryOn429,
     ProviderAuthError,
@@ -32,6 +30,8 @@ from app.providers import (
     body_chunks,
     check_base_url,
     hookimpl,
+    http_client,
+    provider_call,
     sdk_error,
     setting,
     sse_texts,
@@ -143,7 +143,8 @@ class OpenAIChatModel(Model):
             if not request.stream:
                 # client.post skips the SDK's per-field request transform (several ms for a
                 # long history) but keeps its auth, timeouts, retries and status errors.
-                reply = _post(client, self._params(request)).json()
+                with provider_call(stream=False):
+                    reply = _post(client, self._params(request)).json()
         except UPSTREAM_ERRORS as exc:
             raise map_error(exc, self.provider) from exc
         if not request.stream:
@@ -172,7 +173,8 @@ class OpenAIChatModel(Model):
         # pydantic objects for every chunk was over half the CPU time of a stream.
         extra = {"stream_options": {"include_usage": True}} if self.stream_usage else {}
         try:
-            response = _post(client, {**self._params(request), "stream": True, **extra}, stream=True)
+            with provider_call(stream=True):
+                response = _post(client, {**self._params(request), "stream": True, **extra}, stream=True)
         except UPSTREAM_ERRORS as exc:
             raise map_error(exc, self.provider) from exc
         parts, state = [], {"usage": None, "finished": False}
@@ -217,7 +219,7 @@ def _client_factory(provider, base_url, api_key, connect_timeout, read_timeout, 
         timeout = httpx.Timeout(float(read_timeout), connect=float(connect_timeout))
         return _Client(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=int(max_retries),
                        default_headers={"X-Stainless-Async": openai.Omit()},
-                       http_client=LeanClient(transport=Http11Transport(), timeout=timeout))
+                       http_client=http_client(config, timeout))
 
     return factory
 

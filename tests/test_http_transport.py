@@ -1,11 +1,11 @@
-"""app/http_transport.py: the HTTP/1.1 transport under the provider SDKs."""
+"""app/providers/http_transport.py: the HTTP/1.1 transport under the provider SDKs."""
 import socket
 import threading
 import time
 
 import httpx
 
-from app.providers.http_transport import Http11Transport, LeanClient
+from app.providers.http_transport import FastTransport
 
 
 def _closing_server(replies):
@@ -31,7 +31,7 @@ def _closing_server(replies):
 
 def test_a_connection_the_server_closed_is_not_reused():
     port, accepted = _closing_server(3)
-    client = LeanClient(transport=Http11Transport(), timeout=5)
+    client = httpx.Client(transport=FastTransport(), timeout=5)
     for _ in range(3):
         time.sleep(0.2)  # the server has closed the previous connection by now
         resp = client.get(f"http://127.0.0.1:{port}/")
@@ -39,9 +39,9 @@ def test_a_connection_the_server_closed_is_not_reused():
     assert len(accepted) == 3  # each request opened a new connection
 
 
-def test_lean_client_streams_and_reads_like_httpx():
+def test_the_client_streams_and_reads_like_httpx():
     port, _ = _closing_server(2)
-    client = LeanClient(transport=Http11Transport(), timeout=5)
+    client = httpx.Client(transport=FastTransport(), timeout=5)
     with client.stream("GET", f"http://127.0.0.1:{port}/") as resp:
         assert resp.status_code == 200 and b"".join(resp.iter_bytes()) == b"ok"
         assert resp.elapsed.total_seconds() >= 0
@@ -114,7 +114,7 @@ def _read_until_done(client, url):
 
 def test_a_stream_read_up_to_done_leaves_its_connection_for_the_next():
     srv, accepted, _ = _sse_server()
-    client = LeanClient(transport=Http11Transport(), timeout=5)
+    client = httpx.Client(transport=FastTransport(), timeout=5)
     url = f"http://127.0.0.1:{srv.getsockname()[1]}/v1/chat/completions"
     for _ in range(3):
         assert _read_until_done(client, url)[-1] == "data: [DONE]"
@@ -125,7 +125,7 @@ def test_a_stream_read_up_to_done_leaves_its_connection_for_the_next():
 
 def test_a_stream_closed_midway_closes_its_connection_at_once():
     srv, accepted, gone = _sse_server(hold_after_first=True)
-    client = LeanClient(transport=Http11Transport(), timeout=5)
+    client = httpx.Client(transport=FastTransport(), timeout=5)
     url = f"http://127.0.0.1:{srv.getsockname()[1]}/v1/chat/completions"
     started = time.monotonic()
     with client.stream("POST", url, content=b"{}") as resp:
@@ -232,7 +232,7 @@ class Scripted:
 
 
 def _client(**kw):
-    return LeanClient(transport=Http11Transport(**kw), timeout=httpx.Timeout(5, connect=2))
+    return httpx.Client(transport=FastTransport(**kw), timeout=httpx.Timeout(5, connect=2))
 
 
 OK_LEN = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n{\"a\": |SPLIT|\"b\"}"
@@ -332,7 +332,7 @@ def test_a_server_that_never_answers_times_out_on_read():
     import pytest
 
     srv = Scripted([], hold=True)
-    client = LeanClient(transport=Http11Transport(), timeout=httpx.Timeout(0.3, connect=2))
+    client = httpx.Client(transport=FastTransport(), timeout=httpx.Timeout(0.3, connect=2))
     started = time.monotonic()
     with pytest.raises(httpx.ReadTimeout):
         client.get(srv.url + "/")
@@ -402,4 +402,54 @@ def test_https_with_certificate_verification(tmp_path):
     assert len(connections) == 1  # kept alive over TLS
     with pytest.raises(httpx.ConnectError, match="certificate"):
         _client().get(f"https://localhost:{port}/")  # default trust: a self-signed certificate fails
+    srv.close()
+
+
+# ---------------------------------------------------------------- the pool
+
+
+def test_an_idle_connection_expires_after_the_keepalive_expiry():
+    from app.providers.http_transport import Limits
+
+    srv = Scripted([OK_LEN] * 4)
+    client = httpx.Client(transport=FastTransport(limits=Limits(keepalive_expiry=0.3)), timeout=5)
+    client.get(srv.url + "/")
+    time.sleep(0.05)
+    client.get(srv.url + "/")
+    assert srv.accepted == 1  # reused while fresh
+    time.sleep(0.5)  # idle longer than the expiry: a NAT may have dropped it silently
+    client.get(srv.url + "/")
+    assert srv.accepted == 2
+    srv.close()
+
+
+def test_the_pool_caps_open_connections_per_host():
+    import pytest
+
+    from app.providers.http_transport import Limits
+
+    srv, accepted, _ = _sse_server(hold_after_first=True)
+    url = f"http://127.0.0.1:{srv.getsockname()[1]}/v1/chat/completions"
+    client = httpx.Client(transport=FastTransport(limits=Limits(max_per_host=2)),
+                          timeout=httpx.Timeout(5, pool=0.3))
+    first = client.send(client.build_request("POST", url, content=b"{}"), stream=True)
+    second = client.send(client.build_request("POST", url, content=b"{}"), stream=True)
+    started = time.monotonic()
+    with pytest.raises(httpx.PoolTimeout, match="PROVIDER_POOL_MAX_PER_HOST"):
+        client.send(client.build_request("POST", url, content=b"{}"), stream=True)
+    assert 0.25 < time.monotonic() - started < 2  # waited for a free connection, up to the pool timeout
+    assert len(accepted) == 2
+    waiter = {}
+
+    def third():
+        waiter["response"] = client.send(client.build_request("POST", url, content=b"{}"), stream=True)
+
+    thread = threading.Thread(target=third)
+    thread.start()
+    time.sleep(0.1)
+    first.close()  # a stream given up: its connection is closed and its place freed
+    thread.join(2)
+    assert waiter["response"].status_code == 200 and len(accepted) == 3
+    waiter["response"].close()
+    second.close()
     srv.close()

@@ -168,3 +168,11 @@ def test_malformed_reply_is_unavailable(fake, stream, raw):
     fake.script(raw=raw)
     with pytest.raises(errors.ProviderUnavailable):
         collect(claude(fake).stream(request(stream=stream)))
+
+
+@pytest.mark.parametrize("kind", ["fast", "httpx"])
+def test_both_http_clients_carry_replies_and_streams(fake, kind):
+    fake.script(text="Short answer.", prompt_tokens=12, completion_tokens=3)
+    assert collect(claude(fake, PROVIDER_HTTP_CLIENT=kind).stream(request(stream=False)))[0] == "Short answer."
+    fake.script(chunks=["Hel", "lo"])
+    assert collect(claude(fake, PROVIDER_HTTP_CLIENT=kind).stream(request()))[0] == "Hello"

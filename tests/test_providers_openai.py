@@ -281,3 +281,38 @@ def test_error_inside_a_stream_is_unavailable_after_partial_deltas(fake):
             received.append(item)
     assert "".join(received) == "ab"  # what came before the error event is passed on
     assert "boom" in info.value.message
+
+
+@pytest.mark.parametrize("kind", ["fast", "httpx"])
+def test_both_http_clients_carry_replies_streams_retries_and_errors(fake, kind):
+    model = openai_model(fake, PROVIDER_HTTP_CLIENT=kind, OPENAI_MAX_RETRIES=1)
+    fake.script(text="Short answer.", prompt_tokens=12, completion_tokens=3)
+    assert collect(model.stream(request(stream=False)))[0] == "Short answer."
+    fake.script(chunks=["a", "b", "c"])
+    assert collect(model.stream(request()))[0] == "abc"
+    fake.script_once(status=500)
+    assert collect(model.stream(request()))[0] == "abc"  # retried before the stream started
+    fake.script(status=429, retry_after="7")
+    with pytest.raises(errors.ProviderRateLimited) as info:
+        collect(model.stream(request()))
+    assert info.value.headers == {"Retry-After": "7"}
+    fake.script(chunks=["a", "b", "c"], hang=float("inf"), hang_after=1)
+    with pytest.raises(errors.ProviderTimeout):  # the stream's idle gap
+        collect(openai_model(fake, PROVIDER_HTTP_CLIENT=kind, PROVIDER_STREAM_IDLE=0.5).stream(request()))
+
+
+def test_an_unknown_http_client_setting_is_a_clear_provider_error(fake):
+    with pytest.raises(errors.ProviderUnavailable, match="PROVIDER_HTTP_CLIENT"):
+        collect(openai_model(fake, PROVIDER_HTTP_CLIENT="curl").stream(request()))
+
+
+def test_a_non_streamed_call_and_its_retries_share_one_deadline(fake):
+    fake.script(hang=float("inf"))
+    model = openai_model(fake, OPENAI_MAX_RETRIES=1, OPENAI_READ_TIMEOUT=30, PROVIDER_DEADLINE=2)
+    started = time.monotonic()
+    with pytest.raises(errors.ProviderTimeout):
+        collect(model.stream(request(stream=False)))
+    # one deadline (2 s) and the SDK's back-off (at most 1 s) before its retry fails at once;
+    # a deadline per attempt would take 4 s and more
+    assert 2 <= time.monotonic() - started < 3.6
+    assert len(fake.requests) == 1  # the retry was refused before it was sent

@@ -6,7 +6,7 @@ A plugin imports everything it uses from this module::
 
 Inside the package: ``llm`` (the model interface and the registry), ``hookspecs`` and
 ``loading`` (pluggy hooks and plugin loading), ``helpers`` (settings, lazy clients, error
-mapping, SSE reading), ``http_transport`` (the HTTP client under the SDKs), ``streaming``
+mapping, SSE reading), ``http_transport`` (the HTTP client under the SDKs: ``http_client``, ``provider_call``), ``streaming``
 (heartbeats around a provider's stream) and ``netguard`` (the address guard).
 """
 from app.errors import (
@@ -36,7 +36,7 @@ from app.providers.helpers import (
                         usage_or_estimate,
 )
 from app.providers.hookspecs import hookimpl
-from app.providers.http_transport import Http11Transport, LeanClient
+from app.providers.http_transport import FastTransport, GuardedTransport, Limits, http_client, provider_call
 from app.providers.llm import ChatRequest, EmbeddingModel, Model, Usage, estimate_tokens
 
 __all__ = [
@@ -46,5 +46,5 @@ __all__ = [
     "SSE_END", "LazyClient", "NoRetryOn429", "as_list", "body_chunks", "byte_lines", "check_base_url",
     "retry_after", "sdk_error", "setting", "sse_batches", "sse_data", "sse_texts", "status_error",
     "upstream_message", "usage_or_estimate",
-    "Http11Transport", "LeanClient",
+    "FastTransport", "GuardedTransport", "Limits", "http_client", "provider_call",
 ]
