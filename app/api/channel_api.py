@@ -338,5 +338,5 @@ def delete_rows():
 def sync_data_source():
     """Start a sync in the background (429 while one is running)"""
     data = _body(SourceIdBody)
-    knowledge.sync_in_background(_source(data["dataSourceId"]).id)
+    knowledge.sync_in_background(_source(data["dataSourceId"]).id, knowledge.fetch_options(current_app.config))
     return {"success": True}

@@ -16,11 +16,6 @@ blp = Blueprint("knowledge", __name__, url_prefix="/knowledge", description="Kno
 blp.before_request(any_key)
 
 
-def fetch_options(config):
-    return {"max_bytes": config["KNOWLEDGE_URL_MAX_BYTES"], "timeout": config["KNOWLEDGE_URL_TIMEOUT"],
-            "allowed_networks": config["KNOWLEDGE_URL_ALLOWED_NETWORKS"]}
-
-
 def _admin():
     keys.require_admin(current_key())
 
@@ -178,7 +173,7 @@ def sync(source_id):
     """Sync in the background (429 while a sync of this source runs)"""
     _admin()
     source = knowledge.get_source(source_id)
-    knowledge.sync_in_background(source.id, fetch_options(current_app.config))
+    knowledge.sync_in_background(source.id, knowledge.fetch_options(current_app.config))
     return knowledge.get_source(source_id)
 
 

@@ -293,6 +293,12 @@ def row_tags(row):
 SYNC_BATCH = 100
 
 
+def fetch_options(config):
+    """Keyword arguments for ``fetch_text`` from the app's ``KNOWLEDGE_URL_*`` settings."""
+    return {"max_bytes": config["KNOWLEDGE_URL_MAX_BYTES"], "timeout": config["KNOWLEDGE_URL_TIMEOUT"],
+            "allowed_networks": config["KNOWLEDGE_URL_ALLOWED_NETWORKS"]}
+
+
 def _row_failed(row_id, exc):
     log.warning("sync of row %s failed: %s", row_id, exc)
     KnowledgeRow.update(status="sync_error", error=f"{type(exc).__name__}: {exc}"[:500]).where(
