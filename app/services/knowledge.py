@@ -13,9 +13,9 @@ from datetime import timedelta
 from peewee import OperationalError, fn
 
 from app import clock
-from app.errors import BadRequest, NotFound, QuotaExceeded, RateLimited
+from app.errors import BadRequest, Forbidden, NotFound, QuotaExceeded, RateLimited
 from app.storage import prepared, search_index
-from app.storage.db import db
+from app.storage.db import db, is_sqlite
 from app.storage.models import BotSource, KnowledgeChunk, KnowledgeRow, KnowledgeSource, RowTag, Tag
 
 log = logging.getLogger("chatport.knowledge")
@@ -136,19 +136,45 @@ def get_source(source_id, bot_id=None):
     return source
 
 
-def update_source(source, **changes):
+def _lock_source(source):
+    """Hold the source row until the transaction ends: attaching it to a bot (which checks the
+    foreign key) waits, so "attached to this bot alone" stays true until the change commits.
+    SQLite transactions here take the write lock up front, which serialises them anyway."""
+    if not is_sqlite():
+        KnowledgeSource.select(KnowledgeSource.id).where(KnowledgeSource.id == source.id).for_update().execute()
+
+
+def _check_sole_owner(source, bot_id):
+    """Inside a transaction: raise Forbidden unless ``bot_id`` is the only bot the source is
+    attached to (``bot_id`` None: no restriction, as for an admin key)."""
+    if bot_id is None:
+        return
+    _lock_source(source)
+    others = BotSource.select().where((BotSource.source == source) & (BotSource.bot != bot_id)).exists()
+    if others:
+        raise Forbidden(f"Data source {source.id} is shared with other bots: only an admin may change it",
+                        code="shared_source")
+
+
+def update_source(source, *, only_bot=None, **changes):
+    """Apply ``changes``; with ``only_bot``, only when the source belongs to that bot alone
+    (Forbidden otherwise, nothing changed)."""
     if "sync_interval" in changes:
         _check_interval(changes["sync_interval"])
-    for field, value in changes.items():
-        setattr(source, field, value)
-    source.updated_at = clock.now()
-    source.save()
+    with db.atomic():
+        _check_sole_owner(source, only_bot)
+        for field, value in changes.items():
+            setattr(source, field, value)
+        source.updated_at = clock.now()
+        source.save()
     return source
 
 
-def delete_source(source):
-    """Delete a source with its rows, chunks and index entries (one transaction)."""
+def delete_source(source, *, only_bot=None):
+    """Delete a source with its rows, chunks and index entries (one transaction); with
+    ``only_bot``, only when the source belongs to that bot alone (Forbidden otherwise)."""
     with db.atomic():
+        _check_sole_owner(source, only_bot)
         search_index.remove_sources([source.id])
         source.delete_instance()  # rows, chunks, tags links and bot links cascade
 
@@ -195,12 +221,14 @@ def _check_quota(extra_chars, quota):
                             code="storage_exhausted")
 
 
-def add_rows(source, rows, *, max_row_chars=1_000_000, quota=None):
-    """Create rows, all or nothing. Raises BadRequest, QuotaExceeded (storage)."""
+def add_rows(source, rows, *, max_row_chars=1_000_000, quota=None, only_bot=None):
+    """Create rows, all or nothing. Raises BadRequest, QuotaExceeded (storage), Forbidden
+    (``only_bot`` given and the source is shared with other bots)."""
     for row in rows:
         _check_row(row, max_row_chars)
     created = []
     with db.atomic():
+        _check_sole_owner(source, only_bot)
         _check_quota(sum(len(r["content"]) for r in rows), quota)
         for row in rows:
             r = KnowledgeRow.create(source=source, name=row.get("name", ""), content=row["content"],
@@ -235,10 +263,10 @@ def _rows_by_id(source, ids):
     return found
 
 
-def update_rows(source, rows, *, max_row_chars=1_000_000, quota=None):
+def update_rows(source, rows, *, max_row_chars=1_000_000, quota=None, only_bot=None):
     """Update name/content/tags of rows by id, all or nothing; they need a new sync.
 
-    Raises BadRequest, NotFound (an id not in the source), QuotaExceeded.
+    Raises BadRequest, NotFound (an id not in the source), QuotaExceeded, Forbidden (see add_rows).
     """
     found = _rows_by_id(source, [r.get("id") for r in rows] if isinstance(rows, list) else None)
     for row in rows:
@@ -246,6 +274,7 @@ def update_rows(source, rows, *, max_row_chars=1_000_000, quota=None):
                   "content": row.get("content", found[row["id"]].content), "tags": row.get("tags")}
         _check_row(merged, max_row_chars)
     with db.atomic():
+        _check_sole_owner(source, only_bot)
         growth = sum(len(r["content"]) - found[r["id"]].char_count for r in rows if "content" in r)
         if growth > 0:
             _check_quota(growth, quota)
@@ -266,10 +295,12 @@ def update_rows(source, rows, *, max_row_chars=1_000_000, quota=None):
     return list(found.values())
 
 
-def delete_rows(source, ids):
-    """Delete rows with their chunks and index entries, all or nothing. Raises NotFound."""
+def delete_rows(source, ids, *, only_bot=None):
+    """Delete rows with their chunks and index entries, all or nothing. Raises NotFound,
+    Forbidden (see add_rows)."""
     found = _rows_by_id(source, ids)
     with db.atomic():
+        _check_sole_owner(source, only_bot)
         search_index.remove_rows(list(found))
         KnowledgeRow.delete().where(KnowledgeRow.id.in_(list(found))).execute()
 
