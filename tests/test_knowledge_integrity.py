@@ -74,3 +74,84 @@ def test_a_channel_cannot_change_a_source_other_bots_share(admin, client, app):
         assert KnowledgeSource.select().count() == 0 and KnowledgeRow.select().count() == 0
         assert BotSource.select().count() == 0
     assert admin.post(f"{K}/search", json={"query": "walruses"}).get_json()["data"] == []
+
+
+# ------------------------------------------------------------------ a scoped key reads only its sources
+
+
+def _two_bots_with_sources(app, admin):
+    a = admin.post("/api/v1/bots", json={"name": "a"}).get_json()
+    b = admin.post("/api/v1/bots", json={"name": "b"}).get_json()
+    sa = _synced_source(app, admin, "alpha", "Lions of Alpha sleep twenty hours.", [a["id"]])
+    sb = _synced_source(app, admin, "beta", "Lions of Beta hunt at dawn, a secret.", [b["id"]])
+    return a, b, sa, sb
+
+
+def test_search_tells_no_difference_between_unknown_and_not_yours(app, client, admin):
+    a, b, sa, sb = _two_bots_with_sources(app, admin)
+    scoped = Api(client, create_key(app, kind="client", bot_ids=[a["id"]]))
+    unknown_id = "00000000-0000-4000-8000-000000000000"
+    for mine, theirs, unknown in ((sa["id"], sb["id"], unknown_id), ("alpha", "beta", "gamma")):
+        not_yours = scoped.post(f"{K}/search", json={"query": "lions", "source_ids": [theirs]})
+        missing = scoped.post(f"{K}/search", json={"query": "lions", "source_ids": [unknown]})
+        assert not_yours.status_code == missing.status_code == 404
+        assert not_yours.get_json()["message"] == missing.get_json()["message"].replace(unknown, theirs)
+        assert theirs in not_yours.get_json()["message"]
+        both = scoped.post(f"{K}/search", json={"query": "lions", "source_ids": [mine, theirs]})
+        assert both.status_code == 404  # never the allowed part alone
+        hits = scoped.post(f"{K}/search", json={"query": "lions", "source_ids": [mine]}).get_json()["data"]
+        assert {h["source_id"] for h in hits} == {sa["id"]}
+    everything = admin.post(f"{K}/search", json={"query": "lions", "source_ids": ["beta"]}).get_json()["data"]
+    assert {h["source_id"] for h in everything} == {sb["id"]}  # an admin key names any source
+
+
+FLOW = {"name": "Lions", "inputs": [{"name": "q"}],
+        "steps": [{"prompt": "Lions question: {{ q }}", "model": "echo/echo", "context": {"sources": ["alpha"]}}]}
+
+
+def _run(api, flow_id, dialect, override):
+    if dialect == "flows":
+        resp = api.post(f"/v1/flows/{flow_id}/generate",
+                        json={"flow": {"inputs": {"q": "lions"}}, "steps": {"step1": {"context": override}}})
+        return resp, (resp.get_json()["results"]["result"] if resp.status_code == 200 else None)
+    resp = api.post(f"/api/v1/automations/{flow_id}/run",
+                    json={"inputs": {"q": "lions"}, "steps": {"step1": {"context": override}}})
+    return resp, (resp.get_json()["result"] if resp.status_code == 200 else None)
+
+
+@pytest.mark.parametrize("dialect", ["flows", "chatport"])
+def test_step_overrides_stay_inside_the_keys_scope(app, client, admin, dialect):
+    a, b, sa, sb = _two_bots_with_sources(app, admin)
+    admin.post(f"{K}/sources", json={"name": "loose"})  # attached to no bot
+    flow = admin.post("/api/v1/automations", json=FLOW).get_json()
+    scoped = Api(client, create_key(app, kind="client", bot_ids=[a["id"]], automation_ids=[flow["id"]]))
+    before = {k: v for k, v in snapshot(app).items() if k != "AutomationRun"}
+    for override in ({"folders": {"ids": [sb["id"]]}}, {"folders": {"names": ["beta"]}},
+                     {"folders": {"ids": [sa["id"]], "names": ["beta"]}}, {"folders": {"names": ["loose"]}}):
+        resp, _ = _run(scoped, flow["id"], dialect, override)
+        assert resp.status_code == 404, (override, resp.get_json())
+        body = resp.get_json()
+        assert "Unknown data source" in body["message"] and "secret" not in resp.get_data(as_text=True)
+        assert body["error"] is True if dialect == "flows" else body["code"] == 404
+    for override in ({"folders": {"ids": [], "names": []}}, {}, {"tags": {"names": []}}):
+        resp, text = _run(scoped, flow["id"], dialect, override)  # "every source" = every source in scope
+        assert resp.status_code == 200, resp.get_json()
+        assert "twenty hours" in text and "dawn" not in text
+    resp, text = _run(scoped, flow["id"], dialect, {"folders": {"names": ["alpha"]}})
+    assert resp.status_code == 200 and "twenty hours" in text
+    assert {k: v for k, v in snapshot(app).items() if k != "AutomationRun"} == before
+    # an admin key (no bot scope) may still point a step at any source
+    resp, text = _run(admin, flow["id"], dialect, {"folders": {"names": ["beta"]}})
+    assert resp.status_code == 200 and "dawn" in text
+
+
+def test_a_scoped_key_may_name_the_sources_its_automation_uses(app, client, admin):
+    a, b, sa, sb = _two_bots_with_sources(app, admin)
+    flow = admin.post("/api/v1/automations", json={**FLOW, "steps": [
+        {**FLOW["steps"][0], "context": {"sources": ["beta"]}}]}).get_json()
+    scoped = Api(client, create_key(app, kind="client", bot_ids=[a["id"]], automation_ids=[flow["id"]]))
+    for dialect in ("flows", "chatport"):
+        resp, text = _run(scoped, flow["id"], dialect, {"folders": {"names": ["beta"]}})
+        assert resp.status_code == 200 and "dawn" in text  # the automation reads it anyway
+        resp, text = _run(scoped, flow["id"], dialect, {"folders": {}})
+        assert resp.status_code == 200 and "dawn" in text and "twenty hours" in text

@@ -461,18 +461,34 @@ def sync_due(now=None, fetch_options=None):
 # ---------------------------------------------------------------- search
 
 
-def resolve_source_ids(ids=(), names=()):
-    """Source ids from ids and/or names; None when both are empty (all). Raises NotFound."""
-    ids, names = list(ids or []), list(names or [])
+def resolve_source_ids(ids=(), names=(), *, within=None):
+    """Source ids from ids and/or names (a name means every source of that name).
+
+    Both empty: None (every source), or every id of ``within`` when given. ``within`` (ids)
+    bounds what may be named: a source outside it is as unknown as one that does not exist,
+    with the same message. Raises NotFound.
+    """
+    ids, names = list(dict.fromkeys(ids or [])), list(dict.fromkeys(names or []))
     if not ids and not names:
-        return None
-    found = {s.id for s in KnowledgeSource.select(KnowledgeSource.id).where(KnowledgeSource.id.in_(ids))} if ids else set()
-    missing = [i for i in ids if i not in found]
-    by_name = {s.name: s.id for s in KnowledgeSource.select().where(KnowledgeSource.name.in_(names))} if names else {}
-    missing += [n for n in names if n not in by_name]
+        return None if within is None else sorted(within)
+    query = KnowledgeSource.select(KnowledgeSource.id, KnowledgeSource.name).where(
+        KnowledgeSource.id.in_(ids) | KnowledgeSource.name.in_(names))
+    if within is not None:
+        query = query.where(KnowledgeSource.id.in_(sorted(within)))
+    wanted_ids, wanted_names = set(ids), set(names)
+    rows = [r for r in query if r.id in wanted_ids or r.name in wanted_names]
+    found_ids, found_names = {r.id for r in rows}, {r.name for r in rows}
+    missing = [i for i in ids if i not in found_ids] + [n for n in names if n not in found_names]
     if missing:
         raise NotFound(f"Unknown data source(s): {', '.join(missing)}")
-    return sorted(found | set(by_name.values()))
+    return sorted(found_ids)
+
+
+def source_ids_in_scope(bot_scope):
+    """Ids of the sources attached to the bots of ``bot_scope``; None (no bound) when it is None."""
+    if bot_scope is None:
+        return None
+    return {s for bot in bot_scope for s in source_ids_of_bot(bot)}
 
 
 def resolve_tag_ids(ids=(), names=()):
@@ -511,14 +527,13 @@ def search(query, *, source_ids=None, tag_ids=None, top_k=5):
 
 
 def search_for(query, *, source_refs=(), tag_names=(), top_k=5, bot_scope=None):
-    """Search as an API caller sees it: sources by id or name, tags by name, and a key scoped
-    to some bots (``bot_scope``) limited to the sources attached to them. Raises NotFound."""
+    """Search as an API caller sees it: sources by id or name, tags by name. A key scoped to
+    some bots (``bot_scope``) searches only the sources attached to them; naming any other
+    source is the same NotFound as naming one that does not exist. Raises NotFound."""
     from app.ids import is_uuid
 
     source_ids = resolve_source_ids([r for r in source_refs if is_uuid(r)],
-                                    [r for r in source_refs if not is_uuid(r)])
-    if bot_scope is not None:
-        allowed = {s for bot in bot_scope for s in source_ids_of_bot(bot)}
-        source_ids = sorted(allowed if source_ids is None else allowed & set(source_ids))
+                                    [r for r in source_refs if not is_uuid(r)],
+                                    within=source_ids_in_scope(bot_scope))
     tag_ids = resolve_tag_ids(names=tag_names)
     return search(query, source_ids=source_ids, tag_ids=tag_ids, top_k=top_k)
