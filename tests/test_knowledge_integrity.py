@@ -155,3 +155,42 @@ def test_a_scoped_key_may_name_the_sources_its_automation_uses(app, client, admi
         assert resp.status_code == 200 and "dawn" in text  # the automation reads it anyway
         resp, text = _run(scoped, flow["id"], dialect, {"folders": {}})
         assert resp.status_code == 200 and "dawn" in text and "twenty hours" in text
+
+
+# ------------------------------------------------------------------ a refused text writes nothing
+
+
+def test_a_text_source_over_quota_is_refused_whole(app, admin):
+    bot = admin.post("/api/v1/bots", json={"name": "kb"}).get_json()
+    app.config["KNOWLEDGE_MAX_CHARS"] = 20
+    before = snapshot(app)
+    refused = admin.post(f"{K}/sources", json={"name": "big", "type": "TEXT", "text": "x" * 21,
+                                               "bot_ids": [bot["id"]]})
+    assert refused.status_code == 429 and refused.get_json()["code"] == 429
+    wrong_type = admin.post(f"{K}/sources", json={"name": "m", "type": "MANUAL", "text": "short"})
+    assert wrong_type.status_code == 400 and "text" in wrong_type.get_json()["message"]
+    assert snapshot(app) == before  # no source, no attachment, no row
+    ok = admin.post(f"{K}/sources", json={"name": "fits", "type": "TEXT", "text": "y" * 20, "bot_ids": [bot["id"]]})
+    assert ok.status_code == 201
+    with app.app_context(), db.connection_context():
+        assert KnowledgeSource.select().count() == 1 and KnowledgeRow.select().count() == 1
+
+
+def test_a_chatbot_whose_text_is_over_quota_is_not_created(app, admin):
+    from app.storage.models import Bot
+
+    created = admin.post("/api/v1/create-chatbot", json={"chatbotName": "Small", "sourceText": "Owls hoot."})
+    assert created.status_code == 200
+    bot_id = created.get_json()["chatbotId"]
+    app.config["KNOWLEDGE_MAX_CHARS"] = 30
+    before = snapshot(app)
+    refused = admin.post("/api/v1/create-chatbot", json={"chatbotName": "Big", "sourceText": "z" * 31})
+    assert refused.status_code == 429 and set(refused.get_json()) == {"message"}
+    renamed = admin.post("/api/v1/update-chatbot-data", json={"chatbotId": bot_id, "chatbotName": "Renamed",
+                                                              "sourceText": "w" * 31})
+    assert renamed.status_code == 429
+    assert snapshot(app) == before  # no bot, no source; the first bot keeps its name and text
+    with app.app_context(), db.connection_context():
+        assert [b.name for b in Bot.select()] == ["Small"] and KnowledgeSource.select().count() == 1
+    replaced = admin.post("/api/v1/update-chatbot-data", json={"chatbotId": bot_id, "sourceText": "q" * 30})
+    assert replaced.status_code == 200  # the old text does not count against the new one

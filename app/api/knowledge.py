@@ -133,13 +133,11 @@ class Sources(MethodView):
     @blp.arguments(SourceCreate)
     @blp.response(201, SourceOut)
     def post(self, data):
-        """Create a source (MANUAL rows, one TEXT body, or a URL) attached to bots"""
+        """Create a source (MANUAL rows, one TEXT body, or a URL) attached to bots, all or nothing
+        (429 when the text does not fit the storage)"""
         _admin()
-        text = data.pop("text", None)
-        source = knowledge.create_source(**data)
-        if text is not None:
-            knowledge.replace_text(source, text)
-        return source
+        return knowledge.create_source(**data, max_row_chars=current_app.config["KNOWLEDGE_MAX_ROW_CHARS"],
+                                       quota=current_app.config["KNOWLEDGE_MAX_CHARS"])
 
 
 @blp.route("/sources/<source_id>")

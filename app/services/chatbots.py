@@ -13,29 +13,37 @@ def _text_source(bot):
             .where((BotSource.bot == bot) & (KnowledgeSource.type == "TEXT")).first())
 
 
-def set_source_text(bot, text):
-    """Replace the bot's TEXT source with ``text`` (creating and attaching it) and sync it now."""
+def _write_source_text(bot, text, limits):
+    """Replace (or create and attach) the bot's TEXT source, inside the caller's transaction."""
     source = _text_source(bot)
     if source is None:
         source = knowledge.create_source(name=f"{bot.name} {TEXT_SOURCE_NAME}", type="TEXT", bot_ids=[bot.id])
-    knowledge.replace_text(source, text, name=TEXT_SOURCE_NAME)
-    return knowledge.sync_source(source.id)
+    knowledge.replace_text(source, text, name=TEXT_SOURCE_NAME, **limits)
+    return source
 
 
-def create_chatbot(name, source_text=None, *, default_model):
-    """Create a bot (and its synced TEXT source when ``source_text`` is given)."""
+def create_chatbot(name, source_text=None, *, default_model, max_row_chars=1_000_000, quota=None):
+    """Create a bot and, when ``source_text`` is given, its TEXT source (synced before this
+    returns), in one transaction: a refused text (QuotaExceeded, BadRequest) creates nothing."""
     with db.atomic():
         bot = bots.create_bot(name=name, default_model=default_model)
-    if source_text:
-        set_source_text(bot, source_text)
+        source = _write_source_text(bot, source_text, {"max_row_chars": max_row_chars, "quota": quota}) \
+            if source_text else None
+    if source is not None:
+        knowledge.sync_source(source.id)
     return bot
 
 
-def update_chatbot_data(bot, *, name=None, source_text=None):
-    if name is not None:
-        bots.update_bot(bot.id, name=name)
-    if source_text is not None:
-        set_source_text(bot, source_text)
+def update_chatbot_data(bot, *, name=None, source_text=None, max_row_chars=1_000_000, quota=None):
+    """Rename the bot and/or replace its text, in one transaction (a refused text renames
+    nothing); the new text is synced before this returns."""
+    with db.atomic():
+        if name is not None:
+            bots.update_bot(bot.id, name=name)
+        source = _write_source_text(bot, source_text, {"max_row_chars": max_row_chars, "quota": quota}) \
+            if source_text is not None else None
+    if source is not None:
+        knowledge.sync_source(source.id)
     return bots.get_bot(bot.id)
 
 

@@ -82,18 +82,24 @@ def _check_interval(interval):
         raise BadRequest("syncInterval must be day, week, month or null", fields={"syncInterval": "invalid"})
 
 
-def create_source(*, name, type="MANUAL", url=None, sync_interval=None, bot_ids=()):
-    """Create a source attached to ``bot_ids``. Raises BadRequest."""
+def create_source(*, name, type="MANUAL", url=None, sync_interval=None, bot_ids=(), text=None,
+                  max_row_chars=1_000_000, quota=None):
+    """Create a source attached to ``bot_ids`` (a TEXT source with its ``text``), all or
+    nothing. Raises BadRequest, QuotaExceeded (the text does not fit the storage quota)."""
     if type not in TYPES:
         raise BadRequest(f"type must be one of {', '.join(TYPES)}", fields={"type": "invalid"})
     if (type == "URL") != bool(url):
         raise BadRequest("url is required for URL sources and only for them", fields={"url": "invalid"})
     if url and not url.startswith(("http://", "https://")):
         raise BadRequest("url must start with http:// or https://", fields={"url": "invalid"})
+    if text is not None and type != "TEXT":
+        raise BadRequest("text is the body of a TEXT source (type TEXT)", fields={"text": "invalid"})
     _check_interval(sync_interval)
     with db.atomic():
         source = KnowledgeSource.create(name=name, type=type, url=url, sync_interval=sync_interval)
         attach(source, bot_ids)
+        if text is not None:
+            replace_text(source, text, max_row_chars=max_row_chars, quota=quota)
     return source
 
 
@@ -305,13 +311,14 @@ def delete_rows(source, ids, *, only_bot=None):
         KnowledgeRow.delete().where(KnowledgeRow.id.in_(list(found))).execute()
 
 
-def replace_text(source, text, name="text"):
-    """A TEXT source holds one row: replace its content (and its index entries)."""
+def replace_text(source, text, name="text", *, max_row_chars=1_000_000, quota=None):
+    """A TEXT source holds one row: replace its content (and its index entries), all or
+    nothing. Raises BadRequest, QuotaExceeded (the old text no longer counts)."""
     with db.atomic():
         old = [r.id for r in KnowledgeRow.select(KnowledgeRow.id).where(KnowledgeRow.source == source)]
         search_index.remove_rows(old)
         KnowledgeRow.delete().where(KnowledgeRow.source == source).execute()
-        return add_rows(source, [{"name": name, "content": text}])
+        return add_rows(source, [{"name": name, "content": text}], max_row_chars=max_row_chars, quota=quota)
 
 
 def row_tags(row):
