@@ -194,3 +194,72 @@ def test_a_chatbot_whose_text_is_over_quota_is_not_created(app, admin):
         assert [b.name for b in Bot.select()] == ["Small"] and KnowledgeSource.select().count() == 1
     replaced = admin.post("/api/v1/update-chatbot-data", json={"chatbotId": bot_id, "sourceText": "q" * 30})
     assert replaced.status_code == 200  # the old text does not count against the new one
+
+
+# ------------------------------------------------------------------ get-or-create under concurrency
+
+THREADS = 8
+ROUNDS = 5
+
+
+def _race(app, work):
+    """Run ``work(i)`` in THREADS threads at once, each with its own connection; return the
+    exceptions they raised."""
+    import threading
+
+    barrier, errors = threading.Barrier(THREADS), []
+
+    def run(i):
+        try:
+            with app.app_context(), db.connection_context():
+                barrier.wait(timeout=30)
+                work(i)
+        except Exception as exc:  # noqa: BLE001 - collected and asserted on
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return errors
+
+
+def test_racing_user_upserts_make_one_row_and_lose_no_property(app):
+    from app.services import users
+    from app.storage.models import EndUser
+
+    for r in range(ROUNDS):
+        errors = _race(app, lambda i: users.upsert_user(f"user-{r}", {f"p{i}": i}))
+        assert errors == []
+        with app.app_context(), db.connection_context():
+            rows = list(EndUser.select().where(EndUser.external_id == f"user-{r}"))
+            assert len(rows) == 1 and rows[0].properties == {f"p{i}": i for i in range(THREADS)}
+
+
+def test_racing_first_uses_of_a_conversation_id_make_one_conversation(app):
+    from app.services import chatbots
+    from app.storage.models import Bot, Conversation
+
+    with app.app_context(), db.connection_context():
+        bot = Bot.create(name="b", model="echo/echo")
+    seen = []
+    for r in range(ROUNDS):
+        errors = _race(app, lambda i: seen.append(chatbots.conversation_for(bot, f"conv-{r}").id))
+        assert errors == []
+    assert sorted(set(seen)) == [f"conv-{r}" for r in range(ROUNDS)]
+    with app.app_context(), db.connection_context():
+        assert Conversation.select().count() == ROUNDS
+
+
+def test_racing_writers_of_one_new_tag_make_one_tag(app):
+    from app.storage.models import RowTag, Tag
+
+    with app.app_context(), db.connection_context():
+        source = knowledge.create_source(name="tags")
+    for r in range(ROUNDS):
+        errors = _race(app, lambda i: knowledge.add_rows(source, [{"content": f"row {i}", "tags": [f"t{r}"]}]))
+        assert errors == []
+        with app.app_context(), db.connection_context():
+            tags = list(Tag.select().where(Tag.name == f"t{r}"))
+            assert len(tags) == 1 and RowTag.select().where(RowTag.tag == tags[0].id).count() == THREADS

@@ -1,6 +1,6 @@
 """Chatbots as the chat API sees them: a bot plus one TEXT knowledge source (``sourceText``)."""
 from app import clock
-from app.errors import BadRequest
+from app.errors import BadRequest, NotFound
 from app.services import bots, knowledge
 from app.storage.db import db
 from app.storage.models import BotSource, Conversation, KnowledgeSource
@@ -66,24 +66,26 @@ def check_model(bot, model):
 
 
 def conversation_for(bot, conversation_id, *, api_key=None, surface="chat"):
-    """The client-named conversation of ``bot``, created on first use.
+    """The client-named conversation of ``bot``, created on first use (without the bot's
+    greeting: the client sends its own history).
 
     Raises BadRequest when that id is taken by another bot's conversation (whose
-    data stays invisible).
+    data stays invisible), NotFound when the bot is disabled and the conversation new.
     """
     if not isinstance(conversation_id, str) or not 1 <= len(conversation_id) <= 36:
         raise BadRequest("conversationId must be a string of 1 to 36 characters",
                          fields={"conversationId": "invalid"})
     conv = Conversation.get_or_none(Conversation.id == conversation_id)
-    if conv is None:
-        from app.services.chat import start_conversation
-
-        bot_greeting, bot.greeting = bot.greeting, ""  # the client sends its own history
-        try:
-            conv = start_conversation(bot, surface=surface, api_key=api_key, conversation_id=conversation_id)
-        finally:
-            bot.greeting = bot_greeting
-        return conv
+    if conv is None:  # insert-or-nothing: racing first uses of one id make one conversation
+        if not bot.enabled:
+            raise NotFound(f"Bot {bot.id} is disabled")
+        now = clock.now()
+        Conversation.insert(id=conversation_id, bot=bot.id, surface=surface, title="",
+                            api_key=api_key.id if api_key is not None else None,
+                            created_at=now, updated_at=now).on_conflict_ignore().execute()
+        conv = Conversation.get(Conversation.id == conversation_id)
+        if conv.bot_id == bot.id:
+            return conv
     if conv.bot_id != bot.id:
         raise BadRequest("conversationId is already used by another conversation",
                          fields={"conversationId": "taken"})

@@ -14,6 +14,7 @@ from peewee import OperationalError, fn
 
 from app import clock
 from app.errors import BadRequest, Forbidden, NotFound, QuotaExceeded, RateLimited
+from app.ids import new_id
 from app.storage import prepared, search_index
 from app.storage.db import db, is_sqlite
 from app.storage.models import BotSource, KnowledgeChunk, KnowledgeRow, KnowledgeSource, RowTag, Tag
@@ -199,9 +200,11 @@ def _tag_ids(names):
         name = name.strip() if isinstance(name, str) else name
         if not isinstance(name, str) or not name or len(name) > 100:
             raise BadRequest("tags must be non-empty strings of at most 100 characters", fields={"tags": "invalid"})
-        tag = Tag.get_or_none(Tag.name == name) or Tag.create(name=name)
-        if tag.id not in ids:  # a tag named twice on one row is one link
-            ids.append(tag.id)
+        # insert-or-nothing, then read: racing writers of one new tag make one row
+        Tag.insert(id=new_id(), name=name, created_at=clock.now()).on_conflict_ignore().execute()
+        tag_id = Tag.select(Tag.id).where(Tag.name == name).scalar()
+        if tag_id not in ids:  # a tag named twice on one row is one link
+            ids.append(tag_id)
     return ids
 
 
