@@ -263,3 +263,78 @@ def test_racing_writers_of_one_new_tag_make_one_tag(app):
         with app.app_context(), db.connection_context():
             tags = list(Tag.select().where(Tag.name == f"t{r}"))
             assert len(tags) == 1 and RowTag.select().where(RowTag.tag == tags[0].id).count() == THREADS
+
+
+# ------------------------------------------------------------------ the full-text index survives VACUUM
+
+WORDS = ["apple", "banana", "cherry", "damson", "elder", "fig", "grape", "hazel", "iris", "juniper"]
+
+
+def _fruit_source():
+    source = knowledge.create_source(name="fruit")
+    rows = knowledge.add_rows(source, [{"name": w, "content": f"Common orchard note about {w}."} for w in WORDS])
+    knowledge.sync_source(source.id)
+    return source, {r.name: r.id for r in rows}
+
+
+def _found(query):
+    return sorted(h["name"] for h in knowledge.search(query, top_k=50))
+
+
+def _rowids():
+    return [r[0] for r in db.execute_sql("SELECT rowid FROM knowledge_chunk ORDER BY rowid")]
+
+
+@pytest.mark.parametrize("renumber", ["vacuum", "table rebuild"])
+def test_deletes_after_vacuum_remove_the_right_index_entries(sqlite_app, renumber):
+    """SQLite documents that VACUUM may renumber the implicit rowids of a table without an
+    INTEGER PRIMARY KEY; a schema change that rebuilds the table (SQLite's ALTER procedure, as
+    ``playhouse.migrate`` runs it) renumbers them for certain."""
+    from peewee import TextField
+    from playhouse.migrate import SqliteMigrator, migrate
+
+    from app.storage import search_index
+
+    with sqlite_app.app_context(), db.connection_context():
+        source, ids = _fruit_source()
+        knowledge.delete_rows(source, [ids["banana"], ids["damson"], ids["fig"]])  # gaps in the rowids
+        db.execute_sql("VACUUM")
+        if renumber == "table rebuild":
+            before = _rowids()
+            migrate(SqliteMigrator(db).alter_column_type("knowledge_chunk", "heading", TextField(default="")))
+            assert _rowids() != before  # the premise: the implicit rowids moved
+        knowledge.delete_rows(source, [ids["hazel"]])
+        remaining = sorted(set(WORDS) - {"banana", "damson", "fig", "hazel"})
+        assert _found("common orchard") == remaining
+        assert _found("hazel") == []
+        for word in remaining:
+            assert _found(word) == [word]
+        assert search_index.orphan_count() == 0
+
+
+def test_upgrade_rebuilds_an_index_keyed_by_the_old_rowids(sqlite_app, tmp_path):
+    from app.storage import migrations, search_index
+    from app.storage.models import SchemaVersion
+
+    with sqlite_app.app_context(), db.connection_context():
+        source, ids = _fruit_source()
+        # the schema before version 10: no seq, index entries keyed by the implicit rowid
+        db.execute_sql('DROP INDEX "knowledge_chunk_seq"')
+        db.execute_sql("ALTER TABLE knowledge_chunk DROP COLUMN seq")
+        db.execute_sql("DELETE FROM knowledge_chunk_fts")
+        db.execute_sql("INSERT INTO knowledge_chunk_fts (rowid, content, heading, chunk_id, source_id, row_id) "
+                       "SELECT rowid, content, heading, id, source_id, row_id FROM knowledge_chunk")
+        SchemaVersion.update(version=8).execute()
+    from .conftest import make_app
+
+    upgraded = make_app(f"sqlite:///{tmp_path}/chatport.db", tmp_path)  # AUTO_UPGRADE
+    with upgraded.app_context(), db.connection_context():
+        assert migrations.current_version() == migrations.LATEST
+        assert search_index.orphan_count() == 0 and _found("common") == sorted(WORDS)
+        knowledge.delete_rows(source, [ids["banana"], ids["damson"]])
+        db.execute_sql("VACUUM")
+        knowledge.delete_rows(source, [ids["elder"]])
+        knowledge.add_rows(source, [{"name": "kiwi", "content": "Common orchard note about kiwi."}])
+        knowledge.sync_source(source.id)
+        assert _found("common orchard") == sorted(set(WORDS + ["kiwi"]) - {"banana", "damson", "elder"})
+        assert search_index.orphan_count() == 0

@@ -355,6 +355,7 @@ def _index_row(row_id, source_id):
     KnowledgeChunk.delete().where(KnowledgeChunk.row == row).execute()
     chunks = [KnowledgeChunk(row=row.id, source=source_id, position=i, heading=h, content=c)
               for i, (h, c) in enumerate(chunk_markdown(row.content))]
+    search_index.number_chunks(chunks)
     KnowledgeChunk.bulk_create(chunks, batch_size=200)
     search_index.index_chunks(chunks)
     KnowledgeRow.update(status="synced", error=None, last_sync=clock.now()).where(KnowledgeRow.id == row.id).execute()

@@ -14,8 +14,10 @@ History:
   7  messages indexed by (conversation, created_at, id): history reads stop sorting whole conversations.
   8  the message indexes that one covers (conversation_id; created_at, which no query used) are
      dropped: two fewer index writes per message.
+  10 knowledge chunks carry a stable integer key (``seq``) that SQLite's full-text table is keyed
+     by (the implicit rowid it used may change on VACUUM); the index is rebuilt.
 """
-from peewee import CharField, DateTimeField, DoubleField, TextField
+from peewee import CharField, DateTimeField, DoubleField, IntegerField, TextField
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
 
 from app import clock
@@ -67,7 +69,22 @@ def _v8(migrator):
     db.execute_sql('DROP INDEX IF EXISTS "message_created_at"')
 
 
-STEPS = {2: _v2, 4: _v4, 6: _v6, 7: _v7, 8: _v8}
+def _has_column(table, column):
+    schema = None if is_sqlite() else db.execute_sql("SELECT current_schema()").fetchone()[0]
+    return column in {c.name for c in db.get_columns(table, schema=schema)}
+
+
+def _v10(migrator):
+    from app.storage.search_index import create_schema, rebuild
+
+    if not _has_column("knowledge_chunk", "seq"):
+        migrate(migrator.add_column("knowledge_chunk", "seq", IntegerField(null=True)))
+    db.execute_sql('CREATE UNIQUE INDEX IF NOT EXISTS "knowledge_chunk_seq" ON "knowledge_chunk" ("seq")')
+    create_schema()
+    rebuild()
+
+
+STEPS = {2: _v2, 4: _v4, 6: _v6, 7: _v7, 8: _v8, 10: _v10}
 LATEST = max(STEPS)
 
 
