@@ -338,3 +338,52 @@ def test_upgrade_rebuilds_an_index_keyed_by_the_old_rowids(sqlite_app, tmp_path)
         knowledge.sync_source(source.id)
         assert _found("common orchard") == sorted(set(WORDS + ["kiwi"]) - {"banana", "damson", "elder"})
         assert search_index.orphan_count() == 0
+
+
+# ------------------------------------------------------------------ a tag on a large corpus
+
+BULK = 40_000
+
+
+def _bulk_tagged_source(n):
+    """A source of ``n`` rows tagged "bulk" (one indexed chunk each), written by the database
+    itself (a recursive CTE: both SQLite and PostgreSQL), in seconds."""
+    from app import clock
+    from app.storage import search_index
+    from app.storage.models import Tag
+
+    source = knowledge.create_source(name="bulk")
+    tag = Tag.create(name="bulk")
+    p, now = db.param, clock.now()
+    numbers = f"WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {int(n)}) "
+    with db.atomic():
+        db.execute_sql(numbers + "INSERT INTO knowledge_row (id, source_id, name, content, char_count, status, "
+                       f"created_at, updated_at) SELECT 'row-' || i, {p}, 'r' || i, 'walrus note ' || i, 14, "
+                       f"'synced', {p}, {p} FROM n", (source.id, now, now))
+        db.execute_sql(numbers + "INSERT INTO knowledge_chunk (id, row_id, source_id, position, heading, content, "
+                       f"seq) SELECT 'chunk-' || i, 'row-' || i, {p}, 0, '', 'walrus note ' || i, i FROM n",
+                       (source.id,))
+        db.execute_sql(f"INSERT INTO row_tag (row_id, tag_id) SELECT id, {p} FROM knowledge_row WHERE source_id = {p}",
+                       (tag.id, source.id))
+        search_index.rebuild()
+    return source
+
+
+def test_a_tag_filter_over_forty_thousand_rows(app):
+    import sqlite3
+
+    from app.storage.db import is_sqlite
+
+    with app.app_context(), db.connection_context():
+        if is_sqlite():  # SQLite's default build limit (this Python's library may allow more)
+            db.connection().setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 32766)
+        _bulk_tagged_source(BULK)
+        loose = knowledge.create_source(name="loose")
+        knowledge.add_rows(loose, [{"name": "untagged", "content": "walrus walrus walrus"}])
+        knowledge.sync_source(loose.id)
+        tag_ids = knowledge.resolve_tag_ids(names=["bulk"])
+        hits = knowledge.search("walrus", tag_ids=tag_ids, top_k=50)
+        assert len(hits) == 50 and all(h["name"].startswith("r") for h in hits)
+        assert knowledge.search("walrus", top_k=1)[0]["name"] == "untagged"  # ranks first unfiltered
+        assert knowledge.search_for("walrus", tag_names=["bulk"], top_k=1)[0]["name"] != "untagged"
+        assert knowledge.search("walrus note 31337", tag_ids=tag_ids, top_k=1)[0]["name"] == "r31337"

@@ -520,10 +520,7 @@ def search(query, *, source_ids=None, tag_ids=None, top_k=5):
 
     ``source_ids``/``tag_ids`` None means all; filtering happens in SQL.
     """
-    row_ids = None
-    if tag_ids is not None:
-        row_ids = [rt.row_id for rt in RowTag.select(RowTag.row).where(RowTag.tag.in_(tag_ids))]
-    hits = search_index.search(query, source_ids=source_ids, row_ids=row_ids, top_k=top_k)
+    hits = search_index.search(query, source_ids=source_ids, tag_ids=tag_ids, top_k=top_k)
     if not hits:
         return []
     chunks = {c.id: c for c in KnowledgeChunk.select(KnowledgeChunk, KnowledgeRow.id, KnowledgeRow.name)

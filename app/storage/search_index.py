@@ -101,36 +101,34 @@ def rebuild():
                    "SELECT seq, content, heading, id, source_id, row_id FROM knowledge_chunk")
 
 
-def search(query, *, source_ids=None, row_ids=None, top_k=5):
-    """``[(chunk_id, score)]`` best first; higher score is better. ``source_ids=[]`` finds nothing."""
+def search(query, *, source_ids=None, tag_ids=None, top_k=5):
+    """``[(chunk_id, score)]`` best first; higher score is better. ``source_ids``/``tag_ids``
+    None means no filter, ``[]`` finds nothing. Tags filter through a subquery on ``row_tag``,
+    so the statement stays small however many rows carry them."""
     words = terms(query)
-    if not words or source_ids == [] or row_ids == []:
+    if not words or source_ids == [] or tag_ids == []:
         return []
     if is_sqlite():
+        mark = "?"
         match = " OR ".join('"%s"' % w.replace('"', '""') for w in words)
         sql = "SELECT chunk_id, -bm25(knowledge_chunk_fts) AS score FROM knowledge_chunk_fts WHERE knowledge_chunk_fts MATCH ?"
         params = [match]
-        if source_ids is not None:
-            sql += " AND source_id IN (%s)" % ",".join("?" * len(source_ids))
-            params += list(source_ids)
-        if row_ids is not None:
-            sql += " AND row_id IN (%s)" % ",".join("?" * len(row_ids))
-            params += list(row_ids)
-        sql += " ORDER BY bm25(knowledge_chunk_fts) LIMIT ?"
-        params.append(int(top_k))
     else:
-        tsquery = " | ".join(words)
+        mark = "%s"
         sql = ("SELECT id, ts_rank(tsv, q) AS score FROM knowledge_chunk, to_tsquery('english', %s) q "
                "WHERE tsv @@ q")
-        params = [tsquery]
-        if source_ids is not None:
-            sql += " AND source_id IN (%s)" % ",".join(["%s"] * len(source_ids))
-            params += list(source_ids)
-        if row_ids is not None:
-            sql += " AND row_id IN (%s)" % ",".join(["%s"] * len(row_ids))
-            params += list(row_ids)
+        params = [" | ".join(words)]
+    if source_ids is not None:
+        sql += " AND source_id IN (%s)" % ",".join([mark] * len(source_ids))
+        params += list(source_ids)
+    if tag_ids is not None:
+        sql += " AND row_id IN (SELECT row_id FROM row_tag WHERE tag_id IN (%s))" % ",".join([mark] * len(tag_ids))
+        params += list(tag_ids)
+    if is_sqlite():
+        sql += " ORDER BY bm25(knowledge_chunk_fts) LIMIT ?"
+    else:
         sql += " ORDER BY score DESC, id LIMIT %s"
-        params.append(int(top_k))
+    params.append(int(top_k))
     return [(r[0], float(r[1])) for r in db.execute_sql(sql, params).fetchall()]
 
 
