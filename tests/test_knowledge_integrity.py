@@ -387,3 +387,18 @@ def test_a_tag_filter_over_forty_thousand_rows(app):
         assert knowledge.search("walrus", top_k=1)[0]["name"] == "untagged"  # ranks first unfiltered
         assert knowledge.search_for("walrus", tag_names=["bulk"], top_k=1)[0]["name"] != "untagged"
         assert knowledge.search("walrus note 31337", tag_ids=tag_ids, top_k=1)[0]["name"] == "r31337"
+
+
+def test_racing_first_texts_of_a_chatbot_make_one_source(app):
+    from app.errors import RateLimited
+    from app.services import chatbots
+    from app.storage.models import Bot
+
+    for r in range(ROUNDS):
+        with app.app_context(), db.connection_context():
+            bot = Bot.create(name=f"b{r}", model="echo/echo")
+        errors = _race(app, lambda i: chatbots.update_chatbot_data(bot, source_text=f"Text number {i}."))
+        assert all(isinstance(e, RateLimited) for e in errors), errors  # "a sync is running" at most
+        with app.app_context(), db.connection_context():
+            sources = list(KnowledgeSource.select().join(BotSource).where(BotSource.bot == bot.id))
+            assert len(sources) == 1 and KnowledgeRow.select().where(KnowledgeRow.source == sources[0]).count() == 1

@@ -26,6 +26,8 @@ def upsert_user(external_id, properties=None, *, merge=True, max_properties=50):
     properties = properties or {}
     _check_properties(properties, max_properties)
     now, fresh_id = clock.now(), new_id()
+    # BEGIN IMMEDIATE asked for explicitly on SQLite: through the database proxy, db.atomic()
+    # begins a deferred transaction.
     with db.atomic("IMMEDIATE") if is_sqlite() else db.atomic():
         EndUser.insert(id=fresh_id, external_id=external_id, properties=properties, created_at=now,
                        updated_at=now).on_conflict_ignore().execute()
