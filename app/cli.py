@@ -177,11 +177,10 @@ def knowledge_sync_due(as_json):
 
     Safe to run from several machines at once: each source is claimed by one.
     """
-    from app.api.knowledge import fetch_options
     from app.services import knowledge
 
     with db.connection_context():
-        done = knowledge.sync_due(fetch_options=fetch_options(current_app.config))
+        done = knowledge.sync_due(fetch_options=knowledge.fetch_options(current_app.config))
     _emit(as_json, done, f"Synced {len(done)} due source(s).")
 
 

@@ -26,7 +26,6 @@ def init_app(app):
 
 
 def _loop(app, interval):
-    from app.api.knowledge import fetch_options
     from app.services import knowledge
     from app.storage.db import db
 
@@ -34,7 +33,7 @@ def _loop(app, interval):
         time.sleep(interval)
         try:
             with app.app_context(), db.connection_context():
-                done = knowledge.sync_due(fetch_options=fetch_options(app.config))
+                done = knowledge.sync_due(fetch_options=knowledge.fetch_options(app.config))
             if done:
                 log.info("re-synced %d due knowledge source(s)", len(done))
         except Exception:  # noqa: BLE001 - keep the loop alive

@@ -88,7 +88,7 @@ def test_text_source_and_scoped_search(app, client, admin):
     scoped = Api(client, create_key(app, kind="client", bot_ids=[a["id"]]))
     hits = scoped.post(f"{K}/search", json={"query": "lions"}).get_json()["data"]
     assert {h["source_id"] for h in hits} == {sa["id"]}
-    assert scoped.post(f"{K}/search", json={"query": "lions", "source_ids": [sb["id"]]}).get_json()["data"] == []
+    assert_error(scoped.post(f"{K}/search", json={"query": "lions", "source_ids": [sb["id"]]}), 404)
     assert scoped.get(f"{K}/sources").status_code == 403
 
 

@@ -195,7 +195,7 @@ def run_automation(data, automation_id):
     kwargs = dict(registry=registry(), config=current_app.config, key=key, end_user=data.get("user_id"),
                   dialect="chatport", step_contexts=data.get("steps"), on_finish=meter_for(automation))
     if data["stream"]:
-        automations.prepare(automation, data["inputs"], step_contexts=data.get("steps"))  # 400 before streaming
+        automations.prepare(automation, data["inputs"], step_contexts=data.get("steps"), key=key)  # 4xx before streaming
         return stream_response(_sse(automations.execute(automation, data["inputs"], stream_last=True, **kwargs)))
     result = automations.run(automation, data["inputs"], **kwargs)
     return {"log_id": result.log_id, "result": result.result, "outputs": result.outputs,

@@ -1,10 +1,11 @@
 """The channel API dialect (docs/channel-api.md): one bot's API channel.
 
 Every route is ``<prefix>/<channelId>/1.0/...`` with ``X-API-Secret-Key``.
-Errors are ``{"success": false, "message": "..."}``: 403 wrong secret, 404
+Errors are ``{"success": false, "message": "..."}``: 403 wrong secret (or a shared data source), 404
 unknown or disabled channel (or object), 400 bad body, 429 no credits /
 provider overloaded / sync running / storage exhausted, 500 otherwise.
-A channel sees only its bot's conversations and data sources.
+A channel sees only its bot's conversations and data sources, and changes
+only the data sources attached to its bot alone (a shared one is a 403).
 """
 from flask import current_app, g, request
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
@@ -209,7 +210,8 @@ class UpdateSourceBody(SourceIdBody):
 def update_data_source():
     """Set a data source's sync interval (day, week, month or null)"""
     data = _body(UpdateSourceBody)
-    source = knowledge.update_source(_source(data["dataSourceId"]), sync_interval=data["syncInterval"])
+    source = knowledge.update_source(_source(data["dataSourceId"]), only_bot=g.channel.bot_id,
+                                     sync_interval=data["syncInterval"])
     return {"success": True, "dataSource": _source_out(source)}
 
 
@@ -218,7 +220,7 @@ def update_data_source():
 def delete_data_source():
     """Delete a data source with its rows"""
     data = _body(SourceIdBody)
-    knowledge.delete_source(_source(data["dataSourceId"]))
+    knowledge.delete_source(_source(data["dataSourceId"]), only_bot=g.channel.bot_id)
     return {"success": True}
 
 
@@ -247,7 +249,7 @@ def create_rows():
     data = _body(CreateRowsBody)
     knowledge.add_rows(_source(data["dataSourceId"]), data["dataSourceRows"],
                        max_row_chars=current_app.config["KNOWLEDGE_MAX_ROW_CHARS"],
-                       quota=current_app.config["KNOWLEDGE_MAX_CHARS"])
+                       quota=current_app.config["KNOWLEDGE_MAX_CHARS"], only_bot=g.channel.bot_id)
     return {"success": True}
 
 
@@ -297,7 +299,7 @@ def update_rows():
     data = _body(UpdateRowsBody)
     knowledge.update_rows(_source(data["dataSourceId"]), data["dataSourceRows"],
                           max_row_chars=current_app.config["KNOWLEDGE_MAX_ROW_CHARS"],
-                          quota=current_app.config["KNOWLEDGE_MAX_CHARS"])
+                          quota=current_app.config["KNOWLEDGE_MAX_CHARS"], only_bot=g.channel.bot_id)
     return {"success": True}
 
 
@@ -314,7 +316,8 @@ class DeleteRowsBody(SourceIdBody):
 def delete_rows():
     """Delete rows by id, one or many, all or nothing"""
     data = _body(DeleteRowsBody)
-    knowledge.delete_rows(_source(data["dataSourceId"]), [r["id"] for r in data["dataSourceRows"]])
+    knowledge.delete_rows(_source(data["dataSourceId"]), [r["id"] for r in data["dataSourceRows"]],
+                          only_bot=g.channel.bot_id)
     return {"success": True}
 
 
@@ -323,5 +326,5 @@ def delete_rows():
 def sync_data_source():
     """Start a sync in the background (429 while one is running)"""
     data = _body(SourceIdBody)
-    knowledge.sync_in_background(_source(data["dataSourceId"]).id)
+    knowledge.sync_in_background(_source(data["dataSourceId"]).id, knowledge.fetch_options(current_app.config))
     return {"success": True}

@@ -121,6 +121,11 @@ class ChatbotId(Schema):
     chatbotId = fields.Str()
 
 
+def _knowledge_limits():
+    config = current_app.config
+    return {"max_row_chars": config["KNOWLEDGE_MAX_ROW_CHARS"], "quota": config["KNOWLEDGE_MAX_CHARS"]}
+
+
 @blp.route("/create-chatbot", methods=["POST"])
 @blp.arguments(CreateChatbot)
 @blp.response(200, ChatbotId)
@@ -129,7 +134,7 @@ def create_chatbot(data):
     _admin()
     _meter()
     bot = chatbots.create_chatbot(data["chatbotName"], data.get("sourceText"),
-                                  default_model=current_app.config["CHAT_API_MODEL"])
+                                  default_model=current_app.config["CHAT_API_MODEL"], **_knowledge_limits())
     return {"chatbotId": bot.id}
 
 
@@ -147,7 +152,8 @@ def update_chatbot_data(data):
     _admin()
     bot = bots.get_bot(data["chatbotId"], current_key())
     _meter(bot)
-    chatbots.update_chatbot_data(bot, name=data.get("chatbotName"), source_text=data.get("sourceText"))
+    chatbots.update_chatbot_data(bot, name=data.get("chatbotName"), source_text=data.get("sourceText"),
+                                 **_knowledge_limits())
     return {"chatbotId": bot.id}
 
 

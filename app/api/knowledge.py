@@ -16,11 +16,6 @@ blp = Blueprint("knowledge", __name__, url_prefix="/knowledge", description="Kno
 blp.before_request(any_key)
 
 
-def fetch_options(config):
-    return {"max_bytes": config["KNOWLEDGE_URL_MAX_BYTES"], "timeout": config["KNOWLEDGE_URL_TIMEOUT"],
-            "allowed_networks": config["KNOWLEDGE_URL_ALLOWED_NETWORKS"]}
-
-
 def _admin():
     keys.require_admin(current_key())
 
@@ -138,13 +133,11 @@ class Sources(MethodView):
     @blp.arguments(SourceCreate)
     @blp.response(201, SourceOut)
     def post(self, data):
-        """Create a source (MANUAL rows, one TEXT body, or a URL) attached to bots"""
+        """Create a source (MANUAL rows, one TEXT body, or a URL) attached to bots, all or nothing
+        (429 when the text does not fit the storage)"""
         _admin()
-        text = data.pop("text", None)
-        source = knowledge.create_source(**data)
-        if text is not None:
-            knowledge.replace_text(source, text)
-        return source
+        return knowledge.create_source(**data, max_row_chars=current_app.config["KNOWLEDGE_MAX_ROW_CHARS"],
+                                       quota=current_app.config["KNOWLEDGE_MAX_CHARS"])
 
 
 @blp.route("/sources/<source_id>")
@@ -178,7 +171,7 @@ def sync(source_id):
     """Sync in the background (429 while a sync of this source runs)"""
     _admin()
     source = knowledge.get_source(source_id)
-    knowledge.sync_in_background(source.id, fetch_options(current_app.config))
+    knowledge.sync_in_background(source.id, knowledge.fetch_options(current_app.config))
     return knowledge.get_source(source_id)
 
 

@@ -196,24 +196,76 @@ def _parse_list(text):
     return items
 
 
-def _context_ids(context, override):
-    """(source_ids, tag_ids) for a step: the request's override wins; empty lists mean all."""
+def _refs(refs):
+    """(ids, names) of a list of source or tag references."""
+    from app.ids import is_uuid
+
+    refs = [r for r in refs or [] if isinstance(r, str)]
+    return [r for r in refs if is_uuid(r)], [r for r in refs if not is_uuid(r)]
+
+
+def override_scope(automation, key):
+    """Source ids a request's step override may name, or None (no bound: an admin key or a
+    key that may use every bot).
+
+    A key scoped to some bots may name the sources attached to those bots (it can search
+    them anyway) and the sources the automation's own steps are configured with (running
+    the automation reads them already); nothing else.
+    """
+    from app.services import keys, knowledge
+
+    allowed = knowledge.source_ids_in_scope(keys.bot_scope(key))
+    if allowed is None:
+        return None
+    for step in steps_of(automation):
+        ids, names = _refs((step.context or {}).get("sources"))
+        if ids or names:
+            try:
+                allowed |= set(knowledge.resolve_source_ids(ids, names))
+            except NotFound:  # a configured source deleted since: the step itself reports it
+                pass
+    return allowed
+
+
+def _override(step_contexts, step):
+    return (step_contexts.get(step.name) or step_contexts.get(f"step{step.position}") or {}).get("context")
+
+
+def _context_ids(context, override, scope=None):
+    """(source_ids, tag_ids) for a step: the request's override wins; empty lists mean all,
+    and for an override "all" is bounded by ``scope`` (see ``override_scope``), which also
+    bounds what it may name (outside it: NotFound, as for an unknown source)."""
     from app.services import knowledge
 
     if override is not None:
+        if not isinstance(override, dict):
+            raise BadRequest("a step's context must be an object", fields={"steps": "invalid"})
         folders, tags = override.get("folders") or {}, override.get("tags") or {}
-        return (knowledge.resolve_source_ids(folders.get("ids") or (), folders.get("names") or ()),
+        if not isinstance(folders, dict) or not isinstance(tags, dict):
+            raise BadRequest("context.folders and context.tags must be objects", fields={"steps": "invalid"})
+        return (knowledge.resolve_source_ids(folders.get("ids") or (), folders.get("names") or (), within=scope),
                 knowledge.resolve_tag_ids(tags.get("ids") or (), tags.get("names") or ()))
-    sources, tags = context.get("sources") or [], context.get("tags") or []
-    split = lambda refs, is_id: [r for r in refs if is_id(r)]  # noqa: E731
-    from app.ids import is_uuid
-
-    return (knowledge.resolve_source_ids(split(sources, is_uuid), [s for s in sources if not is_uuid(s)]),
-            knowledge.resolve_tag_ids(split(tags, is_uuid), [t for t in tags if not is_uuid(t)]))
+    sources, tags = _refs(context.get("sources")), _refs(context.get("tags"))
+    return knowledge.resolve_source_ids(*sources), knowledge.resolve_tag_ids(*tags)
 
 
-def prepare(automation, inputs, *, max_inputs=50, step_contexts=None):
-    """Validate inputs; return (steps, variables). Raises BadRequest naming every missing variable."""
+def _resolve_overrides(automation, steps, step_contexts, key):
+    """Every step override resolved before anything runs: ``{position: (source_ids, tag_ids)}``.
+    Raises NotFound (unknown or out-of-scope source, unknown tag), BadRequest."""
+    step_contexts = step_contexts or {}
+    overrides = {step.position: _override(step_contexts, step) for step in steps}
+    if all(o is None for o in overrides.values()):
+        return {}
+    scope = override_scope(automation, key)
+    return {pos: _context_ids({}, o, scope) for pos, o in overrides.items() if o is not None}
+
+
+def prepare(automation, inputs, *, max_inputs=50, step_contexts=None, key=None):
+    """Validate inputs and step overrides; return (steps, variables, overrides).
+
+    Raises BadRequest naming every missing variable, NotFound for an override naming a
+    source outside ``key``'s scope (see ``override_scope``) or an unknown tag.
+    """
     if not isinstance(inputs, dict):
         raise BadRequest("inputs must be a JSON object", fields={"inputs": "not an object"})
     if len(inputs) > max_inputs:
@@ -227,7 +279,10 @@ def prepare(automation, inputs, *, max_inputs=50, step_contexts=None):
         raise BadRequest(f"Missing variable(s): {', '.join(missing)}", fields={m: "missing" for m in missing})
     if step_contexts is not None and not isinstance(step_contexts, dict):
         raise BadRequest("steps must be an object like {\"step1\": {\"context\": {...}}}", fields={"steps": "invalid"})
-    return steps_of(automation), variables
+    if step_contexts and not all(isinstance(v, dict) for v in step_contexts.values()):
+        raise BadRequest("each step override must be an object like {\"context\": {...}}", fields={"steps": "invalid"})
+    steps = steps_of(automation)
+    return steps, variables, _resolve_overrides(automation, steps, step_contexts, key)
 
 
 def execute(automation, inputs, *, registry, config, key=None, end_user=None, dialect="api",
@@ -235,9 +290,8 @@ def execute(automation, inputs, *, registry, config, key=None, end_user=None, di
     """Run the automation, yielding ("step_start"|"delta"|"step_finish", ...) and finally
     ("done", RunResult). Raises the step's ApiError after logging the run as failed.
     ``on_finish(usage_totals, token_credits)`` runs at the end, success or not."""
-    steps, variables = prepare(automation, inputs, max_inputs=config.get("MAX_AUTOMATION_INPUTS", 50),
-                               step_contexts=step_contexts)
-    step_contexts = step_contexts or {}
+    steps, variables, overrides = prepare(automation, inputs, max_inputs=config.get("MAX_AUTOMATION_INPUTS", 50),
+                                          step_contexts=step_contexts, key=key)
     log_id, started = new_id(), time.monotonic()
     step_logs, totals, token_credits, prompt_length = [], Usage(), 0, 0
     status, error = "failed", None
@@ -258,13 +312,12 @@ def execute(automation, inputs, *, registry, config, key=None, end_user=None, di
             except Exception as exc:  # noqa: BLE001 - only the template runs here: 1 // 0, 'a' + 1, ...
                 raise BadRequest(f"{step.name}: the template failed: {type(exc).__name__}: {exc}",
                                  fields={step.name: "template"})
-            override = (step_contexts.get(step.name) or step_contexts.get(f"step{step.position}") or {}).get("context")
             passages = []
-            if step.context or override is not None:
+            if step.context or step.position in overrides:
                 from app.services import knowledge
 
                 with db.connection_context():
-                    source_ids, tag_ids = _context_ids(step.context or {}, override)
+                    source_ids, tag_ids = overrides.get(step.position) or _context_ids(step.context, None)
                     passages = knowledge.search(prompt, source_ids=source_ids, tag_ids=tag_ids,
                                                 top_k=int((step.context or {}).get("top_k", 4)))
             if passages:

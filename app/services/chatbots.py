@@ -1,9 +1,9 @@
 """Chatbots as the chat API sees them: a bot plus one TEXT knowledge source (``sourceText``)."""
 from app import clock
-from app.errors import BadRequest
+from app.errors import BadRequest, NotFound
 from app.services import bots, knowledge
-from app.storage.db import db
-from app.storage.models import BotSource, Conversation, KnowledgeSource
+from app.storage.db import is_sqlite
+from app.storage.models import Bot, BotSource, Conversation, KnowledgeSource
 
 TEXT_SOURCE_NAME = "sourceText"
 
@@ -13,36 +13,49 @@ def _text_source(bot):
             .where((BotSource.bot == bot) & (KnowledgeSource.type == "TEXT")).first())
 
 
-def set_source_text(bot, text):
-    """Replace the bot's TEXT source with ``text`` (creating and attaching it) and sync it now."""
+def _write_source_text(bot, text, limits):
+    """Replace (or create and attach) the bot's TEXT source, inside the caller's transaction.
+
+    The bot row is held first (``FOR UPDATE`` on PostgreSQL; on SQLite the caller's
+    ``write_atomic`` has the write lock), so racing writers of a bot's first text make one source."""
+    if not is_sqlite():
+        Bot.select(Bot.id).where(Bot.id == bot.id).for_update().execute()
     source = _text_source(bot)
     if source is None:
         source = knowledge.create_source(name=f"{bot.name} {TEXT_SOURCE_NAME}", type="TEXT", bot_ids=[bot.id])
-    knowledge.replace_text(source, text, name=TEXT_SOURCE_NAME)
-    return knowledge.sync_source(source.id)
+    knowledge.replace_text(source, text, name=TEXT_SOURCE_NAME, **limits)
+    return source
 
 
-def create_chatbot(name, source_text=None, *, default_model):
-    """Create a bot (and its synced TEXT source when ``source_text`` is given)."""
-    with db.atomic():
+def create_chatbot(name, source_text=None, *, default_model, max_row_chars=1_000_000, quota=None):
+    """Create a bot and, when ``source_text`` is given, its TEXT source (synced before this
+    returns), in one transaction: a refused text (QuotaExceeded, BadRequest) creates nothing."""
+    with knowledge.write_atomic():
         bot = bots.create_bot(name=name, default_model=default_model)
-    if source_text:
-        set_source_text(bot, source_text)
+        source = _write_source_text(bot, source_text, {"max_row_chars": max_row_chars, "quota": quota}) \
+            if source_text else None
+    if source is not None:
+        knowledge.sync_source(source.id)
     return bot
 
 
-def update_chatbot_data(bot, *, name=None, source_text=None):
-    if name is not None:
-        bots.update_bot(bot.id, name=name)
-    if source_text is not None:
-        set_source_text(bot, source_text)
+def update_chatbot_data(bot, *, name=None, source_text=None, max_row_chars=1_000_000, quota=None):
+    """Rename the bot and/or replace its text, in one transaction (a refused text renames
+    nothing); the new text is synced before this returns."""
+    with knowledge.write_atomic():
+        if name is not None:
+            bots.update_bot(bot.id, name=name)
+        source = _write_source_text(bot, source_text, {"max_row_chars": max_row_chars, "quota": quota}) \
+            if source_text is not None else None
+    if source is not None:
+        knowledge.sync_source(source.id)
     return bots.get_bot(bot.id)
 
 
 def delete_chatbot(bot):
     """Delete the bot and the TEXT source that only it used."""
     source = _text_source(bot)
-    with db.atomic():
+    with knowledge.write_atomic():
         if source is not None and BotSource.select().where(BotSource.source == source).count() == 1:
             knowledge.delete_source(source)
         bot.delete_instance()
@@ -58,24 +71,26 @@ def check_model(bot, model):
 
 
 def conversation_for(bot, conversation_id, *, api_key=None, surface="chat"):
-    """The client-named conversation of ``bot``, created on first use.
+    """The client-named conversation of ``bot``, created on first use (without the bot's
+    greeting: the client sends its own history).
 
     Raises BadRequest when that id is taken by another bot's conversation (whose
-    data stays invisible).
+    data stays invisible), NotFound when the bot is disabled and the conversation new.
     """
     if not isinstance(conversation_id, str) or not 1 <= len(conversation_id) <= 36:
         raise BadRequest("conversationId must be a string of 1 to 36 characters",
                          fields={"conversationId": "invalid"})
     conv = Conversation.get_or_none(Conversation.id == conversation_id)
-    if conv is None:
-        from app.services.chat import start_conversation
-
-        bot_greeting, bot.greeting = bot.greeting, ""  # the client sends its own history
-        try:
-            conv = start_conversation(bot, surface=surface, api_key=api_key, conversation_id=conversation_id)
-        finally:
-            bot.greeting = bot_greeting
-        return conv
+    if conv is None:  # insert-or-nothing: racing first uses of one id make one conversation
+        if not bot.enabled:
+            raise NotFound(f"Bot {bot.id} is disabled")
+        now = clock.now()
+        Conversation.insert(id=conversation_id, bot=bot.id, surface=surface, title="",
+                            api_key=api_key.id if api_key is not None else None,
+                            created_at=now, updated_at=now).on_conflict_ignore().execute()
+        conv = Conversation.get(Conversation.id == conversation_id)
+        if conv.bot_id == bot.id:
+            return conv
     if conv.bot_id != bot.id:
         raise BadRequest("conversationId is already used by another conversation",
                          fields={"conversationId": "taken"})

@@ -13,9 +13,10 @@ from datetime import timedelta
 from peewee import OperationalError, fn
 
 from app import clock
-from app.errors import BadRequest, NotFound, QuotaExceeded, RateLimited
+from app.errors import BadRequest, Forbidden, NotFound, QuotaExceeded, RateLimited
+from app.ids import new_id
 from app.storage import prepared, search_index
-from app.storage.db import db
+from app.storage.db import db, is_sqlite
 from app.storage.models import BotSource, KnowledgeChunk, KnowledgeRow, KnowledgeSource, RowTag, Tag
 
 log = logging.getLogger("chatport.knowledge")
@@ -82,14 +83,18 @@ def _check_interval(interval):
         raise BadRequest("syncInterval must be day, week, month or null", fields={"syncInterval": "invalid"})
 
 
-def create_source(*, name, type="MANUAL", url=None, sync_interval=None, bot_ids=()):
-    """Create a source attached to ``bot_ids``. Raises BadRequest."""
+def create_source(*, name, type="MANUAL", url=None, sync_interval=None, bot_ids=(), text=None,
+                  max_row_chars=1_000_000, quota=None):
+    """Create a source attached to ``bot_ids`` (a TEXT source with its ``text``), all or
+    nothing. Raises BadRequest, QuotaExceeded (the text does not fit the storage quota)."""
     if type not in TYPES:
         raise BadRequest(f"type must be one of {', '.join(TYPES)}", fields={"type": "invalid"})
     if (type == "URL") != bool(url):
         raise BadRequest("url is required for URL sources and only for them", fields={"url": "invalid"})
     if url and not url.startswith(("http://", "https://")):
         raise BadRequest("url must start with http:// or https://", fields={"url": "invalid"})
+    if text is not None and type != "TEXT":
+        raise BadRequest("text is the body of a TEXT source (type TEXT)", fields={"text": "invalid"})
     if url:
         from app.providers import netguard
 
@@ -98,9 +103,11 @@ def create_source(*, name, type="MANUAL", url=None, sync_interval=None, bot_ids=
         except netguard.RefusedAddress as exc:
             raise BadRequest(f"url: {exc}", fields={"url": "invalid"}) from None
     _check_interval(sync_interval)
-    with db.atomic():
+    with write_atomic():
         source = KnowledgeSource.create(name=name, type=type, url=url, sync_interval=sync_interval)
         attach(source, bot_ids)
+        if text is not None:
+            replace_text(source, text, max_row_chars=max_row_chars, quota=quota)
     return source
 
 
@@ -119,7 +126,7 @@ def attach(source, bot_ids):
 
 def set_bots(source, bot_ids):
     """Attach the source to exactly these bots."""
-    with db.atomic():
+    with write_atomic():
         BotSource.delete().where(BotSource.source == source).execute()
         attach(source, bot_ids)
 
@@ -143,19 +150,52 @@ def get_source(source_id, bot_id=None):
     return source
 
 
-def update_source(source, **changes):
+def write_atomic():
+    """A transaction that writes after it reads: on SQLite it takes the write lock up front
+    (BEGIN IMMEDIATE, asked for explicitly: through the database proxy ``db.atomic()`` begins a
+    deferred one), so what it read stays true until it commits; nested, a savepoint."""
+    return db.atomic("IMMEDIATE") if is_sqlite() else db.atomic()
+
+
+def _lock_source(source):
+    """Hold the source row until the transaction ends: attaching it to a bot (which checks the
+    foreign key) waits, so "attached to this bot alone" stays true until the change commits.
+    On SQLite the ``write_atomic`` transaction holds the write lock instead."""
+    if not is_sqlite():
+        KnowledgeSource.select(KnowledgeSource.id).where(KnowledgeSource.id == source.id).for_update().execute()
+
+
+def _check_sole_owner(source, bot_id):
+    """Inside a transaction: raise Forbidden unless ``bot_id`` is the only bot the source is
+    attached to (``bot_id`` None: no restriction, as for an admin key)."""
+    if bot_id is None:
+        return
+    _lock_source(source)
+    others = BotSource.select().where((BotSource.source == source) & (BotSource.bot != bot_id)).exists()
+    if others:
+        raise Forbidden(f"Data source {source.id} is shared with other bots: only an admin may change it",
+                        code="shared_source")
+
+
+def update_source(source, *, only_bot=None, **changes):
+    """Apply ``changes``; with ``only_bot``, only when the source belongs to that bot alone
+    (Forbidden otherwise, nothing changed)."""
     if "sync_interval" in changes:
         _check_interval(changes["sync_interval"])
-    for field, value in changes.items():
-        setattr(source, field, value)
-    source.updated_at = clock.now()
-    source.save()
+    with write_atomic():
+        _check_sole_owner(source, only_bot)
+        for field, value in changes.items():
+            setattr(source, field, value)
+        source.updated_at = clock.now()
+        source.save()
     return source
 
 
-def delete_source(source):
-    """Delete a source with its rows, chunks and index entries (one transaction)."""
-    with db.atomic():
+def delete_source(source, *, only_bot=None):
+    """Delete a source with its rows, chunks and index entries (one transaction); with
+    ``only_bot``, only when the source belongs to that bot alone (Forbidden otherwise)."""
+    with write_atomic():
+        _check_sole_owner(source, only_bot)
         search_index.remove_sources([source.id])
         source.delete_instance()  # rows, chunks, tags links and bot links cascade
 
@@ -174,9 +214,11 @@ def _tag_ids(names):
         name = name.strip() if isinstance(name, str) else name
         if not isinstance(name, str) or not name or len(name) > 100:
             raise BadRequest("tags must be non-empty strings of at most 100 characters", fields={"tags": "invalid"})
-        tag = Tag.get_or_none(Tag.name == name) or Tag.create(name=name)
-        if tag.id not in ids:  # a tag named twice on one row is one link
-            ids.append(tag.id)
+        # insert-or-nothing, then read: racing writers of one new tag make one row
+        Tag.insert(id=new_id(), name=name, created_at=clock.now()).on_conflict_ignore().execute()
+        tag_id = Tag.select(Tag.id).where(Tag.name == name).scalar()
+        if tag_id not in ids:  # a tag named twice on one row is one link
+            ids.append(tag_id)
     return ids
 
 
@@ -202,12 +244,14 @@ def _check_quota(extra_chars, quota):
                             code="storage_exhausted")
 
 
-def add_rows(source, rows, *, max_row_chars=1_000_000, quota=None):
-    """Create rows, all or nothing. Raises BadRequest, QuotaExceeded (storage)."""
+def add_rows(source, rows, *, max_row_chars=1_000_000, quota=None, only_bot=None):
+    """Create rows, all or nothing. Raises BadRequest, QuotaExceeded (storage), Forbidden
+    (``only_bot`` given and the source is shared with other bots)."""
     for row in rows:
         _check_row(row, max_row_chars)
     created = []
-    with db.atomic():
+    with write_atomic():
+        _check_sole_owner(source, only_bot)
         _check_quota(sum(len(r["content"]) for r in rows), quota)
         for row in rows:
             r = KnowledgeRow.create(source=source, name=row.get("name", ""), content=row["content"],
@@ -242,17 +286,18 @@ def _rows_by_id(source, ids):
     return found
 
 
-def update_rows(source, rows, *, max_row_chars=1_000_000, quota=None):
+def update_rows(source, rows, *, max_row_chars=1_000_000, quota=None, only_bot=None):
     """Update name/content/tags of rows by id, all or nothing; they need a new sync.
 
-    Raises BadRequest, NotFound (an id not in the source), QuotaExceeded.
+    Raises BadRequest, NotFound (an id not in the source), QuotaExceeded, Forbidden (see add_rows).
     """
     found = _rows_by_id(source, [r.get("id") for r in rows] if isinstance(rows, list) else None)
     for row in rows:
         merged = {"name": row.get("name", found[row["id"]].name),
                   "content": row.get("content", found[row["id"]].content), "tags": row.get("tags")}
         _check_row(merged, max_row_chars)
-    with db.atomic():
+    with write_atomic():
+        _check_sole_owner(source, only_bot)
         growth = sum(len(r["content"]) - found[r["id"]].char_count for r in rows if "content" in r)
         if growth > 0:
             _check_quota(growth, quota)
@@ -273,21 +318,24 @@ def update_rows(source, rows, *, max_row_chars=1_000_000, quota=None):
     return list(found.values())
 
 
-def delete_rows(source, ids):
-    """Delete rows with their chunks and index entries, all or nothing. Raises NotFound."""
+def delete_rows(source, ids, *, only_bot=None):
+    """Delete rows with their chunks and index entries, all or nothing. Raises NotFound,
+    Forbidden (see add_rows)."""
     found = _rows_by_id(source, ids)
-    with db.atomic():
+    with write_atomic():
+        _check_sole_owner(source, only_bot)
         search_index.remove_rows(list(found))
         KnowledgeRow.delete().where(KnowledgeRow.id.in_(list(found))).execute()
 
 
-def replace_text(source, text, name="text"):
-    """A TEXT source holds one row: replace its content (and its index entries)."""
-    with db.atomic():
+def replace_text(source, text, name="text", *, max_row_chars=1_000_000, quota=None):
+    """A TEXT source holds one row: replace its content (and its index entries), all or
+    nothing. Raises BadRequest, QuotaExceeded (the old text no longer counts)."""
+    with write_atomic():
         old = [r.id for r in KnowledgeRow.select(KnowledgeRow.id).where(KnowledgeRow.source == source)]
         search_index.remove_rows(old)
         KnowledgeRow.delete().where(KnowledgeRow.source == source).execute()
-        return add_rows(source, [{"name": name, "content": text}])
+        return add_rows(source, [{"name": name, "content": text}], max_row_chars=max_row_chars, quota=quota)
 
 
 def row_tags(row):
@@ -298,6 +346,12 @@ def row_tags(row):
 
 
 SYNC_BATCH = 100
+
+
+def fetch_options(config):
+    """Keyword arguments for ``fetch_text`` from the app's ``KNOWLEDGE_URL_*`` settings."""
+    return {"max_bytes": config["KNOWLEDGE_URL_MAX_BYTES"], "timeout": config["KNOWLEDGE_URL_TIMEOUT"],
+            "allowed_networks": config["KNOWLEDGE_URL_ALLOWED_NETWORKS"]}
 
 
 def _row_failed(row_id, exc):
@@ -315,6 +369,7 @@ def _index_row(row_id, source_id):
     KnowledgeChunk.delete().where(KnowledgeChunk.row == row).execute()
     chunks = [KnowledgeChunk(row=row.id, source=source_id, position=i, heading=h, content=c)
               for i, (h, c) in enumerate(chunk_markdown(row.content))]
+    search_index.number_chunks(chunks)
     KnowledgeChunk.bulk_create(chunks, batch_size=200)
     search_index.index_chunks(chunks)
     KnowledgeRow.update(status="synced", error=None, last_sync=clock.now()).where(KnowledgeRow.id == row.id).execute()
@@ -361,7 +416,7 @@ def sync_source(source_id, *, claimed=False, fetch_options=None):
     for start in range(0, len(row_ids), SYNC_BATCH):
         batch = row_ids[start:start + SYNC_BATCH]
         try:  # a batch per short transaction: fast, and a writer never waits long for the lock
-            with db.atomic():
+            with write_atomic():
                 for row_id in batch:
                     _index_row(row_id, source_id)
         except Exception:  # noqa: BLE001 - retry the batch row by row to find the culprit(s)
@@ -369,7 +424,7 @@ def sync_source(source_id, *, claimed=False, fetch_options=None):
             for row_id in batch:
                 for attempt in range(3):
                     try:
-                        with db.atomic():
+                        with write_atomic():
                             _index_row(row_id, source_id)
                         break
                     except OperationalError as exc:  # e.g. a lock held past the busy timeout
@@ -431,18 +486,34 @@ def sync_due(now=None, fetch_options=None):
 # ---------------------------------------------------------------- search
 
 
-def resolve_source_ids(ids=(), names=()):
-    """Source ids from ids and/or names; None when both are empty (all). Raises NotFound."""
-    ids, names = list(ids or []), list(names or [])
+def resolve_source_ids(ids=(), names=(), *, within=None):
+    """Source ids from ids and/or names (a name means every source of that name).
+
+    Both empty: None (every source), or every id of ``within`` when given. ``within`` (ids)
+    bounds what may be named: a source outside it is as unknown as one that does not exist,
+    with the same message. Raises NotFound.
+    """
+    ids, names = list(dict.fromkeys(ids or [])), list(dict.fromkeys(names or []))
     if not ids and not names:
-        return None
-    found = {s.id for s in KnowledgeSource.select(KnowledgeSource.id).where(KnowledgeSource.id.in_(ids))} if ids else set()
-    missing = [i for i in ids if i not in found]
-    by_name = {s.name: s.id for s in KnowledgeSource.select().where(KnowledgeSource.name.in_(names))} if names else {}
-    missing += [n for n in names if n not in by_name]
+        return None if within is None else sorted(within)
+    query = KnowledgeSource.select(KnowledgeSource.id, KnowledgeSource.name).where(
+        KnowledgeSource.id.in_(ids) | KnowledgeSource.name.in_(names))
+    if within is not None:
+        query = query.where(KnowledgeSource.id.in_(sorted(within)))
+    wanted_ids, wanted_names = set(ids), set(names)
+    rows = [r for r in query if r.id in wanted_ids or r.name in wanted_names]
+    found_ids, found_names = {r.id for r in rows}, {r.name for r in rows}
+    missing = [i for i in ids if i not in found_ids] + [n for n in names if n not in found_names]
     if missing:
         raise NotFound(f"Unknown data source(s): {', '.join(missing)}")
-    return sorted(found | set(by_name.values()))
+    return sorted(found_ids)
+
+
+def source_ids_in_scope(bot_scope):
+    """Ids of the sources attached to the bots of ``bot_scope``; None (no bound) when it is None."""
+    if bot_scope is None:
+        return None
+    return {s for bot in bot_scope for s in source_ids_of_bot(bot)}
 
 
 def resolve_tag_ids(ids=(), names=()):
@@ -463,10 +534,7 @@ def search(query, *, source_ids=None, tag_ids=None, top_k=5):
 
     ``source_ids``/``tag_ids`` None means all; filtering happens in SQL.
     """
-    row_ids = None
-    if tag_ids is not None:
-        row_ids = [rt.row_id for rt in RowTag.select(RowTag.row).where(RowTag.tag.in_(tag_ids))]
-    hits = search_index.search(query, source_ids=source_ids, row_ids=row_ids, top_k=top_k)
+    hits = search_index.search(query, source_ids=source_ids, tag_ids=tag_ids, top_k=top_k)
     if not hits:
         return []
     chunks = {c.id: c for c in KnowledgeChunk.select(KnowledgeChunk, KnowledgeRow.id, KnowledgeRow.name)
@@ -481,14 +549,13 @@ def search(query, *, source_ids=None, tag_ids=None, top_k=5):
 
 
 def search_for(query, *, source_refs=(), tag_names=(), top_k=5, bot_scope=None):
-    """Search as an API caller sees it: sources by id or name, tags by name, and a key scoped
-    to some bots (``bot_scope``) limited to the sources attached to them. Raises NotFound."""
+    """Search as an API caller sees it: sources by id or name, tags by name. A key scoped to
+    some bots (``bot_scope``) searches only the sources attached to them; naming any other
+    source is the same NotFound as naming one that does not exist. Raises NotFound."""
     from app.ids import is_uuid
 
     source_ids = resolve_source_ids([r for r in source_refs if is_uuid(r)],
-                                    [r for r in source_refs if not is_uuid(r)])
-    if bot_scope is not None:
-        allowed = {s for bot in bot_scope for s in source_ids_of_bot(bot)}
-        source_ids = sorted(allowed if source_ids is None else allowed & set(source_ids))
+                                    [r for r in source_refs if not is_uuid(r)],
+                                    within=source_ids_in_scope(bot_scope))
     tag_ids = resolve_tag_ids(names=tag_names)
     return search(query, source_ids=source_ids, tag_ids=tag_ids, top_k=top_k)

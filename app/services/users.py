@@ -1,6 +1,8 @@
 """End users: an external id with properties (a label a client sends, never an identity)."""
 from app import clock
 from app.errors import BadRequest, NotFound
+from app.ids import new_id
+from app.storage.db import db, is_sqlite
 from app.storage.models import EndUser
 from app.storage.pagination import paginate
 
@@ -16,19 +18,28 @@ def _check_properties(properties, max_properties):
 def upsert_user(external_id, properties=None, *, merge=True, max_properties=None):
     """Create the end user or update its properties; return ``(row, created)``.
 
+    Safe under concurrency: the row is inserted with ``ON CONFLICT DO NOTHING`` and then read
+    under a row lock (``FOR UPDATE`` on PostgreSQL; on SQLite the transaction takes the write
+    lock up front), so racing calls make one row and every merge sees the one before it.
     ``max_properties`` bounds the properties the user has after the update (the caller's
-    ``MAX_PROPERTIES``; None: no bound).
+    ``MAX_PROPERTIES``; None: no bound). Raises BadRequest with nothing changed.
     """
     properties = properties or {}
-    row = EndUser.get_or_none(EndUser.external_id == external_id)
-    if row is None:
-        _check_properties(properties, max_properties)
-        return EndUser.create(external_id=external_id, properties=properties), True
-    merged = {**row.properties, **properties} if merge else properties
-    _check_properties(merged, max_properties)
-    row.properties = merged
-    row.updated_at = clock.now()
-    row.save()
+    _check_properties(properties, max_properties)
+    now, fresh_id = clock.now(), new_id()
+    # BEGIN IMMEDIATE asked for explicitly on SQLite: through the database proxy, db.atomic()
+    # begins a deferred transaction.
+    with db.atomic("IMMEDIATE") if is_sqlite() else db.atomic():
+        EndUser.insert(id=fresh_id, external_id=external_id, properties=properties, created_at=now,
+                       updated_at=now).on_conflict_ignore().execute()
+        query = EndUser.select().where(EndUser.external_id == external_id)
+        row = (query if is_sqlite() else query.for_update()).get()
+        if row.id == fresh_id:
+            return row, True
+        merged = {**row.properties, **properties} if merge else properties
+        _check_properties(merged, max_properties)
+        row.properties, row.updated_at = merged, now
+        row.save()
     return row, False
 
 

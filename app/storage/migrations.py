@@ -14,12 +14,14 @@ History:
   7  messages indexed by (conversation, created_at, id): history reads stop sorting whole conversations.
   8  the message indexes that one covers (conversation_id; created_at, which no query used) are
      dropped: two fewer index writes per message.
+  10 knowledge chunks carry a stable integer key (``seq``) that SQLite's full-text table is keyed
+     by (the implicit rowid it used may change on VACUUM); the index is rebuilt.
   11 credit counters per subject and month (the quota is reserved and settled on them, seeded
      with this month's credits from the usage rows) and stream leases (the concurrent-stream cap).
   12 a generation_stop row exists while its generation runs: it names its conversation and
      carries a stop_requested flag.
 """
-from peewee import BooleanField, CharField, DateTimeField, DoubleField, TextField
+from peewee import BooleanField, CharField, DateTimeField, DoubleField, IntegerField, TextField
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
 
 from app import clock
@@ -71,6 +73,16 @@ def _v8(migrator):
     db.execute_sql('DROP INDEX IF EXISTS "message_created_at"')
 
 
+def _v10(migrator):
+    from app.storage.search_index import create_schema, rebuild
+
+    if "seq" not in _columns("knowledge_chunk"):
+        migrate(migrator.add_column("knowledge_chunk", "seq", IntegerField(null=True)))
+    db.execute_sql('CREATE UNIQUE INDEX IF NOT EXISTS "knowledge_chunk_seq" ON "knowledge_chunk" ("seq")')
+    create_schema()
+    rebuild()
+
+
 def _v11(migrator):
     from peewee import Value, fn
 
@@ -94,7 +106,7 @@ def _v12(migrator):
         ("stop_requested", BooleanField(default=False))) if name not in have])
 
 
-STEPS = {2: _v2, 4: _v4, 6: _v6, 7: _v7, 8: _v8, 11: _v11, 12: _v12}
+STEPS = {2: _v2, 4: _v4, 6: _v6, 7: _v7, 8: _v8, 10: _v10, 11: _v11, 12: _v12}
 LATEST = max(STEPS)
 
 

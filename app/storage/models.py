@@ -247,6 +247,9 @@ class KnowledgeChunk(BaseModel):
     position = IntegerField(default=0)
     heading = TextField(default="")
     content = TextField()
+    # The chunk's key in SQLite's full-text table (its rowid there): a column of its own, since
+    # this table's implicit rowid is not stable (VACUUM may renumber it). Unused on PostgreSQL.
+    seq = IntegerField(null=True, unique=True)
 
 
 class Automation(BaseModel):

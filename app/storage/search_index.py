@@ -2,8 +2,8 @@
 
 SQLite: an FTS5 table ranked with BM25. PostgreSQL: a stored ``tsvector``
 column (heading and content, English) with a GIN index, ranked with ``ts_rank``. Callers use
-``index_chunks``, ``remove_rows``, ``remove_sources`` and ``search``; an
-embedding backend could implement the same four functions.
+``number_chunks``, ``index_chunks``, ``remove_rows``, ``remove_sources`` and ``search``;
+an embedding backend could implement the same functions.
 """
 import re
 
@@ -41,11 +41,24 @@ def terms(query):
     return seen
 
 
-def index_chunks(chunks):
-    """Add ``KnowledgeChunk`` rows (already inserted) to the index.
+def number_chunks(chunks):
+    """Give new ``KnowledgeChunk`` objects (not yet inserted) their full-text key ``seq``.
 
-    On SQLite the FTS row shares the chunk's integer rowid, so removing a row's
-    entries is an index lookup, not a scan. PostgreSQL indexes the table itself.
+    Call inside the write transaction that inserts them: SQLite runs one writer at a time,
+    so the next numbers after the current maximum are free. PostgreSQL needs no key.
+    """
+    if not is_sqlite() or not chunks:
+        return
+    top = db.execute_sql("SELECT COALESCE(MAX(seq), 0) FROM knowledge_chunk").fetchone()[0]
+    for offset, chunk in enumerate(chunks, start=1):
+        chunk.seq = top + offset
+
+
+def index_chunks(chunks):
+    """Add ``KnowledgeChunk`` rows (already inserted, numbered by ``number_chunks``) to the index.
+
+    On SQLite the FTS row's rowid is the chunk's ``seq``, so removing a row's entries is an
+    index lookup, not a scan. PostgreSQL indexes the table itself.
     """
     if not is_sqlite() or not chunks:
         return
@@ -54,64 +67,75 @@ def index_chunks(chunks):
         part = row_ids[start:start + 500]
         db.execute_sql(
             "INSERT INTO knowledge_chunk_fts (rowid, content, heading, chunk_id, source_id, row_id) "
-            "SELECT rowid, content, heading, id, source_id, row_id FROM knowledge_chunk WHERE row_id IN (%s)"
+            "SELECT seq, content, heading, id, source_id, row_id FROM knowledge_chunk WHERE row_id IN (%s)"
             % ",".join("?" * len(part)), part)
 
 
 def remove_rows(row_ids):
     """Drop the index entries of these rows (call before deleting their chunks)."""
     if is_sqlite() and row_ids:
+        row_ids = list(row_ids)
         for start in range(0, len(row_ids), 500):
-            part = list(row_ids[start:start + 500])
+            part = row_ids[start:start + 500]
             db.execute_sql("DELETE FROM knowledge_chunk_fts WHERE rowid IN "
-                           "(SELECT rowid FROM knowledge_chunk WHERE row_id IN (%s))" % ",".join("?" * len(part)), part)
+                           "(SELECT seq FROM knowledge_chunk WHERE row_id IN (%s))" % ",".join("?" * len(part)), part)
 
 
 def remove_sources(source_ids):
     """Drop the index entries of these sources (call before deleting their chunks)."""
     if is_sqlite() and source_ids:
         db.execute_sql("DELETE FROM knowledge_chunk_fts WHERE rowid IN "
-                       "(SELECT rowid FROM knowledge_chunk WHERE source_id IN (%s))" % ",".join("?" * len(source_ids)),
+                       "(SELECT seq FROM knowledge_chunk WHERE source_id IN (%s))" % ",".join("?" * len(source_ids)),
                        list(source_ids))
 
 
-def search(query, *, source_ids=None, row_ids=None, top_k=5):
-    """``[(chunk_id, score)]`` best first; higher score is better. ``source_ids=[]`` finds nothing."""
+def rebuild():
+    """Re-create every index entry from the chunks (SQLite; PostgreSQL's index is the table's).
+    Chunks without a ``seq`` get one first."""
+    if not is_sqlite():
+        return
+    db.execute_sql("UPDATE knowledge_chunk SET seq = (SELECT COALESCE(MAX(seq), 0) FROM knowledge_chunk) + rowid "
+                   "WHERE seq IS NULL")
+    db.execute_sql("DELETE FROM knowledge_chunk_fts")
+    db.execute_sql("INSERT INTO knowledge_chunk_fts (rowid, content, heading, chunk_id, source_id, row_id) "
+                   "SELECT seq, content, heading, id, source_id, row_id FROM knowledge_chunk")
+
+
+def search(query, *, source_ids=None, tag_ids=None, top_k=5):
+    """``[(chunk_id, score)]`` best first; higher score is better. ``source_ids``/``tag_ids``
+    None means no filter, ``[]`` finds nothing. Tags filter through a subquery on ``row_tag``,
+    so the statement stays small however many rows carry them."""
     words = terms(query)
-    if not words or source_ids == [] or row_ids == []:
+    if not words or source_ids == [] or tag_ids == []:
         return []
     if is_sqlite():
+        mark = "?"
         match = " OR ".join('"%s"' % w.replace('"', '""') for w in words)
         sql = "SELECT chunk_id, -bm25(knowledge_chunk_fts) AS score FROM knowledge_chunk_fts WHERE knowledge_chunk_fts MATCH ?"
         params = [match]
-        if source_ids is not None:
-            sql += " AND source_id IN (%s)" % ",".join("?" * len(source_ids))
-            params += list(source_ids)
-        if row_ids is not None:
-            sql += " AND row_id IN (%s)" % ",".join("?" * len(row_ids))
-            params += list(row_ids)
-        sql += " ORDER BY bm25(knowledge_chunk_fts) LIMIT ?"
-        params.append(int(top_k))
     else:
-        tsquery = " | ".join(words)
+        mark = "%s"
         sql = ("SELECT id, ts_rank(tsv, q) AS score FROM knowledge_chunk, to_tsquery('english', %s) q "
                "WHERE tsv @@ q")
-        params = [tsquery]
-        if source_ids is not None:
-            sql += " AND source_id IN (%s)" % ",".join(["%s"] * len(source_ids))
-            params += list(source_ids)
-        if row_ids is not None:
-            sql += " AND row_id IN (%s)" % ",".join(["%s"] * len(row_ids))
-            params += list(row_ids)
+        params = [" | ".join(words)]
+    if source_ids is not None:
+        sql += " AND source_id IN (%s)" % ",".join([mark] * len(source_ids))
+        params += list(source_ids)
+    if tag_ids is not None:
+        sql += " AND row_id IN (SELECT row_id FROM row_tag WHERE tag_id IN (%s))" % ",".join([mark] * len(tag_ids))
+        params += list(tag_ids)
+    if is_sqlite():
+        sql += " ORDER BY bm25(knowledge_chunk_fts) LIMIT ?"
+    else:
         sql += " ORDER BY score DESC, id LIMIT %s"
-        params.append(int(top_k))
+    params.append(int(top_k))
     return [(r[0], float(r[1])) for r in db.execute_sql(sql, params).fetchall()]
 
 
 def orphan_count():
-    """Index entries whose chunk no longer exists (should always be 0)."""
+    """Index entries whose chunk no longer exists, or is keyed by another ``seq`` (should always be 0)."""
     if not is_sqlite():
         return 0
     return db.execute_sql(
         "SELECT count(*) FROM knowledge_chunk_fts f LEFT JOIN knowledge_chunk c ON c.id = f.chunk_id "
-        "WHERE c.id IS NULL").fetchone()[0]
+        "AND c.seq = f.rowid WHERE c.id IS NULL").fetchone()[0]
