@@ -76,7 +76,7 @@ def _at_once(count, call):
 
 def _server_db(backend, database_url, tmp_path):
     return {"CHATPORT_DATABASE_URL": database_url, "CHATPORT_ADMIN_KEY": ADMIN,
-            "CHATPORT_MAX_CONCURRENT_STREAMS_PER_KEY": "null"}
+            "CHATPORT_MAX_CONCURRENT_STREAMS_PER_KEY": "null", "CHATPORT_ECHO_DIRECTIVES": "true"}
 
 
 # ---------------------------------------------------------------- quota under concurrency
@@ -159,7 +159,7 @@ def test_calls_settle_the_counter_to_their_real_cost(app, client):
     key = create_key(app, kind="client", credit_quota=100)
     api = Api(client, key)
     resp = api.post("/v1/chat/completions", json={"model": "echo/echo",
-                                                  "messages": [{"role": "user", "content": "[echo tokens=3]"}]})
+                                                  "messages": [{"role": "user", "content": "hello there"}]})
     assert resp.status_code == 200
     usage = resp.get_json()["usage"]
     with app.app_context(), db.connection_context():
@@ -259,7 +259,8 @@ def upstream_fake():
 
 @pytest.fixture(scope="module")
 def server(_patient_start, tmp_path_factory, upstream_fake):
-    env = upstream_env(upstream_fake, ADMIN, MAX_CONCURRENT_STREAMS_PER_KEY=2, OPENAI_MAX_RETRIES=0)
+    env = upstream_env(upstream_fake, ADMIN, MAX_CONCURRENT_STREAMS_PER_KEY=2, OPENAI_MAX_RETRIES=0,
+                       ECHO_DIRECTIVES="true")  # slow echo streams: [echo tokens=N delay=S]
     with chatport_server(tmp_path_factory.mktemp("metering"), workers=2, env=env) as base:
         yield base
 
