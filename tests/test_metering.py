@@ -74,18 +74,18 @@ def _at_once(count, call):
     return results
 
 
-def _server_db(backend, database_url, tmp_path):
+def _server_db(database_url):
     return {"CHATPORT_DATABASE_URL": database_url, "CHATPORT_ADMIN_KEY": ADMIN,
-            "CHATPORT_MAX_CONCURRENT_STREAMS_PER_KEY": "null"}
+            "CHATPORT_MAX_CONCURRENT_STREAMS_PER_KEY": "null", "CHATPORT_ECHO_DIRECTIVES": "true"}
 
 
 # ---------------------------------------------------------------- quota under concurrency
 
 
-def test_quota_holds_for_concurrent_calls_across_two_workers(backend, database_url, tmp_path):
+def test_quota_holds_for_concurrent_calls_across_two_workers(database_url, tmp_path):
     """20 calls at once from a key with 5 credits: each costs 2 (the call and its tokens, both
     reserved before the model is called), so at most 5 credits are ever spent."""
-    with chatport_server(tmp_path / "inst", workers=2, env=_server_db(backend, database_url, tmp_path)) as base:
+    with chatport_server(tmp_path / "inst", workers=2, env=_server_db(database_url)) as base:
         key_id, key = _new_key(base, credit_quota=5)
 
         def call(i):
@@ -104,9 +104,9 @@ def test_quota_holds_for_concurrent_calls_across_two_workers(backend, database_u
         assert used["credits"] == 2 * statuses.count(200)  # refusals cost nothing
 
 
-def test_quota_holds_for_concurrent_streams(backend, database_url, tmp_path):
+def test_quota_holds_for_concurrent_streams(database_url, tmp_path):
     """60 streams at once at a quota of 10: not all are served, nowhere near 60 x 2 credits."""
-    with chatport_server(tmp_path / "inst", workers=2, env=_server_db(backend, database_url, tmp_path)) as base:
+    with chatport_server(tmp_path / "inst", workers=2, env=_server_db(database_url)) as base:
         key_id, key = _new_key(base, credit_quota=10)
 
         def call(i):
@@ -159,7 +159,7 @@ def test_calls_settle_the_counter_to_their_real_cost(app, client):
     key = create_key(app, kind="client", credit_quota=100)
     api = Api(client, key)
     resp = api.post("/v1/chat/completions", json={"model": "echo/echo",
-                                                  "messages": [{"role": "user", "content": "[echo tokens=3]"}]})
+                                                  "messages": [{"role": "user", "content": "hello there"}]})
     assert resp.status_code == 200
     usage = resp.get_json()["usage"]
     with app.app_context(), db.connection_context():
@@ -259,7 +259,8 @@ def upstream_fake():
 
 @pytest.fixture(scope="module")
 def server(_patient_start, tmp_path_factory, upstream_fake):
-    env = upstream_env(upstream_fake, ADMIN, MAX_CONCURRENT_STREAMS_PER_KEY=2, OPENAI_MAX_RETRIES=0)
+    env = upstream_env(upstream_fake, ADMIN, MAX_CONCURRENT_STREAMS_PER_KEY=2, OPENAI_MAX_RETRIES=0,
+                       ECHO_DIRECTIVES="true")  # slow echo streams: [echo tokens=N delay=S]
     with chatport_server(tmp_path_factory.mktemp("metering"), workers=2, env=env) as base:
         yield base
 
@@ -300,14 +301,15 @@ def test_client_leaving_a_channel_stream_early_pays_for_the_prompt(server):
 
 def test_concurrent_streams_are_capped_per_key_across_workers(server):
     key_id, key = _new_key(server)
-    slow = {"model": "echo/echo", "stream": True, "messages": [{"role": "user", "content": "[echo tokens=400 delay=0.05]"}]}
+    slow = {"model": "echo/echo", "stream": True,
+            "messages": [{"role": "user", "content": "[echo tokens=400 delay=0.05]"}]}
     url = server + "/v1/chat/completions"
     opened = _at_once(6, lambda i: _open_stream(url, _bearer(key), slow))
     statuses = sorted(r.status_code for r in opened)
     assert statuses == [200, 200, 429, 429, 429, 429]
     refused = next(r for r in opened if r.status_code == 429).json()
     assert refused["error"]["type"] == "rate_limit_error" and refused["error"]["code"] == "too_many_streams"
-    other_id, other = _new_key(server)  # the cap is per key
+    _, other = _new_key(server)  # the cap is per key
     other_stream = _open_stream(url, _bearer(other), slow)
     assert other_stream.status_code == 200
     other_stream.close()
@@ -332,7 +334,7 @@ def test_concurrent_streams_are_capped_per_key_across_workers(server):
 
 
 def test_a_failed_stream_gives_its_slot_back(server, upstream_fake):
-    key_id, key = _new_key(server)
+    _, key = _new_key(server)
     upstream_fake.reset()
     upstream_fake.script(status=500)
     try:
@@ -345,7 +347,8 @@ def test_a_failed_stream_gives_its_slot_back(server, upstream_fake):
 
 
 def test_admin_keys_have_no_stream_cap(server):
-    slow = {"model": "echo/echo", "stream": True, "messages": [{"role": "user", "content": "[echo tokens=40 delay=0.05]"}]}
+    slow = {"model": "echo/echo", "stream": True,
+            "messages": [{"role": "user", "content": "[echo tokens=40 delay=0.05]"}]}
     opened = _at_once(4, lambda i: _open_stream(server + "/v1/chat/completions", AH, slow))
     assert [r.status_code for r in opened] == [200] * 4
     for r in opened:
