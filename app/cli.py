@@ -250,7 +250,7 @@ def keys_list(as_json):
     from app.services import keys
 
     with db.connection_context():
-        rows = list(keys.list_keys())
+        rows = list(keys.all_keys())
         lines = [f"{r.id}  {r.kind:6}  {r.prefix}…{r.last4}  {'enabled ' if r.enabled else 'disabled'}  {r.name}"
                  for r in rows]
         _emit(as_json, _dump(KeyOut, rows, many=True), "\n".join(lines) or "No keys.")

@@ -22,8 +22,6 @@ from app.metering import meter_for
 from app.providers.llm import registry
 from app.services import automations
 from app.services.keys import require_admin
-from app.storage.models import Automation, AutomationRun
-from app.storage.pagination import paginate
 
 blp = Blueprint("automations", __name__, url_prefix="/automations", description="Automations (flows)")
 blp.before_request(any_key)
@@ -143,7 +141,7 @@ class AutomationList(MethodView):
     def get(self, args):
         """List automations"""
         require_admin(current_key())
-        return page(*paginate(automations.scoped(), Automation, **args))
+        return page(*automations.list_automations(**args))
 
     @blp.arguments(AutomationCreate)
     @blp.response(201, AutomationOut)
@@ -235,8 +233,8 @@ class RateRun(Schema):
 @runs_blp.response(200, RunPage)
 def list_runs(args):
     """List automation runs (a client key sees its own)"""
-    query = automations.runs_query(scope_key(), args.pop("automation_id", None))
-    return page(*paginate(query, AutomationRun, **args))
+    automation_id = args.pop("automation_id", None)
+    return page(*automations.list_runs(scope_key(), automation_id, **args))
 
 
 @runs_blp.route("/<run_id>", methods=["GET"])

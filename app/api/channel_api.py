@@ -19,8 +19,6 @@ from app.errors import BadRequest
 from app.metering import policy
 from app.providers.llm import registry
 from app.services import channels, chat, knowledge
-from app.storage.models import Conversation, KnowledgeRow, KnowledgeSource, Message
-from app.storage.pagination import paginate
 
 blp = Blueprint("channel_api", __name__, url_prefix="", description="Channel API (one bot's API channel)")
 
@@ -74,8 +72,8 @@ class PageBody(Body):
     cursor = fields.Str(load_default=None, allow_none=True, validate=validate.Length(max=64))
 
 
-def _page(query, model, args):
-    return paginate(query, model, limit=args["limit"], cursor=args["cursor"])
+def _page_args(args):
+    return {"limit": args["limit"], "cursor": args["cursor"]}
 
 
 # ---------------------------------------------------------------- conversations
@@ -141,7 +139,7 @@ def _iso(dt):
 def list_conversations():
     """List this bot's conversations (limit 1..100, cursor)"""
     args = _body(PageBody)
-    items, pagination = _page(chat.conversations_query(channel=g.channel), Conversation, args)
+    items, pagination = chat.list_conversations(channel=g.channel, **_page_args(args))
     first = chat.first_user_messages([c.id for c in items])
     return {"success": True,
             "conversations": [{"id": c.id, "createdAt": _iso(c.created_at), "initialMessage": first.get(c.id, "")}
@@ -159,7 +157,7 @@ def list_messages():
     """A conversation's messages, oldest first (limit 1..100, cursor)"""
     args = _body(MessagesBody)
     conv = chat.get_conversation(args["conversationId"], channel=g.channel)
-    items, pagination = _page(chat.messages_query(conv), Message, args)
+    items, pagination = chat.list_messages(conv, **_page_args(args))
     return {"success": True,
             "messages": [{"id": m.id, "message": m.content, "role": m.role, "createdAt": _iso(m.created_at)}
                          for m in items],
@@ -229,7 +227,7 @@ def delete_data_source():
 def list_data_sources():
     """List this bot's data sources (limit 1..100, cursor)"""
     args = _body(PageBody)
-    items, pagination = _page(knowledge.sources_query(bot_id=g.channel.bot_id), KnowledgeSource, args)
+    items, pagination = knowledge.list_sources(g.channel.bot_id, **_page_args(args))
     return {"success": True, "dataSources": [_source_out(s) for s in items], "pagination": pagination}
 
 
@@ -262,7 +260,7 @@ class RowListBody(PageBody):
 def list_rows():
     """List a data source's rows (id and name; limit 1..100, cursor)"""
     args = _body(RowListBody)
-    items, pagination = _page(knowledge.rows_query(_source(args["dataSourceId"])), KnowledgeRow, args)
+    items, pagination = knowledge.list_rows(_source(args["dataSourceId"]), **_page_args(args))
     return {"success": True, "dataSourceRows": [{"id": r.id, "name": r.name} for r in items],
             "pagination": pagination}
 

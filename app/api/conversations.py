@@ -27,8 +27,6 @@ from app.metering import for_bot as _meter
 from app.providers.llm import registry
 from app.services import bots, chat, keys, users
 from app.services.events import Delta, Done, Error, Heartbeat, Start
-from app.storage.models import Conversation, Message
-from app.storage.pagination import paginate
 
 blp = Blueprint("conversations", __name__, url_prefix="/conversations",
                 description="Conversations with bots")
@@ -124,9 +122,8 @@ class ConversationList(MethodView):
             end_user = users.find(args["end_user_id"])
             if end_user is None:
                 return page([], {"total": 0, "last": None})
-        query = chat.conversations_query(bot_ids=keys.bot_scope(current_key()),
-                                         bot_id=args.get("bot_id"), end_user=end_user)
-        return page(*paginate(query, Conversation, limit=args["limit"], cursor=args["cursor"]))
+        return page(*chat.list_conversations(bot_ids=keys.bot_scope(current_key()), bot_id=args.get("bot_id"),
+                                             end_user=end_user, limit=args["limit"], cursor=args["cursor"]))
 
     @blp.arguments(ConversationCreate)
     @blp.response(201, ConversationOut)
@@ -164,7 +161,7 @@ class MessageList(MethodView):
         """List a conversation's messages, oldest first (with citations)"""
         _meter()
         conv = _conversation(conversation_id)
-        return page(*paginate(chat.messages_query(conv), Message, **args))
+        return page(*chat.list_messages(conv, **args))
 
     @blp.arguments(SendMessage)
     @blp.response(200, TurnOut)

@@ -4,8 +4,6 @@ from marshmallow import Schema, fields, validate
 
 from app.api.common import Blueprint, PageArgs, Timestamp, admin_only, id_field, name_field, page, page_schema
 from app.services import keys
-from app.storage.models import ApiKey
-from app.storage.pagination import paginate
 
 blp = Blueprint("keys", __name__, url_prefix="/keys", description="API keys")
 blp.before_request(admin_only)
@@ -65,7 +63,7 @@ class KeyList(MethodView):
     @blp.response(200, KeyPage)
     def get(self, args):
         """List API keys (never their secrets)"""
-        return page(*paginate(keys.list_keys(), ApiKey, **args))
+        return page(*keys.list_keys(**args))
 
     @blp.arguments(KeyCreate)
     @blp.response(201, KeyCreated)

@@ -9,8 +9,6 @@ from marshmallow import Schema, fields, validate
 
 from app.api.common import Blueprint, PageArgs, Timestamp, any_key, current_key, name_field, page, page_schema
 from app.services import keys, knowledge
-from app.storage.models import KnowledgeRow, KnowledgeSource
-from app.storage.pagination import paginate
 
 blp = Blueprint("knowledge", __name__, url_prefix="/knowledge", description="Knowledge sources, rows and search")
 blp.before_request(any_key)
@@ -128,7 +126,7 @@ class Sources(MethodView):
     def get(self, args):
         """List knowledge sources"""
         _admin()
-        return page(*paginate(knowledge.sources_query(), KnowledgeSource, **args))
+        return page(*knowledge.list_sources(**args))
 
     @blp.arguments(SourceCreate)
     @blp.response(201, SourceOut)
@@ -182,7 +180,7 @@ class Rows(MethodView):
     def get(self, args, source_id):
         """List a source's rows"""
         _admin()
-        return page(*paginate(knowledge.rows_query(knowledge.get_source(source_id)), KnowledgeRow, **args))
+        return page(*knowledge.list_rows(knowledge.get_source(source_id), **args))
 
     @blp.arguments(RowsCreate)
     @blp.response(201, Done)

@@ -22,6 +22,7 @@ from app.providers.llm import ChatRequest, Usage, estimate_tokens
 from app.services import keys, templates
 from app.storage.db import db
 from app.storage.models import Automation, AutomationRun, AutomationStep
+from app.storage.pagination import paginate
 
 ENV = templates.ENV  # the sandbox, with the size and time bounds of templates.render
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -141,6 +142,11 @@ def scoped(key=None):
     if key is not None and key.automation_ids:
         query = query.where(Automation.id.in_(key.automation_ids))
     return query
+
+
+def list_automations(key=None, *, limit=None, cursor=None):
+    """One page of the automations ``key`` may use, oldest first: ``(items, {"total", "last"})``."""
+    return paginate(scoped(key), Automation, limit=limit, cursor=cursor)
 
 
 def get(ref, key=None):
@@ -417,3 +423,8 @@ def runs_query(key=None, automation_id=None):
     if automation_id:
         query = query.where(AutomationRun.automation == automation_id)
     return query
+
+
+def list_runs(key=None, automation_id=None, *, limit=None, cursor=None):
+    """One page of runs, oldest first, scoped as ``runs_query``: ``(items, {"total", "last"})``."""
+    return paginate(runs_query(key, automation_id), AutomationRun, limit=limit, cursor=cursor)

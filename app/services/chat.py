@@ -25,6 +25,7 @@ from app.services.sampling import check_temperature
 from app.storage import prepared
 from app.storage.db import db
 from app.storage.models import Bot, BotSource, Conversation, GenerationStop, Message
+from app.storage.pagination import paginate
 
 log = logging.getLogger("chatport.chat")
 
@@ -102,6 +103,18 @@ def conversations_query(*, bot_ids=None, bot_id=None, end_user=None, channel=Non
 
 def messages_query(conversation):
     return Message.select().where(Message.conversation == conversation)
+
+
+def list_conversations(*, bot_ids=None, bot_id=None, end_user=None, channel=None, limit=None, cursor=None):
+    """One page of conversations, oldest first, filtered as ``conversations_query``:
+    ``(items, {"total", "last"})``."""
+    query = conversations_query(bot_ids=bot_ids, bot_id=bot_id, end_user=end_user, channel=channel)
+    return paginate(query, Conversation, limit=limit, cursor=cursor)
+
+
+def list_messages(conversation, *, limit=None, cursor=None):
+    """One page of a conversation's messages, oldest first: ``(items, {"total", "last"})``."""
+    return paginate(messages_query(conversation), Message, limit=limit, cursor=cursor)
 
 
 def get_message(message_id):

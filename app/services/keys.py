@@ -13,6 +13,7 @@ from peewee import IntegrityError
 from app import clock, secrets_util
 from app.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from app.storage import prepared
+from app.storage.pagination import paginate
 from app.storage.models import ApiKey, Automation, Bot
 
 KEY_PREFIX = "cp_"
@@ -204,8 +205,14 @@ def delete_key(key_id):
     row.delete_instance()
 
 
-def list_keys():
+def all_keys():
+    """Every API key, oldest first."""
     return ApiKey.select().order_by(ApiKey.created_at, ApiKey.id)
+
+
+def list_keys(*, limit=None, cursor=None):
+    """One page of API keys, oldest first: ``(items, {"total", "last"})``."""
+    return paginate(ApiKey.select(), ApiKey, limit=limit, cursor=cursor)
 
 
 def bot_scope(key):

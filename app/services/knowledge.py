@@ -18,6 +18,7 @@ from app.ids import new_id
 from app.storage import prepared, search_index
 from app.storage.db import db, is_sqlite
 from app.storage.models import BotSource, KnowledgeChunk, KnowledgeRow, KnowledgeSource, RowTag, Tag
+from app.storage.pagination import paginate
 
 log = logging.getLogger("chatport.knowledge")
 
@@ -140,6 +141,12 @@ def sources_query(bot_id=None):
     if bot_id is not None:
         query = query.join(BotSource).where(BotSource.bot == bot_id)
     return query
+
+
+def list_sources(bot_id=None, *, limit=None, cursor=None):
+    """One page of data sources (those linked to ``bot_id`` when given), oldest first:
+    ``(items, {"total", "last"})``."""
+    return paginate(sources_query(bot_id), KnowledgeSource, limit=limit, cursor=cursor)
 
 
 def get_source(source_id, bot_id=None):
@@ -266,6 +273,11 @@ def add_rows(source, rows, *, max_row_chars=1_000_000, quota=None, only_bot=None
 
 def rows_query(source):
     return KnowledgeRow.select().where(KnowledgeRow.source == source)
+
+
+def list_rows(source, *, limit=None, cursor=None):
+    """One page of a data source's rows, oldest first: ``(items, {"total", "last"})``."""
+    return paginate(rows_query(source), KnowledgeRow, limit=limit, cursor=cursor)
 
 
 def get_row(source, row_id):
