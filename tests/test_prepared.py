@@ -156,6 +156,36 @@ def test_threads_and_forked_children_never_share_a_connection(sqlite_app):
             _in_thread(lambda: _insert(Conversation(id=new_id(), bot="no-such-bot", surface="api", title="")))
 
 
+def test_a_transaction_that_reads_then_writes_is_not_broken_by_a_commit_in_between(sqlite_app):
+    """``db.atomic()`` (the proxy every service uses) takes SQLite's write lock at BEGIN. A write
+    another thread commits on its own connection after the transaction's first read (as a request
+    thread's usage row does while a knowledge sync replaces a page) waits for the transaction to
+    end; it does not make the transaction's first write fail at once with "database is locked"."""
+    with sqlite_app.app_context(), db.connection_context():
+        bot = Bot.create(name="b", model="echo/echo")
+        other = _conv(bot)
+        started, committed, errors = threading.Event(), threading.Event(), []
+
+        def other_thread_writes():
+            started.set()
+            try:
+                _insert(other)  # on that thread's own connection
+                committed.set()
+            except Exception as exc:  # noqa: BLE001 - checked below
+                errors.append(exc)
+
+        thread = threading.Thread(target=other_thread_writes)
+        with db.atomic():
+            assert Bot.get_by_id(bot.id).name == "b"  # the transaction's first read
+            thread.start()
+            assert started.wait(5)
+            committed_inside = committed.wait(1)  # the other write waits for this transaction
+            Bot.update(name="renamed").where(Bot.id == bot.id).execute()
+        thread.join(10)
+        assert not committed_inside and errors == [] and committed.is_set()
+        assert Bot.get_by_id(bot.id).name == "renamed" and _get(other.id) is not None
+
+
 def test_insert_values_writes_every_column_and_insists_on_all(ctx):
     from datetime import datetime
 

@@ -22,13 +22,14 @@ class SqliteDatabaseImmediate(PooledSqliteDatabase):
     A deferred transaction that reads and then writes fails at once with
     "database is locked" when another connection committed in between (WAL
     snapshot); an immediate one waits for the lock with the busy timeout.
+
+    The default is set in ``begin``, where every transaction starts: the
+    ``DatabaseProxy`` the app uses has its own ``atomic`` and ``transaction``,
+    which reach this database only through ``begin()`` (without a lock type).
     """
 
-    def atomic(self, lock_type=None):
-        return super().atomic(lock_type=lock_type or "IMMEDIATE")
-
-    def transaction(self, lock_type=None):
-        return super().transaction(lock_type=lock_type or "IMMEDIATE")
+    def begin(self, lock_type=None):
+        super().begin(lock_type or "IMMEDIATE")
 
 
 def default_url(instance_path):
