@@ -4,8 +4,6 @@ than its caps, and never splits a request; through ``chatport serve`` each becom
 the OpenAI dialect's shape without the worker's memory growing."""
 import json
 import os
-import socket
-import threading
 import time
 
 import h11
@@ -14,35 +12,21 @@ import pytest
 import requests
 
 from app.providers import http_client
-from tests.servers import chatport_server, worker_pids
+from tests.servers import RawServer, chatport_server, worker_pids
 
 MIB = 1024 * 1024
 KEY = "sk-admin-hostile-0123456789"
 
 
-class Hostile:
+class Hostile(RawServer):
     """A server on 127.0.0.1 that reads each request (head and Content-Length body), then
     plays ``script(send)``, where ``send(bytes)`` returns False once the client has gone.
     Records the requests, the connections and how many body bytes were sent."""
 
     def __init__(self, script):
         self.script = script
-        self.requests, self.connections, self.sent = [], 0, 0
-        self.srv = socket.socket()
-        self.srv.bind(("127.0.0.1", 0))
-        self.srv.listen(16)
-        self.port = self.srv.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.srv.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+        self.requests, self.sent = [], 0
+        super().__init__(backlog=16)
 
     def _serve(self, conn):
         with conn:
@@ -75,9 +59,6 @@ class Hostile:
                 return True
 
             self.script(send)
-
-    def close(self):
-        self.srv.close()
 
 
 def _forever(head, block, pause=0.0, limit=400 * MIB, hold=0.0):

@@ -6,6 +6,7 @@ import time
 import httpx
 
 from app.providers.http_transport import FastTransport
+from tests.servers import RawServer
 
 
 def _closing_server(replies):
@@ -183,28 +184,15 @@ def _read_request(conn, pending):
     return head + b"\r\n\r\n" + rest[:length], rest[length:]
 
 
-class Scripted:
+class Scripted(RawServer):
     """A keep-alive server on 127.0.0.1 that answers the n-th request of the whole server with
     ``replies[n]``: bytes (sent in pieces at each ``|SPLIT|``), or None to close the connection
     without answering. ``close_after`` closes a connection after sending that reply."""
 
     def __init__(self, replies, close_after=(), hold=False):
         self.replies, self.close_after, self.hold = list(replies), set(close_after), hold
-        self.requests, self.accepted = [], 0
-        self.srv = socket.socket()
-        self.srv.bind(("127.0.0.1", 0))
-        self.srv.listen(8)
-        self.url = f"http://127.0.0.1:{self.srv.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.srv.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+        self.requests = []
+        super().__init__(backlog=8)
 
     def _serve(self, conn):
         pending = b""
@@ -226,9 +214,6 @@ class Scripted:
                     time.sleep(0.02)
                 if index in self.close_after:
                     return
-
-    def close(self):
-        self.srv.close()
 
 
 def _client(**kw):
@@ -259,7 +244,7 @@ def test_content_length_body_in_pieces_then_the_connection_is_reused():
     for _ in range(3):
         resp = client.get(srv.url + "/")
         assert resp.json() == {"a": "b"}
-    assert srv.accepted == 1
+    assert srv.connections == 1
     srv.close()
 
 
@@ -272,7 +257,7 @@ def test_chunked_body_with_extensions_and_trailers():
     with client.stream("GET", srv.url + "/") as resp:
         pieces = list(resp.iter_raw())
     assert b"".join(pieces) == b"hello world!" and len(pieces) >= 2  # yielded as chunks arrived
-    assert srv.accepted == 1
+    assert srv.connections == 1
     srv.close()
 
 
@@ -282,7 +267,7 @@ def test_a_body_delimited_by_the_connection_end_is_read_to_the_end_and_not_reuse
     client = _client()
     assert client.get(srv.url + "/").text == "all of it and more"
     assert client.get(srv.url + "/").text == "all of it and more"
-    assert srv.accepted == 2
+    assert srv.connections == 2
     srv.close()
 
 
@@ -299,10 +284,10 @@ def test_interim_responses_empty_bodies_and_connection_close():
     assert client.get(srv.url + "/").status_code == 204
     head = client.head(srv.url + "/")
     assert head.status_code == 200 and head.content == b"" and head.headers["content-length"] == "5"
-    assert srv.accepted == 1  # all three on one connection
+    assert srv.connections == 1  # all three on one connection
     assert client.get(srv.url + "/").text == "bye"
     assert client.get(srv.url + "/").text == "ok"  # Connection: close was honoured: a new one
-    assert srv.accepted == 2
+    assert srv.connections == 2
     srv.close()
 
 
@@ -416,10 +401,10 @@ def test_an_idle_connection_expires_after_the_keepalive_expiry():
     client.get(srv.url + "/")
     time.sleep(0.05)
     client.get(srv.url + "/")
-    assert srv.accepted == 1  # reused while fresh
+    assert srv.connections == 1  # reused while fresh
     time.sleep(0.5)  # idle longer than the expiry: a NAT may have dropped it silently
     client.get(srv.url + "/")
-    assert srv.accepted == 2
+    assert srv.connections == 2
     srv.close()
 
 
