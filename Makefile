@@ -29,8 +29,11 @@ init: install
 run: init
 	$(BIN)/chatport serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
+# Test files run in PYTEST_JOBS processes (pytest-xdist), each file in one process so its
+# module-scoped servers start once; PYTEST_JOBS=0 runs them in this process.
+PYTEST_JOBS ?= 3
 test: install-test
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_JOBS) --dist loadfile $(PYTEST_ARGS)
 
 # The tests marked `soak` alone (left out of `make test`): two workers and 64 writers on SQLite
 # for CHATPORT_TEST_WRITERS_SECONDS (default 60).
