@@ -70,6 +70,11 @@ def create_app(test_config=None):
         from app.storage.migrations import upgrade
 
         upgrade()
+        if app.config.get("CHANNEL_CREDIT_QUOTA") is not None:
+            from app.metering.limits import seed_channel_counters
+
+            with db.db.connection_context():
+                seed_channel_counters()
     if app.config.get("ADMIN_KEY"):
         from app.services.keys import ensure_env_admin_key
 

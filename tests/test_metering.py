@@ -369,3 +369,32 @@ def test_stale_stream_leases_expire(app, frozen):
             limits.acquire_stream("k", 2, ttl=60)
         assert {lease.id for lease in StreamLease.select()} == fresh  # the expired ones were pruned
         assert not {second, third} & fresh
+
+
+def test_a_key_given_a_quota_later_starts_from_what_it_used_this_month(app, client, admin):
+    key = create_key(app, kind="client", name="quota later")
+    api = Api(client, key)
+    for _ in range(3):
+        assert api.get("/v1/models").status_code == 200
+    key_id = next(k["id"] for k in admin.get("/api/v1/keys").get_json()["data"] if k["name"] == "quota later")
+    with app.app_context(), db.connection_context():
+        assert limits.counted(key_id) == 0  # no quota: no counter kept
+    assert admin.patch(f"/api/v1/keys/{key_id}", json={"credit_quota": 4}).status_code == 200
+    assert api.get("/v1/models").status_code == 200  # 3 used + 1 = the quota
+    refused = api.get("/v1/models")
+    assert refused.status_code == 429 and refused.get_json()["error"]["code"] == "credits_exhausted"
+    with app.app_context(), db.connection_context():
+        assert limits.counted(key_id) == 4
+
+
+def test_channel_counters_are_seeded_when_a_channel_quota_is_configured(database_url, tmp_path):
+    from app.ids import new_id
+
+    app = make_app(database_url, tmp_path)
+    with app.app_context(), db.connection_context():
+        Usage.insert(id=new_id(), created_at=clock.now(), key_id="channel:c1", dialect="channel",
+                     category="conversation", endpoint="POST /x", credits=6, status=200,
+                     latency_ms=1.0).execute()
+    app = make_app(database_url, tmp_path, CHANNEL_CREDIT_QUOTA=10)
+    with app.app_context(), db.connection_context():
+        assert limits.counted("channel:c1") == 6

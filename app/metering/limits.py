@@ -174,6 +174,30 @@ def reserve(subject, credits, quota, month=None):
                         code="credits_exhausted")
 
 
+def seed_counter(subject, month=None):
+    """Set ``subject``'s counter for ``month`` (default: this one) to the credits its usage rows
+    record: counters are kept only while a subject has a quota, so one that gets a quota starts
+    from what it has used."""
+    month = month or month_key()
+    used = credits_used(subject)
+    _CC.insert(subject=subject, month=month, used=used).on_conflict(
+        conflict_target=[_CC.subject, _CC.month], update={_CC.used: used}).execute()
+
+
+def seed_channel_counters():
+    """Seed the counters of every channel that has usage this month (``CHANNEL_CREDIT_QUOTA``
+    applies to all channels; the factory calls this when it is set)."""
+    now = clock.now()
+    month = month_key(now)
+    spent = (Usage.select(Usage.key_id, fn.COALESCE(fn.SUM(Usage.credits), 0))
+             .where(Usage.key_id.startswith("channel:") & (Usage.created_at >= month_start(now)))
+             .group_by(Usage.key_id))
+    with db.atomic():
+        for subject, used in spent.tuples():
+            _CC.insert(subject=subject, month=month, used=used).on_conflict(
+                conflict_target=[_CC.subject, _CC.month], update={_CC.used: used}).execute()
+
+
 def add_credits(subject, month, credits):
     """Add ``credits`` (negative: give back) to ``subject``'s counter for ``month``, without a
     quota check: settles a call's real cost against its reservation. Call it inside the

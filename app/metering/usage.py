@@ -43,7 +43,8 @@ def record(meter, *, status, latency_ms, prices):
             automation_id=meter.automation_id, model=meter.model, prompt_tokens=meter.prompt_tokens,
             completion_tokens=meter.completion_tokens, tokens_estimated=meter.tokens_estimated,
             credits=credits, status=meter.status or status, latency_ms=round(latency_ms, 3))
-        settle = credits - meter.reserved if meter.key_id is not None else 0
+        # Counters are kept for subjects with a quota (a key given one later is seeded then).
+        settle = credits - meter.reserved if meter.quota is not None else 0
         with prepared.session():
             if not settle:
                 prepared.insert_values(Usage, values)  # runs on every call: SQL built once

@@ -12,7 +12,9 @@ from peewee import IntegrityError
 
 from app import clock, secrets_util
 from app.errors import BadRequest, Forbidden, NotFound, Unauthorized
+from app.metering import limits
 from app.storage import prepared
+from app.storage.db import db
 from app.storage.pagination import paginate
 from app.storage.models import ApiKey, Automation, Bot
 
@@ -193,9 +195,13 @@ def update_key(key_id, **changes):
         _check_exist(Bot, changes["bot_ids"], "bot_ids")
     if "automation_ids" in changes:
         _check_exist(Automation, changes["automation_ids"], "automation_ids")
-    for field, value in changes.items():
-        setattr(row, field, value)
-    row.save()
+    gets_quota = changes.get("credit_quota") is not None and row.credit_quota is None
+    with db.atomic():
+        for field, value in changes.items():
+            setattr(row, field, value)
+        row.save()
+        if gets_quota:
+            limits.seed_counter(row.id)
     return row
 
 
