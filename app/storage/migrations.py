@@ -141,8 +141,14 @@ def _table_exists(name):
 
 def _columns(table):
     """A table's column names (on PostgreSQL in the current schema: peewee assumes public)."""
-    schema = None if is_sqlite() else db.execute_sql("SELECT current_schema()").fetchone()[0]
-    return {c.name for c in db.get_columns(table, schema=schema)}
+    if is_sqlite():
+        return {c.name for c in db.get_columns(table)}
+    # The catalog of the current schema alone (peewee's query would assume public).
+    return {name for (name,) in db.execute_sql(
+        "SELECT a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = current_schema() AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped",
+        (table,)).fetchall()}
 
 
 def current_version():
