@@ -24,8 +24,8 @@ def configured_flask(test_config=None):
         instance_path=os.path.abspath(instance_path) if instance_path else None,
         instance_relative_config=True,
     )
-    # JSON bodies keep the order the code builds them in (as OpenAI's and the specs' examples
-    # show them); sorting every response's keys was CPU spent on nothing.
+    # JSON bodies keep the order the code builds them in, as the documented examples of each API
+    # show them; sorting every response's keys would cost CPU for nothing.
     app.json.sort_keys = False
     from app.config import DEFAULTS
 

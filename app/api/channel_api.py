@@ -89,14 +89,14 @@ def start_conversation():
 
 class MessageBody(Body):
     message = fields.Str(validate=validate.Length(min=1))
-    response = fields.Str(validate=validate.Length(min=1))  # the spec's other name for it
+    response = fields.Str(validate=validate.Length(min=1))  # the other name clients of this API use for it
     conversationId = id_field(allow_none=True)
     stream = fields.Bool(load_default=False)
 
     @validates_schema
     def _one_message(self, data, **kwargs):
         if not (data.get("message") or data.get("response")):
-            raise ValidationError("message is required (the spec also calls it response)", "message")
+            raise ValidationError("message is required (or response, its other name)", "message")
 
 
 @blp.route("/message", methods=["POST"])

@@ -1,6 +1,6 @@
 """The chat API dialect (Chatbase-style): ``/api/v1/chat`` and chatbot management.
 
-Errors are ``{"message": "..."}`` with the HTTP status (the spec's clients
+Errors are ``{"message": "..."}`` with the HTTP status (the platform's clients
 read ``errorData.message``). Streaming answers are plain text chunks, no SSE.
 """
 
