@@ -176,3 +176,28 @@ def run_cli(app, *args):
     from app.cli import main
 
     return app.test_cli_runner().invoke(main, list(args), obj=ScriptInfo(create_app=lambda: app))
+
+
+@pytest.fixture
+def configured(database_url, tmp_path):
+    """``configured(**settings)``: an app with those settings and an admin ``Api`` on it."""
+    def build(**settings):
+        application = make_app(database_url, tmp_path, **settings)
+        return application, Api(application.test_client(), create_key(application, kind="admin"))
+
+    yield build
+    if not db.is_closed():
+        db.close()
+
+
+@pytest.fixture
+def frozen():
+    """The clock frozen a minute before a month ends (2026-03-31 23:59 UTC)."""
+    from datetime import datetime
+
+    from app import clock
+
+    start = datetime(2026, 3, 31, 23, 59, 0)
+    clock.freeze(start)
+    yield start
+    clock.freeze(None)

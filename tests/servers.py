@@ -2,6 +2,7 @@
 
 Every server listens on 127.0.0.1 only and is stopped by its own pid.
 """
+import json
 import os
 import signal
 import socket
@@ -44,6 +45,16 @@ class RawServer:
 
     def close(self):
         self.srv.close()
+
+
+def sse_events(resp):
+    """``(event, data)`` of each server-sent event of a streamed ``requests`` response."""
+    event = None
+    for line in resp.iter_lines(decode_unicode=True):
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: "):
+            yield event, json.loads(line[6:])
 
 
 def free_port():

@@ -9,9 +9,7 @@ import time
 import pytest
 import requests
 
-from app.storage.db import db
-
-from .conftest import Api, create_key, make_app
+from .conftest import make_app
 from .servers import ROOT, chatport_server, free_port
 from .test_channel_api import make_channel
 from .test_mgmt_api import snapshot
@@ -59,21 +57,6 @@ def test_stream_timeout_of_instance_config_reaches_the_served_app(tmp_path, conf
 
 
 # ------------------------------------------------------------ bounds read from configuration
-
-
-@pytest.fixture
-def configured(database_url, tmp_path):
-    """``configured(**settings)``: an app with those settings and an admin ``Api`` on it."""
-    apps = []
-
-    def build(**settings):
-        application = make_app(database_url, tmp_path, **settings)
-        apps.append(application)
-        return application, Api(application.test_client(), create_key(application, kind="admin"))
-
-    yield build
-    if not db.is_closed():
-        db.close()
 
 
 def _chatbot(api, name="Bot"):

@@ -4,24 +4,11 @@ import time
 
 import pytest
 
-from app.storage.db import db
-
-from .conftest import Api, create_key, make_app
-
 
 @pytest.fixture
-def echo_api(database_url, tmp_path):
+def echo_api(configured):
     """``make(**config)`` -> an admin ``Api`` on an app with that configuration."""
-    apps = []
-
-    def make(**config):
-        app = make_app(database_url, tmp_path, **config)
-        apps.append(app)
-        return Api(app.test_client(), create_key(app, kind="admin", name="echo tests"))
-
-    yield make
-    if not db.is_closed():
-        db.close()
+    return lambda **config: configured(**config)[1]
 
 
 def _complete(api, content, **kw):

@@ -1,6 +1,6 @@
 """Rate limits (GCRA in the database), credit quotas, usage rows and analytics."""
 import threading
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
 import requests
@@ -13,14 +13,6 @@ from app.storage.models import Usage
 
 from .conftest import Api, create_key
 from .servers import chatport_server
-
-
-@pytest.fixture
-def frozen():
-    start = datetime(2026, 3, 31, 23, 59, 0)
-    clock.freeze(start)
-    yield start
-    clock.freeze(None)
 
 
 def test_limit_lookup():

@@ -3,7 +3,7 @@ client that leaves a stream early pays for what was sent, concurrent streams per
 capped across workers, and plans must exist."""
 import threading
 import time
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
 import requests
@@ -129,14 +129,6 @@ def test_quota_holds_for_concurrent_streams(database_url, tmp_path):
 
 
 # ---------------------------------------------------------------- counters, in process
-
-
-@pytest.fixture
-def frozen():
-    start = datetime(2026, 3, 31, 23, 59, 0)
-    clock.freeze(start)
-    yield start
-    clock.freeze(None)
 
 
 def test_reserve_refuses_past_the_quota_and_settling_adds_the_difference(app, frozen):

@@ -7,7 +7,7 @@ import openai
 import pytest
 import requests
 
-from .servers import chatport_server, upstream_env
+from .servers import chatport_server, sse_events, upstream_env
 
 ADMIN = "cp_test_admin_key_for_the_openai_api_tests_0000"
 
@@ -123,14 +123,6 @@ def test_stream_cut_midway_is_an_error_event(client, upstream):
     assert text.startswith("one")
 
 
-def _sse_events(resp):
-    event = None
-    for line in resp.iter_lines(decode_unicode=True):
-        if line.startswith("event: "):
-            event = line[7:]
-        elif line.startswith("data: "):
-            yield event, json.loads(line[6:])
-
 
 def test_client_disconnect_closes_upstream_and_saves_partial(server, upstream):
     bot = requests.post(server + "/api/v1/bots", headers=H, json={"name": "Up", "model": "openai/gpt-test"},
@@ -141,7 +133,7 @@ def test_client_disconnect_closes_upstream_and_saves_partial(server, upstream):
     resp = requests.post(f"{server}/api/v1/conversations/{conv['id']}/messages", headers=H,
                          json={"content": "talk", "stream": True}, stream=True, timeout=10)
     got = []
-    for event, data in _sse_events(resp):
+    for event, data in sse_events(resp):
         got.append(event)
         if got.count("delta") == 3:
             break
@@ -164,7 +156,7 @@ def test_stop_from_another_request(server):
     conv = requests.post(server + "/api/v1/conversations", headers=H, json={"bot_id": bot["id"]}, timeout=10).json()
     resp = requests.post(f"{server}/api/v1/conversations/{conv['id']}/messages", headers=H,
                          json={"content": "[echo tokens=400 delay=0.02]", "stream": True}, stream=True, timeout=20)
-    events = _sse_events(resp)
+    events = sse_events(resp)
     kind, start = next(events)
     assert kind == "start"
     stops = []

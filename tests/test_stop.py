@@ -1,11 +1,10 @@
 """Stopping an answer on a real ``chatport serve`` (gunicorn + gevent, two workers): a stop reaches
 the caller's own running generation, whichever worker runs it, and nobody else's."""
-import json
 
 import pytest
 import requests
 
-from .servers import chatport_server
+from .servers import chatport_server, sse_events
 
 ADMIN = "cp_test_admin_key_for_the_stop_tests_00000000"
 SLOW = "[echo tokens=50 delay=0.05]"  # 2.5 s when nothing stops it
@@ -34,20 +33,12 @@ def _tenant(server, name):
     return key, conv["id"]
 
 
-def _events(resp):
-    event = None
-    for line in resp.iter_lines(decode_unicode=True):
-        if line.startswith("event: "):
-            event = line[7:]
-        elif line.startswith("data: "):
-            yield event, json.loads(line[6:])
-
 
 def _stream(server, key, conv_id):
     """Start a slow streamed answer; return its events (start already read) and its start data."""
     resp = requests.post(f"{server}/api/v1/conversations/{conv_id}/messages", headers=_auth(key), stream=True,
                          timeout=20, json={"content": SLOW, "stream": True})
-    events = _events(resp)
+    events = sse_events(resp)
     kind, start = next(events)
     assert kind == "start"
     return events, start
