@@ -85,7 +85,7 @@ def check_rate(subject, category, limit):
                           headers=_headers(decision, retry=True))
     period = 60.0 / limit
     tolerance = period * (limit - 1)
-    with db.atomic("IMMEDIATE") if is_sqlite() else db.atomic():
+    with db.atomic():
         if not is_sqlite():
             RateLimitState.insert(key_id=subject, category=category, tat=0).on_conflict_ignore().execute()
         t = now_epoch()

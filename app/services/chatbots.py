@@ -2,7 +2,7 @@
 from app import clock
 from app.errors import BadRequest, NotFound
 from app.services import bots, knowledge
-from app.storage.db import is_sqlite
+from app.storage.db import db, is_sqlite
 from app.storage.models import Bot, BotSource, Conversation, KnowledgeSource
 
 TEXT_SOURCE_NAME = "sourceText"
@@ -17,7 +17,7 @@ def _write_source_text(bot, text, limits):
     """Replace (or create and attach) the bot's TEXT source, inside the caller's transaction.
 
     The bot row is held first (``FOR UPDATE`` on PostgreSQL; on SQLite the caller's
-    ``write_atomic`` has the write lock), so racing writers of a bot's first text make one source."""
+    transaction has the write lock), so racing writers of a bot's first text make one source."""
     if not is_sqlite():
         Bot.select(Bot.id).where(Bot.id == bot.id).for_update().execute()
     source = _text_source(bot)
@@ -30,7 +30,7 @@ def _write_source_text(bot, text, limits):
 def create_chatbot(name, source_text=None, *, default_model, max_row_chars=1_000_000, quota=None):
     """Create a bot and, when ``source_text`` is given, its TEXT source (synced before this
     returns), in one transaction: a refused text (QuotaExceeded, BadRequest) creates nothing."""
-    with knowledge.write_atomic():
+    with db.atomic():
         bot = bots.create_bot(name=name, default_model=default_model)
         source = _write_source_text(bot, source_text, {"max_row_chars": max_row_chars, "quota": quota}) \
             if source_text else None
@@ -42,7 +42,7 @@ def create_chatbot(name, source_text=None, *, default_model, max_row_chars=1_000
 def update_chatbot_data(bot, *, name=None, source_text=None, max_row_chars=1_000_000, quota=None):
     """Rename the bot and/or replace its text, in one transaction (a refused text renames
     nothing); the new text is synced before this returns."""
-    with knowledge.write_atomic():
+    with db.atomic():
         if name is not None:
             bots.update_bot(bot.id, name=name)
         source = _write_source_text(bot, source_text, {"max_row_chars": max_row_chars, "quota": quota}) \
@@ -55,7 +55,7 @@ def update_chatbot_data(bot, *, name=None, source_text=None, max_row_chars=1_000
 def delete_chatbot(bot):
     """Delete the bot and the TEXT source that only it used."""
     source = _text_source(bot)
-    with knowledge.write_atomic():
+    with db.atomic():
         if source is not None and BotSource.select().where(BotSource.source == source).count() == 1:
             knowledge.delete_source(source)
         bot.delete_instance()

@@ -104,7 +104,7 @@ def create_source(*, name, type="MANUAL", url=None, sync_interval=None, bot_ids=
         except netguard.RefusedAddress as exc:
             raise BadRequest(f"url: {exc}", fields={"url": "invalid"}) from None
     _check_interval(sync_interval)
-    with write_atomic():
+    with db.atomic():
         source = KnowledgeSource.create(name=name, type=type, url=url, sync_interval=sync_interval)
         attach(source, bot_ids)
         if text is not None:
@@ -127,7 +127,7 @@ def attach(source, bot_ids):
 
 def set_bots(source, bot_ids):
     """Attach the source to exactly these bots."""
-    with write_atomic():
+    with db.atomic():
         BotSource.delete().where(BotSource.source == source).execute()
         attach(source, bot_ids)
 
@@ -157,17 +157,10 @@ def get_source(source_id, bot_id=None):
     return source
 
 
-def write_atomic():
-    """A transaction that writes after it reads: on SQLite it takes the write lock up front
-    (BEGIN IMMEDIATE, asked for explicitly: through the database proxy ``db.atomic()`` begins a
-    deferred one), so what it read stays true until it commits; nested, a savepoint."""
-    return db.atomic("IMMEDIATE") if is_sqlite() else db.atomic()
-
-
 def _lock_source(source):
     """Hold the source row until the transaction ends: attaching it to a bot (which checks the
     foreign key) waits, so "attached to this bot alone" stays true until the change commits.
-    On SQLite the ``write_atomic`` transaction holds the write lock instead."""
+    On SQLite the transaction holds the write lock instead (``db.atomic()`` begins IMMEDIATE)."""
     if not is_sqlite():
         KnowledgeSource.select(KnowledgeSource.id).where(KnowledgeSource.id == source.id).for_update().execute()
 
@@ -189,7 +182,7 @@ def update_source(source, *, only_bot=None, **changes):
     (Forbidden otherwise, nothing changed)."""
     if "sync_interval" in changes:
         _check_interval(changes["sync_interval"])
-    with write_atomic():
+    with db.atomic():
         _check_sole_owner(source, only_bot)
         for field, value in changes.items():
             setattr(source, field, value)
@@ -201,7 +194,7 @@ def update_source(source, *, only_bot=None, **changes):
 def delete_source(source, *, only_bot=None):
     """Delete a source with its rows, chunks and index entries (one transaction); with
     ``only_bot``, only when the source belongs to that bot alone (Forbidden otherwise)."""
-    with write_atomic():
+    with db.atomic():
         _check_sole_owner(source, only_bot)
         search_index.remove_sources([source.id])
         source.delete_instance()  # rows, chunks, tags links and bot links cascade
@@ -257,7 +250,7 @@ def add_rows(source, rows, *, max_row_chars=1_000_000, quota=None, only_bot=None
     for row in rows:
         _check_row(row, max_row_chars)
     created = []
-    with write_atomic():
+    with db.atomic():
         _check_sole_owner(source, only_bot)
         _check_quota(sum(len(r["content"]) for r in rows), quota)
         for row in rows:
@@ -308,7 +301,7 @@ def update_rows(source, rows, *, max_row_chars=1_000_000, quota=None, only_bot=N
         merged = {"name": row.get("name", found[row["id"]].name),
                   "content": row.get("content", found[row["id"]].content), "tags": row.get("tags")}
         _check_row(merged, max_row_chars)
-    with write_atomic():
+    with db.atomic():
         _check_sole_owner(source, only_bot)
         growth = sum(len(r["content"]) - found[r["id"]].char_count for r in rows if "content" in r)
         if growth > 0:
@@ -334,7 +327,7 @@ def delete_rows(source, ids, *, only_bot=None):
     """Delete rows with their chunks and index entries, all or nothing. Raises NotFound,
     Forbidden (see add_rows)."""
     found = _rows_by_id(source, ids)
-    with write_atomic():
+    with db.atomic():
         _check_sole_owner(source, only_bot)
         search_index.remove_rows(list(found))
         KnowledgeRow.delete().where(KnowledgeRow.id.in_(list(found))).execute()
@@ -343,7 +336,7 @@ def delete_rows(source, ids, *, only_bot=None):
 def replace_text(source, text, name="text", *, max_row_chars=1_000_000, quota=None):
     """A TEXT source holds one row: replace its content (and its index entries), all or
     nothing. Raises BadRequest, QuotaExceeded (the old text no longer counts)."""
-    with write_atomic():
+    with db.atomic():
         old = [r.id for r in KnowledgeRow.select(KnowledgeRow.id).where(KnowledgeRow.source == source)]
         search_index.remove_rows(old)
         KnowledgeRow.delete().where(KnowledgeRow.source == source).execute()
@@ -428,7 +421,7 @@ def sync_source(source_id, *, claimed=False, fetch_options=None):
     for start in range(0, len(row_ids), SYNC_BATCH):
         batch = row_ids[start:start + SYNC_BATCH]
         try:  # a batch per short transaction: fast, and a writer never waits long for the lock
-            with write_atomic():
+            with db.atomic():
                 for row_id in batch:
                     _index_row(row_id, source_id)
         except Exception:  # noqa: BLE001 - retry the batch row by row to find the culprit(s)
@@ -436,7 +429,7 @@ def sync_source(source_id, *, claimed=False, fetch_options=None):
             for row_id in batch:
                 for attempt in range(3):
                     try:
-                        with write_atomic():
+                        with db.atomic():
                             _index_row(row_id, source_id)
                         break
                     except OperationalError as exc:  # e.g. a lock held past the busy timeout

