@@ -16,7 +16,7 @@ from jinja2.exceptions import SecurityError, UndefinedError
 
 from app import clock
 from app.errors import ApiError, BadRequest, Conflict, NotFound
-from app.ids import new_id
+from app.ids import is_uuid, new_id
 from app.metering import credits as credit_rules
 from app.providers.llm import ChatRequest, Usage, estimate_tokens
 from app.services import keys, templates
@@ -204,7 +204,6 @@ def _parse_list(text):
 
 def _refs(refs):
     """(ids, names) of a list of source or tag references."""
-    from app.ids import is_uuid
 
     refs = [r for r in refs or [] if isinstance(r, str)]
     return [r for r in refs if is_uuid(r)], [r for r in refs if not is_uuid(r)]
@@ -218,7 +217,7 @@ def override_scope(automation, key):
     them anyway) and the sources the automation's own steps are configured with (running
     the automation reads them already); nothing else.
     """
-    from app.services import keys, knowledge
+    from app.services import knowledge
 
     allowed = knowledge.source_ids_in_scope(keys.bot_scope(key))
     if allowed is None:
