@@ -86,8 +86,9 @@ def for_bot(bot=None):
 def _stream_cap(config):
     """The concurrent-stream cap of this request's key (None: unlimited). Admin keys have none."""
     cap = config.get("MAX_CONCURRENT_STREAMS_PER_KEY")
-    key = g.get("api_key")
-    if cap is None or (key is not None and key.kind == "admin"):
+    from app.services.keys import is_admin
+
+    if cap is None or is_admin(g.get("api_key")):
         return None
     return int(cap)
 

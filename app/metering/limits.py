@@ -174,14 +174,16 @@ def reserve(subject, credits, quota, month=None):
                         code="credits_exhausted")
 
 
-def seed_counter(subject, month=None):
-    """Set ``subject``'s counter for ``month`` (default: this one) to the credits its usage rows
-    record: counters are kept only while a subject has a quota, so one that gets a quota starts
-    from what it has used."""
-    month = month or month_key()
-    used = credits_used(subject)
+def _set_counter(subject, month, used):
     _CC.insert(subject=subject, month=month, used=used).on_conflict(
         conflict_target=[_CC.subject, _CC.month], update={_CC.used: used}).execute()
+
+
+def seed_counter(subject):
+    """Set ``subject``'s counter for this month to the credits its usage rows record: counters
+    are kept only while a subject has a quota, so one that gets a quota starts from what it has
+    used."""
+    _set_counter(subject, month_key(), credits_used(subject))
 
 
 def seed_channel_counters():
@@ -194,8 +196,7 @@ def seed_channel_counters():
              .group_by(Usage.key_id))
     with db.atomic():
         for subject, used in spent.tuples():
-            _CC.insert(subject=subject, month=month, used=used).on_conflict(
-                conflict_target=[_CC.subject, _CC.month], update={_CC.used: used}).execute()
+            _set_counter(subject, month, used)
 
 
 def add_credits(subject, month, credits):

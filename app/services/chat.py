@@ -127,7 +127,7 @@ def conversations_with_messages(bot, *, start=None, end=None, page=1, size=10):
     either None), newest first, each with ``.messages_in_order`` (its messages, oldest first);
     and how many conversations match. Three queries whatever the page size: count, page,
     the page's messages."""
-    query = Conversation.select().where(Conversation.bot == bot.id)
+    query = conversations_query(bot_id=bot.id)
     if start:
         query = query.where(Conversation.created_at >= start)
     if end:
