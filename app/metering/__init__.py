@@ -103,14 +103,14 @@ def start_turn(turn):
     """
     from app.metering import limits
     from app.metering.credits import token_credits
-    from app.providers.llm import estimate_tokens
+    from app.providers.llm import message_tokens
 
     meter, config = current(), current_app.config
     if meter.key_id is None:
         return meter
     try:
         if meter.quota is not None:
-            prompt = sum(estimate_tokens(m["content"]) for m in turn.request.messages)
+            prompt = sum(message_tokens(m) for m in turn.request.messages)
             extra = token_credits(config["MODEL_PRICES"], turn.model.name, prompt, 0)
             if extra:
                 try:

@@ -2,7 +2,7 @@
 
 A plugin imports everything it uses from this module::
 
-    from app.providers import ChatRequest, Model, Usage, hookimpl
+    from app.providers import ChatRequest, Chunk, Model, Usage, hookimpl
 
 Inside the package: ``llm`` (the model interface and the registry), ``hookspecs`` and
 ``loading`` (pluggy hooks and plugin loading), ``helpers`` (settings, lazy clients, error
@@ -37,10 +37,23 @@ from app.providers.helpers import (
 )
 from app.providers.hookspecs import hookimpl
 from app.providers.http_transport import FastTransport, GuardedTransport, Limits, http_client, provider_call
-from app.providers.llm import ChatRequest, EmbeddingModel, Model, Usage, estimate_tokens
+from app.providers.llm import (
+                        FEATURES,
+                        ChatRequest,
+                        Chunk,
+                        EmbeddingModel,
+                        EmbeddingRequest,
+                        Embeddings,
+                        Model,
+                        Usage,
+                        content_text,
+                        estimate_tokens,
+                        message_tokens,
+)
 
 __all__ = [
-    "ChatRequest", "EmbeddingModel", "Model", "Usage", "estimate_tokens", "hookimpl",
+    "FEATURES", "ChatRequest", "Chunk", "EmbeddingModel", "EmbeddingRequest", "Embeddings", "Model", "Usage",
+    "content_text", "estimate_tokens", "message_tokens", "hookimpl",
     "ProviderAuthError", "ProviderBadRequest", "ProviderError", "ProviderRateLimited", "ProviderTimeout",
     "ProviderUnavailable",
     "SSE_END", "LazyClient", "NoRetryOn429", "as_list", "body_chunks", "byte_lines", "check_base_url",

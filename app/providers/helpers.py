@@ -21,7 +21,7 @@ import threading
 
 from app import errors
 from app.providers import netguard
-from app.providers.llm import Usage, estimate_tokens
+from app.providers.llm import Usage, estimate_tokens, message_tokens
 
 
 def setting(config, name, default=None, env=None):
@@ -151,11 +151,12 @@ def upstream_message(exc, limit=300):
     return text[:limit] or type(exc).__name__
 
 
-def usage_or_estimate(prompt_tokens, completion_tokens, request, text):
+def usage_or_estimate(prompt_tokens, completion_tokens, request, text, cached_tokens=0, reasoning_tokens=0):
     """The provider's usage when it reported one, else an estimate marked ``estimated``."""
     if prompt_tokens or completion_tokens:
-        return Usage(prompt_tokens=prompt_tokens or 0, completion_tokens=completion_tokens or 0)
-    prompt = sum(estimate_tokens(m.get("content") or "") for m in request.messages)
+        return Usage(prompt_tokens=prompt_tokens or 0, completion_tokens=completion_tokens or 0,
+                     cached_tokens=cached_tokens or 0, reasoning_tokens=reasoning_tokens or 0)
+    prompt = sum(message_tokens(m) for m in request.messages)
     return Usage(prompt_tokens=prompt, completion_tokens=estimate_tokens(text), estimated=True)
 
 

@@ -1,7 +1,8 @@
 """What a provider model is, and how the core finds one.
 
-A model turns a ``ChatRequest`` into an iterator of text deltas (``str``)
-that ends with one ``Usage``. Non-streaming callers drain the same iterator
+A model turns a ``ChatRequest`` into an iterator of deltas (``str`` text of
+the first choice; ``Chunk`` for tool calls, logprobs, other choices and the
+finish reason) that ends with one ``Usage``. Non-streaming callers drain the same iterator
 (``collect``): one shape, no "result or generator" union. Providers raise
 the ``app.errors.Provider*`` taxonomy, never their SDK's exceptions.
 """
@@ -14,22 +15,131 @@ from app.errors import BadRequest
 log = logging.getLogger("chatport.llm")
 
 
+# The request fields beyond today's text turn, each named as the capability a model lists in
+# ``Model.supports`` when it honours it. A request that sets one its model does not support is a
+# 400 naming the field and the model (``Model.check``): nothing that changes the answer is dropped.
+FEATURES = ("stop", "tools", "tool_choice", "parallel_tool_calls", "response_format", "seed", "logprobs",
+            "top_logprobs", "n", "top_p", "presence_penalty", "frequency_penalty", "logit_bias",
+            "reasoning_effort", "images", "audio", "files", "passthrough")
+
+
 @dataclass
 class ChatRequest:
     """What the core asks of a model.
 
-    ``stream`` is a hint: False means the caller will drain the iterator
-    anyway (a JSON reply), so a provider may make one non-streaming upstream
-    call and yield the whole text once. The iterator's shape is the same.
+    ``messages`` are in the OpenAI chat shape, the core's canonical one: a ``role``
+    (``system``, ``developer``, ``user``, ``assistant``, ``tool``) and a ``content`` that is a
+    string, a list of parts (``{"type": "text", "text"}``, ``{"type": "image_url", "image_url":
+    {"url", "detail"}}``, ``input_audio``, ``file``) or None (an assistant message with
+    ``tool_calls``: ``[{"id", "type": "function", "function": {"name", "arguments"}}]``);
+    ``tool_call_id`` on ``tool`` messages; ``name``. ``content_text`` gives a message's text.
+
+    ``stream`` is a hint: False means the caller will drain the iterator anyway (a JSON reply),
+    so a provider may make one non-streaming upstream call and yield the whole reply once.
+    ``tools`` are OpenAI function tools (``{"type": "function", "function": {"name",
+    "description", "parameters", "strict"}}``); ``tool_choice`` is ``auto``, ``none``,
+    ``required`` or ``{"type": "function", "function": {"name"}}``; ``response_format`` is
+    ``{"type": "json_object"}`` or ``{"type": "json_schema", "json_schema": {"name", "schema",
+    "strict"}}`` (None for text). ``passthrough`` holds request fields chatport does not model
+    (vLLM's ``guided_json``, ``top_k``...), for OpenAI-compatible servers. ``extra`` is the
+    core's (``passages``: the knowledge given to the model).
     """
 
-    messages: list  # [{"role": "system"|"user"|"assistant", "content": str}]
+    messages: list
     temperature: Optional[float] = None
     max_tokens: Optional[int] = None
     stop: Optional[list] = None
     user: Optional[str] = None
     stream: bool = True
     extra: dict = field(default_factory=dict)
+    tools: Optional[list] = None
+    tool_choice: Union[str, dict, None] = None
+    parallel_tool_calls: Optional[bool] = None
+    response_format: Optional[dict] = None
+    seed: Optional[int] = None
+    logprobs: bool = False
+    top_logprobs: Optional[int] = None
+    n: int = 1
+    top_p: Optional[float] = None
+    presence_penalty: Optional[float] = None
+    frequency_penalty: Optional[float] = None
+    logit_bias: Optional[dict] = None
+    metadata: Optional[dict] = None
+    reasoning_effort: Optional[str] = None
+    passthrough: dict = field(default_factory=dict)
+
+    def features(self):
+        """The ``FEATURES`` this request uses (fields set to something but their default)."""
+        used = set()
+        for name in ("tools", "tool_choice", "parallel_tool_calls", "seed", "top_logprobs", "top_p",
+                     "presence_penalty", "frequency_penalty", "logit_bias", "reasoning_effort", "stop"):
+            if getattr(self, name) not in (None, [], {}):
+                used.add(name)
+        if self.response_format and self.response_format.get("type", "text") != "text":
+            used.add("response_format")
+        if self.logprobs:
+            used.add("logprobs")
+        if self.n and self.n > 1:
+            used.add("n")
+        if self.passthrough:
+            used.add("passthrough")
+        for message in self.messages:
+            content = message.get("content")
+            if isinstance(content, list):
+                for part in content:
+                    kind = PART_FEATURES.get(part.get("type"))
+                    if kind:
+                        used.add(kind)
+        return used
+
+
+# Content part types beyond text, and the capability each needs.
+PART_FEATURES = {"image_url": "images", "input_audio": "audio", "file": "files"}
+
+
+def content_text(content):
+    """The text of a message's ``content`` (a string, a list of parts, or None)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "".join(p.get("text") or "" for p in content if p.get("type") == "text")
+
+
+IMAGE_TOKENS = 85  # what a low-detail image counts for in an estimate
+
+
+def message_tokens(message):
+    """An estimate of a message's prompt tokens: its text, tool calls and parts."""
+    content = message.get("content")
+    if isinstance(content, str):
+        tokens = estimate_tokens(content)
+    else:
+        tokens = estimate_tokens(content_text(content))
+        if content:
+            tokens += IMAGE_TOKENS * sum(1 for p in content if p.get("type") != "text")
+    for call in message.get("tool_calls") or ():
+        function = call.get("function") or {}
+        tokens += estimate_tokens((function.get("name") or "") + (function.get("arguments") or ""))
+    return tokens
+
+
+@dataclass
+class Chunk:
+    """A delta that is more than the first choice's text (a plain ``str`` delta is that).
+
+    ``index`` is the choice (``n`` > 1); ``tool_calls`` are fragments ``{"index": i, "id",
+    "name", "arguments"}`` (the id and name come with a call's first fragment, the arguments
+    in pieces to concatenate); ``logprobs`` are OpenAI ``content`` entries (``{"token",
+    "logprob", "bytes", "top_logprobs"}``) for this chunk's text; ``finish_reason`` is the
+    provider's (``stop``, ``length``, ``tool_calls``, ``content_filter``), on the choice's last
+    chunk."""
+
+    text: str = ""
+    index: int = 0
+    tool_calls: Optional[list] = None
+    logprobs: Optional[list] = None
+    finish_reason: Optional[str] = None
 
 
 @dataclass
@@ -37,45 +147,88 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     estimated: bool = False
+    cached_tokens: int = 0  # of the prompt tokens, those the provider served from its cache
+    reasoning_tokens: int = 0  # of the completion tokens, those spent reasoning
 
     @property
     def total_tokens(self):
         return self.prompt_tokens + self.completion_tokens
 
 
-Delta = Union[str, Usage]
+Delta = Union[str, Chunk, Usage]
 
 
 class Model:
-    """Base class for chat models. Subclasses set ``provider`` and ``model_id``."""
+    """Base class for chat models. Subclasses set ``provider`` and ``model_id``.
+
+    ``supports`` lists the ``FEATURES`` the model honours; ``temperature``, ``max_tokens`` and
+    ``user`` are always accepted."""
 
     provider: str = ""
     model_id: str = ""
     description: str = ""
+    supports: frozenset = frozenset({"stop"})
 
     @property
     def name(self):
         return f"{self.provider}/{self.model_id}"
 
+    def check(self, request: ChatRequest):
+        """Raise BadRequest naming the first field of ``request`` this model cannot honour."""
+        missing = request.features() - self.supports
+        if missing:
+            name = next(f for f in FEATURES if f in missing)
+            field_name = {"images": "messages", "audio": "messages", "files": "messages"}.get(name, name)
+            what = {"images": "image content parts", "audio": "audio content parts",
+                    "files": "file content parts"}.get(name, name)
+            if name == "passthrough":
+                field_name = sorted(request.passthrough)[0]
+                what = f"the parameter {field_name!r}"
+            raise BadRequest(f"Model {self.name} does not support {what}", code="unsupported_parameter",
+                             fields={field_name: f"not supported by {self.name}"})
+
     def stream(self, request: ChatRequest) -> Iterator[Delta]:
-        """Yield text deltas, then exactly one ``Usage``. Close upstream on ``GeneratorExit``."""
+        """Yield deltas (``str`` for the first choice's text, ``Chunk`` for anything more), then
+        exactly one ``Usage``. Close upstream on ``GeneratorExit``."""
         raise NotImplementedError
 
 
+@dataclass
+class EmbeddingRequest:
+    """What the core asks of an embedding model: ``inputs`` are strings or token arrays
+    (lists of ints); ``dimensions`` asks for shorter vectors where the model can give them."""
+
+    inputs: list
+    dimensions: Optional[int] = None
+    user: Optional[str] = None
+
+
+@dataclass
+class Embeddings:
+    """One vector (a list of floats) per input, and the usage (prompt tokens)."""
+
+    vectors: list
+    usage: Usage
+
+
 class EmbeddingModel:
-    """Base class for embedding models (optional second kind of model)."""
+    """Base class for embedding models (the second kind of model).
+
+    ``supports`` may hold ``dimensions`` (shorter vectors on request) and ``tokens`` (token
+    array inputs)."""
 
     provider: str = ""
     model_id: str = ""
     description: str = ""
     dimensions: int = 0
+    supports: frozenset = frozenset()
 
     @property
     def name(self):
         return f"{self.provider}/{self.model_id}"
 
-    def embed(self, texts: list) -> list:
-        """Return one vector (list of floats) per text."""
+    def embed(self, request: EmbeddingRequest) -> Embeddings:
+        """Embed ``request.inputs``. Raises Provider* errors."""
         raise NotImplementedError
 
 
@@ -85,11 +238,14 @@ def estimate_tokens(text):
 
 
 def collect(deltas):
-    """Drain a delta iterator into ``(text, usage)``."""
+    """Drain a delta iterator into ``(text of the first choice, usage)``."""
     parts, usage = [], None
     for delta in deltas:
         if isinstance(delta, Usage):
             usage = delta
+        elif isinstance(delta, Chunk):
+            if delta.index == 0 and delta.text:
+                parts.append(delta.text)
         else:
             parts.append(delta)
     return "".join(parts), usage
@@ -145,12 +301,14 @@ class ModelRegistry:
             name = self.aliases[name]
         return name
 
-    def get(self, name, field_name="model"):
-        """The model for ``name`` (or an alias). Raises BadRequest listing what exists."""
+    def get(self, name, field_name="model", kind="chat"):
+        """The model of ``kind`` (``chat`` or ``embedding``) for ``name`` (or an alias).
+        Raises BadRequest listing the models of that kind."""
+        models = self.models if kind == "chat" else self.embedding_models
         resolved = self.resolve_name(name or "")
-        model = self.models.get(resolved)
+        model = models.get(resolved)
         if model is None:
-            known = sorted(self.models) + sorted(self.aliases)
+            known = sorted(models) + sorted(a for a in self.aliases if self.resolve_name(a) in models)
             raise BadRequest(
                 f"Unknown model {name!r}. Available: {', '.join(known) or 'none'}",
                 code="model_not_found", fields={field_name: "unknown model"},
