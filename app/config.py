@@ -40,6 +40,14 @@ DEFAULTS = {
     "MAX_INSTRUCTIONS_LENGTH": 32000,
     "MAX_MESSAGE_LENGTH": 32000,
     "MAX_MESSAGES": 200,
+    # Messages beyond text (tools, images: app/services/messages.py): content parts per message,
+    # decoded bytes of one image sent inline (a data: URL), function tools per request and the
+    # JSON size of their definitions, and choices a request may ask for (n).
+    "MAX_CONTENT_PARTS": 64,
+    "MAX_IMAGE_BYTES": 5 * 1024 * 1024,
+    "MAX_TOOLS": 128,
+    "MAX_TOOLS_BYTES": 256 * 1024,
+    "MAX_CHOICES": 8,
     "MAX_PROPERTIES": 50,
     "MAX_AUTOMATION_INPUTS": 50,
     # Credits per 1,000 tokens per model ("*" = default); see app/metering/credits.py.
@@ -143,7 +151,8 @@ DEFAULTS = {
 
 
 POSITIVE_INTEGERS = ("PAGE_DEFAULT", "PAGE_MAX", "MAX_NAME_LENGTH", "MAX_INSTRUCTIONS_LENGTH",
-                     "MAX_MESSAGE_LENGTH", "MAX_MESSAGES", "MAX_PROPERTIES")
+                     "MAX_MESSAGE_LENGTH", "MAX_MESSAGES", "MAX_PROPERTIES", "MAX_CONTENT_PARTS",
+                     "MAX_IMAGE_BYTES", "MAX_TOOLS", "MAX_TOOLS_BYTES", "MAX_CHOICES")
 
 
 def check(config):

@@ -17,10 +17,11 @@ from peewee import SQL, fn
 from app import clock
 from app.errors import ApiError, BadRequest, NotFound
 from app.ids import new_id
-from app.providers.llm import ChatRequest, Usage, estimate_tokens
+from app.providers.llm import ChatRequest, Chunk, Usage, content_text, estimate_tokens, message_tokens
 from app.providers.streaming import HEARTBEAT, with_heartbeats
+from app.services import messages as canonical
 from app.services import retrieval
-from app.services.events import Delta, Done, Error, Heartbeat, Start
+from app.services.events import Choice, Delta, Done, Error, Heartbeat, Start
 from app.services.sampling import check_temperature
 from app.storage import prepared
 from app.storage.db import db
@@ -28,8 +29,6 @@ from app.storage.models import Bot, BotSource, Conversation, GenerationStop, Mes
 from app.storage.pagination import paginate
 
 log = logging.getLogger("chatport.chat")
-
-ROLES = ("system", "user", "assistant")
 
 
 # ---------------------------------------------------------------- conversations
@@ -219,28 +218,7 @@ def _message_row(**values):
     instance): the model's defaults, then ``values``."""
     return {"status": "complete", "error": None, "model": None, "prompt_tokens": 0, "completion_tokens": 0,
             "tokens_estimated": False, "citations": [], "rating": None, "rating_comment": None,
-            "created_at": clock.now(), **values}
-
-
-def _check_messages(messages, config):
-    max_len, max_count = config["MAX_MESSAGE_LENGTH"], config["MAX_MESSAGES"]
-    if not isinstance(messages, list) or not messages:
-        raise BadRequest("messages must be a non-empty list", fields={"messages": "empty"})
-    if len(messages) > max_count:
-        raise BadRequest(f"at most {max_count} messages", fields={"messages": "too many"})
-    clean = []
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
-            raise BadRequest(f"messages[{i}] needs a role ({', '.join(ROLES)}) and string content",
-                             fields={f"messages.{i}": "invalid"})
-        if len(m["content"]) > max_len:
-            raise BadRequest(f"messages[{i}] is longer than {max_len} characters",
-                             fields={f"messages.{i}.content": "too long"})
-        clean.append({"role": m["role"], "content": m["content"]})
-    if clean[-1]["role"] != "user" or not clean[-1]["content"].strip():
-        raise BadRequest("the last message must be a non-empty user message",
-                         fields={"messages": "last message is not a user message"})
-    return clean
+            "structure": None, "created_at": clock.now(), **values}
 
 
 def _check_content(content, config, field="message"):
@@ -252,7 +230,25 @@ def _check_content(content, config, field="message"):
     return content
 
 
-def _check_options(options):
+PLAIN_OPTIONS = frozenset(("temperature", "max_tokens", "stop", "user", "stream"))
+# The options that become ChatRequest fields of the same name.
+REQUEST_OPTIONS = ("tools", "tool_choice", "parallel_tool_calls", "response_format", "seed", "top_logprobs",
+                   "top_p", "presence_penalty", "frequency_penalty", "logit_bias", "metadata", "reasoning_effort")
+
+
+def _number(options, name, low, high, kind=float):
+    value = options.get(name)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int) or not (
+            low <= value <= high):
+        raise BadRequest(f"{name} must be {'a number' if kind is float else 'an integer'} from {low} to {high}",
+                         fields={name: "invalid"})
+
+
+def _check_options(options, config):
+    """The turn's options, checked: sampling, limits and the fields beyond text (tools,
+    response_format, n, logprobs...). Raises BadRequest naming the field."""
     options = dict(options or {})
     check_temperature(options.get("temperature"))
     mt = options.get("max_tokens")
@@ -264,44 +260,91 @@ def _check_options(options):
     elif stop is not None and (not isinstance(stop, list) or len(stop) > 4
                                or not all(isinstance(s, str) for s in stop)):
         raise BadRequest("stop must be a string or a list of up to 4 strings", fields={"stop": "invalid"})
+    if not options.keys() - PLAIN_OPTIONS:  # a text turn: nothing more to check
+        return options
+    options["tools"], options["tool_choice"] = canonical.check_tools(options.get("tools"), options.get("tool_choice"),
+                                                                     config)
+    options["response_format"] = canonical.check_response_format(options.get("response_format"))
+    _number(options, "n", 1, config["MAX_CHOICES"], int)
+    _number(options, "top_logprobs", 0, 20, int)
+    _number(options, "seed", -2**63, 2**63 - 1, int)
+    _number(options, "top_p", 0, 1)
+    _number(options, "presence_penalty", -2, 2)
+    _number(options, "frequency_penalty", -2, 2)
+    for name in ("logprobs", "parallel_tool_calls"):
+        if options.get(name) is not None and not isinstance(options[name], bool):
+            raise BadRequest(f"{name} must be a boolean", fields={name: "invalid"})
+    if options.get("top_logprobs") is not None and not options.get("logprobs"):
+        raise BadRequest("top_logprobs needs logprobs: true", fields={"top_logprobs": "needs logprobs"})
+    bias = options.get("logit_bias")
+    if bias is not None and (not isinstance(bias, dict) or len(bias) > 300 or not all(
+            isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and -100 <= v <= 100
+            for k, v in bias.items())):
+        raise BadRequest("logit_bias must map up to 300 token ids to numbers from -100 to 100",
+                         fields={"logit_bias": "invalid"})
+    metadata = options.get("metadata")
+    if metadata is not None and (not isinstance(metadata, dict) or len(metadata) > 16 or not all(
+            isinstance(k, str) and len(k) <= 64 and isinstance(v, str) and len(v) <= 512
+            for k, v in metadata.items())):
+        raise BadRequest("metadata must map up to 16 keys (64 characters) to strings (512 characters)",
+                         fields={"metadata": "invalid"})
+    effort = options.get("reasoning_effort")
+    if effort is not None and effort not in canonical.REASONING_EFFORTS:
+        raise BadRequest(f"reasoning_effort must be one of {', '.join(canonical.REASONING_EFFORTS)}",
+                         fields={"reasoning_effort": "invalid"})
+    passthrough = options.get("passthrough")
+    if passthrough is not None and not isinstance(passthrough, dict):
+        raise BadRequest("passthrough must be an object", fields={"passthrough": "invalid"})
     return options
 
 
 def _history(conversation, config):
-    """Recent messages, newest last, bounded by count and approximate tokens."""
+    """Recent messages, newest last, bounded by count and approximate tokens; a tool result
+    whose call fell outside the window is left out with it."""
     max_msgs = config.get("HISTORY_MAX_MESSAGES", 20)
     max_tokens = config.get("HISTORY_MAX_TOKENS", 4000)
     rows = prepared.rows("history_rows", lambda: (
-        Message.select(Message.role, Message.content, Message.status)
+        Message.select(Message.role, Message.content, Message.status, Message.structure)
         .where(Message.conversation == "?")
         .order_by(Message.created_at.desc(), Message.id.desc())
         .limit(1)), conversation.id, int(max_msgs))
     out, budget = [], max_tokens
-    for role, content, status in rows:
-        if status == "error" or not content:
+    for role, content, status, structure in rows:
+        if status == "error" or not (content or structure):
             continue
-        cost = estimate_tokens(content)
+        if structure is None:
+            message = {"role": role, "content": content}
+            cost = estimate_tokens(content)
+        else:
+            message = canonical.from_row(role, content, Message.structure.python_value(structure))
+            cost = message_tokens(message)
         if cost > budget:
             break
         budget -= cost
-        out.append({"role": role, "content": content})
+        out.append(message)
     out.reverse()
+    while out and out[0]["role"] == "tool":
+        out.pop(0)
     return out
 
 
 def _trim_to_budget(messages, max_tokens):
-    """Drop the oldest non-system messages until the prompt fits (the last one always stays)."""
-    if sum(len(m["content"]) for m in messages) // 4 + 2 * len(messages) <= max_tokens:
+    """Drop the oldest non-system messages until the prompt fits (the last one always stays);
+    an assistant message's tool calls go with the results that answer them."""
+    if all(isinstance(m["content"], str) and len(m) == 2 for m in messages) and (
+            sum(len(m["content"]) for m in messages) // 4 + 2 * len(messages) <= max_tokens):
         return messages  # fits for sure: a message is estimated at most len/4 + 1 tokens
-    total = sum(estimate_tokens(m["content"]) for m in messages)
-    out = list(messages)
+    costs = [message_tokens(m) for m in messages]
+    total = sum(costs)
+    out = list(zip(messages, costs))
     while total > max_tokens and len(out) > 1:
-        idx = next((i for i, m in enumerate(out[:-1]) if m["role"] != "system"), None)
+        idx = next((i for i, (m, _) in enumerate(out[:-1]) if m["role"] not in ("system", "developer")), None)
         if idx is None:
             break
-        total -= estimate_tokens(out[idx]["content"])
-        out.pop(idx)
-    return out
+        total -= out.pop(idx)[1]
+        while idx < len(out) - 1 and out[idx][0]["role"] == "tool":  # the results of dropped calls
+            total -= out.pop(idx)[1]
+    return [m for m, _ in out]
 
 
 def system_prompt(bot, passages):
@@ -316,37 +359,47 @@ def system_prompt(bot, passages):
 
 
 def prepare_turn(*, registry, config, bot=None, model=None, content=None, messages=None,
-                 conversation=None, options=None, persist=True):
+                 new_messages=None, conversation=None, options=None, persist=True):
     """Validate and set up a turn; return a ``Turn`` whose ``events()`` streams it.
 
     - ``content``: a new user message appended to ``conversation``'s history.
-    - ``messages``: the whole history from the client (last one is the user's);
-      when ``conversation`` is also given, its last message and the reply are
-      saved there.
-    - ``bot`` supplies instructions, knowledge and the default model; without a
-      bot, ``model`` names a provider model directly.
+    - ``new_messages``: new canonical messages (``app.services.messages``: a user message, or
+      the results of the tool calls the last answer made) appended to ``conversation``'s
+      history; all are saved.
+    - ``messages``: the whole history from the client (the last one is the user's or a tool
+      result); when ``conversation`` is also given, its last message and the reply are saved
+      there.
+    - ``bot`` supplies instructions, knowledge and the default model; without a bot, ``model``
+      names a provider model directly.
+    - ``options``: sampling and limits, and the fields beyond text (``tools``, ``tool_choice``,
+      ``response_format``, ``n``, ``logprobs``...; ``passthrough`` for fields chatport does not
+      model). A field the model cannot honour is a BadRequest naming it and the model.
     Raises BadRequest (bad messages/options/unknown model), NotFound (disabled bot).
     """
     if bot is not None and not bot.enabled:
         raise NotFound(f"Bot {bot.id} is disabled")
-    options = _check_options(options)
+    options = _check_options(options, config)
     model_name = model or (bot.model if bot is not None else None)
     if not model_name:
         raise BadRequest("model is required", fields={"model": "missing"})
     provider_model = registry.get(model_name)
     if messages is not None:
-        prompt_msgs = _check_messages(messages, config)
+        prompt_msgs = canonical.check_messages(messages, config)
         if bot is not None:
-            prompt_msgs = [m for m in prompt_msgs if m["role"] != "system"] or prompt_msgs
-        new_user = prompt_msgs[-1]["content"]
+            prompt_msgs = [m for m in prompt_msgs if m["role"] not in ("system", "developer")] or prompt_msgs
+        to_save = prompt_msgs[-1:]
     else:
-        new_user = _check_content(content, config)
-        prompt_msgs = (_history(conversation, config) if conversation is not None else [])
-        prompt_msgs.append({"role": "user", "content": new_user})
+        if new_messages is None:
+            new_messages = [{"role": "user", "content": _check_content(content, config)}]
+        history = _history(conversation, config) if conversation is not None else []
+        to_save = canonical.check_messages(new_messages, config, earlier=history)
+        prompt_msgs = history + to_save
+    question = next((m for m in reversed(prompt_msgs) if m["role"] == "user"), None)
+    question = content_text(question["content"]) if question is not None else ""
     passages = []
     if bot is not None:
-        recent = [m["content"] for m in prompt_msgs[-3:-1]]
-        passages = retrieval.passages_for_turn(bot, new_user, recent) or []
+        recent = [content_text(m["content"]) for m in prompt_msgs[-3:-1]]
+        passages = retrieval.passages_for_turn(bot, question, recent) or []
         system = system_prompt(bot, passages)
         if system:
             prompt_msgs = [{"role": "system", "content": system}] + prompt_msgs
@@ -355,20 +408,6 @@ def prepare_turn(*, registry, config, bot=None, model=None, content=None, messag
         options["temperature"] = bot.temperature
     if bot is not None and options.get("max_tokens") is None and bot.max_tokens:
         options["max_tokens"] = bot.max_tokens
-    user_message_id, message_id = None, new_id()
-    stream_timeout = float(config.get("STREAM_TIMEOUT", 600))
-    if persist and conversation is not None:
-        user_message_id, now = new_id(), clock.now()
-        with prepared.atomic():  # one commit for all
-            prepared.insert_values(Message, _message_row(
-                id=user_message_id, conversation=conversation.id, role="user", content=new_user, created_at=now))
-            prepared.execute("touch_conversation", lambda: Conversation.update(updated_at=now).where(
-                Conversation.id == "?"), now, conversation.id)
-            # the answer's stop switch: a stop request must name a generation that is running
-            prepared.insert_values(GenerationStop, {"id": message_id, "conversation_id": conversation.id,
-                                                    "stop_requested": False, "created_at": now})
-            if time.monotonic() >= _next_purge:  # at most once per STREAM_TIMEOUT per process
-                purge_stale_stops(stream_timeout)
     request = ChatRequest(
         messages=prompt_msgs,
         temperature=options.get("temperature"),
@@ -378,6 +417,32 @@ def prepare_turn(*, registry, config, bot=None, model=None, content=None, messag
         extra={"passages": passages},
         stream=bool(options.get("stream", True)),
     )
+    if options.keys() - PLAIN_OPTIONS:
+        for name in REQUEST_OPTIONS:
+            if options.get(name) is not None:
+                setattr(request, name, options[name])
+        request.n = options.get("n") or 1
+        request.logprobs = bool(options.get("logprobs"))
+        request.passthrough = dict(options.get("passthrough") or {})
+    provider_model.check(request)  # before anything is saved
+    user_message_id, message_id = None, new_id()
+    stream_timeout = float(config.get("STREAM_TIMEOUT", 600))
+    if persist and conversation is not None:
+        now = clock.now()
+        with prepared.atomic():  # one commit for all
+            for i, m in enumerate(to_save):  # a microsecond apart: listed in the order sent
+                user_message_id = new_id()
+                text, structure = canonical.stored(m)
+                prepared.insert_values(Message, _message_row(
+                    id=user_message_id, conversation=conversation.id, role=m["role"], content=text,
+                    structure=structure, created_at=now + timedelta(microseconds=i)))
+            prepared.execute("touch_conversation", lambda: Conversation.update(updated_at=now).where(
+                Conversation.id == "?"), now, conversation.id)
+            # the answer's stop switch: a stop request must name a generation that is running
+            prepared.insert_values(GenerationStop, {"id": message_id, "conversation_id": conversation.id,
+                                                    "stop_requested": False, "created_at": now})
+            if time.monotonic() >= _next_purge:  # at most once per STREAM_TIMEOUT per process
+                purge_stale_stops(stream_timeout)
     return Turn(model=provider_model, request=request,
                 conversation_id=conversation.id if (persist and conversation is not None) else None,
                 user_message_id=user_message_id, message_id=message_id, passages=passages,
@@ -413,7 +478,8 @@ class Turn:
             db.close()  # never hold a connection across the provider call
         yield Start(self.conversation_id, self.user_message_id, self.message_id,
                     self.model.name, self.created)
-        parts, usage, status, error, finish = [], None, "incomplete", None, "stop"
+        parts, usage, status, error, stopped = [], None, "incomplete", None, False
+        choices = None  # {index: _Answer} once a Chunk came: tool calls, logprobs, more choices
         deadline = time.monotonic() + self.stream_timeout
         next_stop_check = time.monotonic() + self.stop_poll
         source = self.model.stream(self.request)
@@ -426,16 +492,24 @@ class Turn:
                         yield Heartbeat()
                     elif isinstance(item, Usage):
                         usage = item
+                    elif isinstance(item, Chunk):
+                        if choices is None:
+                            choices = {0: _Answer(parts)}
+                        answer = choices.get(item.index)
+                        if answer is None:
+                            answer = choices[item.index] = _Answer([])
+                        answer.add(item)
+                        yield Delta(item.text, item.index, item.tool_calls, item.logprobs, item.finish_reason)
                     elif item:
                         parts.append(item)
                         yield Delta(item)
                     if now >= deadline:
-                        finish = "stopped"
+                        stopped = True
                         break
                     if self.conversation_id and now >= next_stop_check:
                         next_stop_check = now + self.stop_poll
                         if self._stop_requested():
-                            finish = "stopped"
+                            stopped = True
                             break
                 else:
                     status = "complete"
@@ -458,20 +532,41 @@ class Turn:
                                               status=502, code="provider_error")
         finally:
             content = "".join(parts)
+            tool_calls = choices[0].calls() if choices else None
             if usage is None:
-                prompt = sum(estimate_tokens(m["content"]) for m in self.request.messages)
-                usage = Usage(prompt, estimate_tokens(content), estimated=True)
+                prompt = sum(message_tokens(m) for m in self.request.messages)
+                completion = sum(estimate_tokens("".join(a.parts)) for a in choices.values()) if choices else 0
+                usage = Usage(prompt, completion or estimate_tokens(content), estimated=True)
             self.usage, self.status, self.content, self.error = usage, status, content, error
-            self._save(content, usage, status, error)
+            self._save(content, tool_calls, usage, status, error)
         if error is not None:
             yield Error(error, self.message_id, content)
             return
-        if finish == "stop" and self.request.max_tokens and usage.completion_tokens >= self.request.max_tokens:
-            finish = "length"
-        yield Done(self.message_id, content, usage, finish,
-                   "complete" if status == "complete" else "incomplete", self.passages)
+        if choices is None:
+            finish = self._finish(None, stopped, usage, None)
+            answers = [Choice(0, content, None, None, finish)]
+        else:
+            answers = [Choice(i, "".join(a.parts), a.calls(), a.logprobs,
+                              self._finish(a.finish, stopped, usage, a.tool_calls))
+                       for i, a in sorted(choices.items())]
+        yield Done(self.message_id, content, usage, answers[0].finish_reason,
+                   "complete" if status == "complete" else "incomplete", self.passages,
+                   tool_calls, answers)
 
-    def _save(self, content, usage, status, error):
+    def _finish(self, reported, stopped, usage, tool_calls):
+        """Why a choice ended: stopped (by request or time limit), else what the provider said,
+        else tool_calls when it called tools, length when it used all its tokens, stop."""
+        if stopped:
+            return "stopped"
+        if reported:
+            return reported
+        if tool_calls:
+            return "tool_calls"
+        if self.request.max_tokens and usage.completion_tokens >= self.request.max_tokens * max(1, self.request.n):
+            return "length"
+        return "stop"
+
+    def _save(self, content, tool_calls, usage, status, error):
         if not self.conversation_id:
             return
         try:
@@ -479,7 +574,8 @@ class Turn:
                 id=self.message_id, conversation=self.conversation_id, role="assistant", content=content,
                 status=status, error=(error.message if error else None), model=self.model.name,
                 prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-                tokens_estimated=usage.estimated, citations=self.passages)
+                tokens_estimated=usage.estimated, citations=self.passages,
+                structure={"tool_calls": tool_calls} if tool_calls else None)
             with prepared.session(), prepared.atomic():  # the answer and the end of its stop switch
                 prepared.insert_values(Message, row)
                 prepared.execute("clear_stop", lambda: GenerationStop.delete().where(
@@ -497,3 +593,38 @@ class Turn:
             if isinstance(event, Done):
                 done = event
         return done
+
+
+class _Answer:
+    """One choice being received: its text pieces, tool calls by index (fragments joined),
+    logprobs and the provider's finish reason."""
+
+    __slots__ = ("parts", "tool_calls", "logprobs", "finish")
+
+    def __init__(self, parts):
+        self.parts, self.tool_calls, self.logprobs, self.finish = parts, {}, None, None
+
+    def add(self, chunk):
+        if chunk.text:
+            self.parts.append(chunk.text)
+        for fragment in chunk.tool_calls or ():
+            call = self.tool_calls.setdefault(fragment.get("index", len(self.tool_calls)),
+                                              {"id": None, "name": None, "arguments": []})
+            if fragment.get("id"):
+                call["id"] = fragment["id"]
+            if fragment.get("name"):
+                call["name"] = fragment["name"]
+            if fragment.get("arguments"):
+                call["arguments"].append(fragment["arguments"])
+        if chunk.logprobs:
+            self.logprobs = (self.logprobs or []) + list(chunk.logprobs)
+        if chunk.finish_reason:
+            self.finish = chunk.finish_reason
+
+    def calls(self):
+        """The tool calls in the canonical shape, or None."""
+        if not self.tool_calls:
+            return None
+        return [{"id": call["id"] or f"call_{new_id().replace('-', '')[:24]}", "type": "function",
+                 "function": {"name": call["name"] or "", "arguments": "".join(call["arguments"])}}
+                for _, call in sorted(self.tool_calls.items())]

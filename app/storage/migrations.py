@@ -20,6 +20,8 @@ History:
      with this month's credits from the usage rows) and stream leases (the concurrent-stream cap).
   12 a generation_stop row exists while its generation runs: it names its conversation and
      carries a stop_requested flag.
+  13 messages keep their structure when they are more than text (content parts, tool calls,
+     the tool call a result answers): ``message.structure``.
 """
 from peewee import BooleanField, CharField, DateTimeField, DoubleField, IntegerField, TextField
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
@@ -106,7 +108,14 @@ def _v12(migrator):
         ("stop_requested", BooleanField(default=False))) if name not in have])
 
 
-STEPS = {2: _v2, 4: _v4, 6: _v6, 7: _v7, 8: _v8, 10: _v10, 11: _v11, 12: _v12}
+def _v13(migrator):
+    from app.storage.models import JSONField
+
+    if "structure" not in _columns("message"):
+        migrate(migrator.add_column("message", "structure", JSONField(null=True)))
+
+
+STEPS = {2: _v2, 4: _v4, 6: _v6, 7: _v7, 8: _v8, 10: _v10, 11: _v11, 12: _v12, 13: _v13}
 LATEST = max(STEPS)
 
 

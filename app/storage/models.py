@@ -147,8 +147,11 @@ class Message(BaseModel):
     id = IdField()
     # No index of its own: (conversation, created_at, id) below serves lookups and the cascade.
     conversation = ForeignKeyField(Conversation, backref="messages", on_delete="CASCADE", index=False)
-    role = CharField(max_length=20)  # "user" | "assistant" | "system"
-    content = TextField(default="")
+    role = CharField(max_length=20)  # "system" | "developer" | "user" | "assistant" | "tool"
+    content = TextField(default="")  # the text (of its text parts, for a message with parts)
+    # A message that is more than text, as sent: {"content": [parts], "tool_calls": [...],
+    # "tool_call_id", "name"} (the keys it has); None for plain text (schema version 13).
+    structure = JSONField(null=True)
     # "complete" | "incomplete" | "error"
     status = CharField(max_length=20, default="complete")
     error = TextField(null=True)
