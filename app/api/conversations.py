@@ -7,7 +7,7 @@ is silent.
 """
 from flask import current_app
 from flask.views import MethodView
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, fields, post_dump, validate
 
 from app import clock, metering
 from app.api.common import (
@@ -59,11 +59,21 @@ class ConversationArgs(PageArgs):
     end_user_id = user_label_field()
 
 
+def _structure(name):
+    return fields.Function(lambda m: (getattr(m, "structure", None) or {}).get(name),
+                           metadata={"description": "Only on a message that is more than text"})
+
+
 class MessageOut(Schema):
     id = fields.Str()
     conversation_id = fields.Function(lambda m: m.conversation_id)
     role = fields.Str()
-    content = fields.Str()
+    content = fields.Str(metadata={"description": "The text (of the text parts, when there are parts)"})
+    # A message that is more than text, as it was sent: its content parts, the tool calls an
+    # answer made, the tool call a result answers.
+    parts = _structure("content")
+    tool_calls = _structure("tool_calls")
+    tool_call_id = _structure("tool_call_id")
     status = fields.Str()
     error = fields.Str(allow_none=True)
     model = fields.Str(allow_none=True)
@@ -74,6 +84,13 @@ class MessageOut(Schema):
     rating = fields.Str(allow_none=True)
     rating_comment = fields.Str(allow_none=True)
     created_at = Timestamp()
+
+    @post_dump
+    def _text_only(self, data, **kwargs):
+        for name in ("parts", "tool_calls", "tool_call_id"):
+            if data.get(name) is None:
+                data.pop(name, None)
+        return data
 
 
 class SendMessage(Schema):
@@ -196,12 +213,16 @@ class MessageList(MethodView):
 
 def _message_json(row):
     """``MessageOut`` of a message given as its column values."""
-    return {"id": row["id"], "conversation_id": row["conversation"], "role": row["role"],
-            "content": row["content"], "status": row["status"], "error": row["error"], "model": row["model"],
-            "prompt_tokens": row["prompt_tokens"], "completion_tokens": row["completion_tokens"],
-            "tokens_estimated": row["tokens_estimated"], "citations": row["citations"],
-            "rating": row["rating"], "rating_comment": row["rating_comment"],
-            "created_at": clock.iso(row["created_at"])}
+    out = {"id": row["id"], "conversation_id": row["conversation"], "role": row["role"],
+           "content": row["content"], "status": row["status"], "error": row["error"], "model": row["model"],
+           "prompt_tokens": row["prompt_tokens"], "completion_tokens": row["completion_tokens"],
+           "tokens_estimated": row["tokens_estimated"], "citations": row["citations"],
+           "rating": row["rating"], "rating_comment": row["rating_comment"],
+           "created_at": clock.iso(row["created_at"])}
+    for name, key in (("parts", "content"), ("tool_calls", "tool_calls"), ("tool_call_id", "tool_call_id")):
+        if (row["structure"] or {}).get(key) is not None:
+            out[name] = row["structure"][key]
+    return out
 
 
 def _usage(usage):
