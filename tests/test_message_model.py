@@ -221,6 +221,22 @@ def test_a_model_without_images_refuses_them_naming_the_model(ctx):
         assert not model.requests
 
 
+def test_text_parts_reach_a_model_as_text_and_a_tool_history_needs_tools(ctx):
+    def script(request):
+        yield "ok"
+        yield Usage(1, 1)
+
+    with scripted(ctx, script) as model:
+        parts = [{"type": "text", "text": "one "}, {"type": "text", "text": "two"}]
+        _turn(ctx, model="scripted/test", messages=[{"role": "user", "content": parts}], persist=False).run()
+        assert model.requests[-1].messages == [{"role": "user", "content": "one two"}]
+        history = [{"role": "user", "content": "q"}, {"role": "assistant", "content": None, "tool_calls": [CALL]},
+                   {"role": "tool", "tool_call_id": "call_1", "content": "r"}]
+        with pytest.raises(BadRequest) as exc:
+            _turn(ctx, model="scripted/test", messages=history, persist=False)
+        assert exc.value.fields == {"tools": "not supported by scripted/test"}
+
+
 def test_choices_tool_fragments_and_logprobs_are_gathered(ctx):
     def script(request):
         yield "Hel"

@@ -85,6 +85,8 @@ class ChatRequest:
             used.add("passthrough")
         for message in self.messages:
             content = message.get("content")
+            if message["role"] == "tool" or message.get("tool_calls"):
+                used.add("tools")  # a history with tool calls needs a model that knows them
             if isinstance(content, list):
                 for part in content:
                     kind = PART_FEATURES.get(part.get("type"))

@@ -409,7 +409,7 @@ def prepare_turn(*, registry, config, bot=None, model=None, content=None, messag
     if bot is not None and options.get("max_tokens") is None and bot.max_tokens:
         options["max_tokens"] = bot.max_tokens
     request = ChatRequest(
-        messages=prompt_msgs,
+        messages=_flattened(prompt_msgs),
         temperature=options.get("temperature"),
         max_tokens=options.get("max_tokens"),
         stop=options.get("stop"),
@@ -448,6 +448,20 @@ def prepare_turn(*, registry, config, bot=None, model=None, content=None, messag
                 user_message_id=user_message_id, message_id=message_id, passages=passages,
                 stream_timeout=stream_timeout,
                 stop_poll=float(config.get("STOP_POLL_INTERVAL", 0.5)))
+
+
+def _flattened(messages):
+    """``messages`` with each content made of text parts only given as one string: every
+    provider takes that, and a plugin that reads ``content`` as text keeps working."""
+    if all(isinstance(m["content"], str) for m in messages):
+        return messages
+    out = []
+    for m in messages:
+        content = m["content"]
+        if isinstance(content, list) and all(p["type"] == "text" for p in content):
+            m = dict(m, content=content_text(content))
+        out.append(m)
+    return out
 
 
 class Turn:

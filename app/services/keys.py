@@ -15,8 +15,8 @@ from app.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from app.metering import limits
 from app.storage import prepared
 from app.storage.db import db
-from app.storage.pagination import paginate
 from app.storage.models import ApiKey, Automation, Bot
+from app.storage.pagination import paginate
 
 KEY_PREFIX = "cp_"
 KINDS = ("admin", "client")
