@@ -3,11 +3,12 @@
 The answer is the sentences of the best passage that share the most words
 with the question (trimmed to ``EXTRACTIVE_MAX_CHARS``), streamed word by
 word; with no passage, ``EXTRACTIVE_FALLBACK``. It is the demo bot's model
-when no LLM credentials are configured.
+when no LLM credentials are configured. It honours ``stop``; tools, images, response formats,
+``n`` and logprobs are refused (a 400 naming the field).
 """
 import re
 
-from app.providers import Model, Usage, estimate_tokens, hookimpl
+from app.providers import Model, Usage, content_text, hookimpl, message_tokens
 
 WORD = re.compile(r"\w+")
 SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
@@ -52,13 +53,16 @@ class ExtractiveModel(Model):
         self.max_chars = int(config.get("EXTRACTIVE_MAX_CHARS") or 600)
 
     def stream(self, request):
-        question = next((m["content"] for m in reversed(request.messages) if m["role"] == "user"), "")
+        question = next((content_text(m["content"]) for m in reversed(request.messages) if m["role"] == "user"), "")
         answer = best_answer(question, request.extra.get("passages") or [], self.max_chars) or self.fallback
+        for stop in request.stop or ():  # the answer ends before the first stop sequence
+            if stop and stop in answer:
+                answer = answer[:answer.index(stop)]
         words = answer.split(" ")
         limit = request.max_tokens or len(words)
         for i, word in enumerate(words[:limit]):
             yield word if i == 0 else " " + word
-        prompt = sum(estimate_tokens(m["content"]) for m in request.messages)
+        prompt = sum(message_tokens(m) for m in request.messages)
         yield Usage(prompt_tokens=prompt, completion_tokens=min(limit, len(words)))
 
 

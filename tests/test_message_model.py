@@ -320,3 +320,19 @@ def test_v13_gives_messages_their_structure(database_url, tmp_path):
         done = _turn(app2, bot=bot, conversation=conv, content="[echo call=lookup {}]",
                      options={"tools": TOOLS}).run()
         assert Message.get_by_id(done.message_id).structure["tool_calls"][0]["function"]["name"] == "lookup"
+
+
+def test_extractive_honours_stop_and_refuses_what_it_cannot_do(ctx):
+    from app.providers.llm import ChatRequest
+    from plugins.extractive import ExtractiveModel
+
+    model = ExtractiveModel({})
+    request = ChatRequest(messages=[{"role": "user", "content": "when are you open?"}], stop=[" to"],
+                          extra={"passages": [{"content": "We are open from 9 to 5. Closed on Sunday."}]})
+    assert "".join(d for d in model.stream(request) if isinstance(d, str)) == "We are open from 9"
+    for options, field in [({"tools": TOOLS}, "tools"), ({"n": 2}, "n"), ({"logprobs": True}, "logprobs"),
+                           ({"response_format": {"type": "json_object"}}, "response_format")]:
+        with pytest.raises(BadRequest) as exc:
+            _turn(ctx, model="extractive/extractive", messages=[{"role": "user", "content": "q"}],
+                  options=options, persist=False)
+        assert exc.value.fields == {field: "not supported by extractive/extractive"}
