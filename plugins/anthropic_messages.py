@@ -6,15 +6,18 @@ Requests (``params``): system and developer messages become the ``system`` param
 role are merged into one (the API requires user and assistant to alternate); image parts
 become image blocks (a ``data:`` URL a base64 source, an http(s) URL a URL source). OpenAI
 function tools become tools with an ``input_schema``; ``tool_choice`` ``auto``/``none``/
-``required``/named becomes ``auto``/``none``/``any``/``tool``, ``parallel_tool_calls=false``
-its ``disable_parallel_tool_use``. ``response_format`` (``json_schema``, ``json_object``) is
-a forced tool whose input is the reply's text (``ResponseTool``).
+``required``/named becomes ``auto``/``none``/``any``/``tool`` (``none`` keeps the tools in
+the request, as OpenAI's does: the model sees them and calls none), ``parallel_tool_calls=
+false`` its ``disable_parallel_tool_use``. A ``response_format`` (``json_schema``,
+``json_object``) is a tool the model is made to call (``response_tool_param``), whose input
+is the reply's text.
 
-Replies (``Reply``): text blocks are text, ``tool_use`` blocks tool-call fragments counted
-from 0 (the response tool's input: text), ``stop_reason`` the finish reason. Usage: the
-API's ``input_tokens`` leaves out the tokens read from and written to the prompt cache;
-chatport's ``prompt_tokens`` (like OpenAI's) counts every prompt token, so it is the sum of
-the three, and ``cached_tokens`` is the part read from the cache.
+Replies (``reply_deltas``, ``StreamState``): text blocks are text, ``tool_use`` blocks
+tool-call fragments counted from 0 (the response tool's input: text), ``stop_reason`` the
+finish reason. Usage: the API's ``input_tokens`` leaves out the prompt tokens read from and
+written to the prompt cache; chatport's ``prompt_tokens`` (like OpenAI's) counts every
+prompt token, so it is the sum of the three, and ``cached_tokens`` the part read from the
+cache.
 """
 import json
 
@@ -55,13 +58,16 @@ def params(request, model_id, max_tokens):
     if request.user:
         out["metadata"] = {"user_id": request.user}
     response_tool = None
+    if not request.tools and (request.tool_choice == "required" or isinstance(request.tool_choice, dict)):
+        raise ProviderBadRequest("anthropic: tool_choice names a tool, or requires one, but no tools are given")
     if request.tools or request.response_format:
         tools = [tool_param(t) for t in request.tools or ()]
         choice = tool_choice_param(request.tool_choice, request.parallel_tool_calls) if tools else None
         response_tool = response_tool_param(request.response_format, {t["name"] for t in tools})
         if response_tool:
+            choice = forced_choice(choice if tools else {"type": "none"}, response_tool["name"],
+                                   request.parallel_tool_calls)
             tools.append(response_tool)
-            choice = forced_choice(choice, response_tool["name"], request.parallel_tool_calls)
         if tools:
             out["tools"] = tools
         if choice:
@@ -87,6 +93,8 @@ def translate_messages(messages):
             content = message["content"]  # a plain text message goes as it is
         else:
             content = blocks(message.get("content"))
+        if content == []:
+            continue  # nothing to say (the API refuses an empty message)
         if out and out[-1]["role"] == role:
             merge(out[-1], content)
         else:
@@ -184,10 +192,10 @@ def tool_choice_param(choice, parallel):
         out = {"type": "any"}
     elif isinstance(choice, dict):
         out = {"type": "tool", "name": (choice.get("function") or {}).get("name")}
-    elif choice in (None, "auto"):
-        if parallel is not False:
-            return None
+    elif choice == "auto" or (choice is None and parallel is False):
         out = {"type": "auto"}
+    elif choice is None:
+        return None
     else:
         raise ProviderBadRequest(f"anthropic: tool_choice {choice!r} is not supported")
     if parallel is False:
@@ -216,10 +224,11 @@ def response_tool_param(response_format, taken):
 
 def forced_choice(choice, name, parallel):
     """The ``tool_choice`` with a response tool: that tool, unless the caller's tools may be
-    called too (``auto``/``required``: any tool, the answer being one of them; named: that one)."""
-    if choice is None or choice["type"] == "none":
+    called too (``auto``, the default, or ``required``: any tool, the answer being one of
+    them; named: that one). ``choice`` is the caller's (``none`` when it has no tools)."""
+    if choice is not None and choice["type"] == "none":
         out = {"type": "tool", "name": name}
-    elif choice["type"] in ("auto", "any"):
+    elif choice is None or choice["type"] in ("auto", "any"):
         out = {"type": "any"}
     else:
         out = dict(choice)
