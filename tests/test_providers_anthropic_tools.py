@@ -269,7 +269,7 @@ def test_streamed_response_tool_input_is_text_deltas(fake):
 
 @both
 def test_response_format_with_tools_lets_the_model_call_a_tool_or_answer(fake, stream):
-    fake.script(text="", tool_calls=[{"id": "toolu_1", "name": "get_weather", "arguments": {"city": "Oslo"}}])
+    fake.script(tool_calls=[{"id": "toolu_1", "name": "get_weather", "arguments": {"city": "Oslo"}}])
     text, calls, finish = reassemble(items(fake, stream=stream, tools=[WEATHER], response_format=PERSON))
     assert [t["name"] for t in fake.last.body["tools"]] == ["get_weather", "person"]
     assert fake.last.body["tool_choice"] == {"type": "any"}
@@ -290,7 +290,7 @@ def test_response_tool_is_not_named_after_a_tool_of_the_caller(fake):
 
 @both
 def test_tool_calls_in_a_reply_are_fragments_with_index_id_and_name(fake, stream):
-    fake.script(text="Checking.", tool_calls=[
+    fake.script(chunks=["Checking."], tool_calls=[
         {"id": "toolu_a", "name": "get_weather", "arguments": {"city": "Paris", "days": [1, 2, 3]}},
         {"id": "toolu_b", "name": "get_time", "arguments": {}}], chunk_delay=0.01)
     deltas = items(fake, stream=stream, tools=[WEATHER, CLOCK])
@@ -311,7 +311,7 @@ def test_tool_calls_in_a_reply_are_fragments_with_index_id_and_name(fake, stream
 
 def test_streamed_tool_arguments_come_in_fragments(fake):
     arguments = {"city": "Paris", "note": "a longer argument string, in many pieces"}
-    fake.script(text="", tool_calls=[{"id": "toolu_a", "name": "get_weather", "arguments": arguments}],
+    fake.script(tool_calls=[{"id": "toolu_a", "name": "get_weather", "arguments": arguments}],
                 chunk_delay=0.01)
     deltas = items(fake, tools=[WEATHER])
     fragments = [f for d in deltas if isinstance(d, Chunk) for f in d.tool_calls or ()]
@@ -322,7 +322,7 @@ def test_streamed_tool_arguments_come_in_fragments(fake):
 
 
 def test_streamed_tool_call_with_no_input_has_empty_object_arguments(fake):
-    fake.script(text="", tool_calls=[{"id": "toolu_t", "name": "get_time", "arguments": "", "fragments": []}])
+    fake.script(tool_calls=[{"id": "toolu_t", "name": "get_time", "arguments": "", "fragments": []}])
     _, calls, finish = reassemble(items(fake, tools=[CLOCK]))
     assert calls == {0: {"id": "toolu_t", "name": "get_time", "arguments": "{}"}}
     assert finish == ["tool_calls"]
@@ -379,7 +379,7 @@ def test_stream_with_tools_cut_midway_is_unavailable(fake):
     ("end_turn", None), ("stop_sequence", None), ("max_tokens", "length"), ("refusal", "content_filter"),
     ("model_context_window_exceeded", "length")])
 def test_stop_reason_becomes_finish_reason(fake, stream, stop_reason, finish):
-    fake.script(text="Partial answer", stop_reason=stop_reason)
+    fake.script(text="Partial answer", finish_reason=stop_reason)
     deltas = items(fake, stream=stream)
     assert "".join(d for d in deltas if isinstance(d, str)) == "Partial answer"
     assert reassemble(deltas)[2] == ([finish] if finish else [])

@@ -11,12 +11,15 @@ Anthropic's shape ``{"type": "error", "error": {"type", "message"}}``;
 ``stop_sequences`` are recorded only.
 
 Tools: ``Reply.tool_calls`` become ``tool_use`` blocks after the text block
-(stop_reason ``tool_use``), streamed as ``content_block_start`` then the input
-JSON in ``input_json_delta`` fragments (an explicit ``"fragments"`` list of a
-call, else pieces of 8 characters). A ``tool_choice`` forcing one tool with no
-``tool_calls`` scripted is answered with a call of it, its input the reply's
-text when that is a JSON object. ``Reply.cached_tokens`` are reported as
-``cache_read_input_tokens`` (and left out of ``input_tokens``, as the API does).
+(if ``chunks`` gives one; stop_reason ``tool_use``), streamed as
+``content_block_start`` then the input JSON in ``input_json_delta`` fragments
+(an explicit ``"fragments"`` list of a call, else pieces of 8 characters). A
+``tool_choice`` forcing one tool with no ``tool_calls`` scripted is answered
+with a call of it, its input the reply's text when that is a JSON object; a
+forced call (``tool``, ``any``) comes without text, as the API's does.
+``Reply.finish_reason`` is the stop_reason to send instead of the worked-out
+one. ``Reply.cached_tokens`` are reported as ``cache_read_input_tokens`` (and
+left out of ``input_tokens``, as the API does).
 
 The request is checked as the API checks it (``problem``): user and assistant
 alternating, well-formed content blocks (text not empty, image sources,
@@ -64,11 +67,11 @@ class FakeAnthropic(FakeUpstream):
             return self._error(h, Reply(status=400, error_message=wrong))
         calls = tool_calls(reply, body)
         forced = (body.get("tool_choice") or {}).get("type") in ("tool", "any")  # no text: a call at once
-        deltas = [] if forced or calls and reply.chunks is None and reply.text == Reply.text else reply.deltas()
+        deltas = [] if forced or calls and reply.chunks is None else reply.deltas()
         stop_reason = "tool_use" if calls else "end_turn"
         if body.get("max_tokens") and len(deltas) > body["max_tokens"]:
             deltas, stop_reason = deltas[:body["max_tokens"]], "max_tokens"
-        stop_reason = reply.stop_reason or stop_reason
+        stop_reason = reply.finish_reason or stop_reason
         output = reply.completion_tokens if reply.completion_tokens is not None else len(deltas) + len(calls)
         model = body.get("model", "claude-3-5-haiku-latest")
         message = {"id": "msg_fake", "type": "message", "role": "assistant", "model": model,

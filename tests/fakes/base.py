@@ -37,10 +37,11 @@ class Reply:
       ``error`` event; OpenAI/vLLM: a ``data: {"error": {...}}`` line).
     - ``raw``: answer HTTP 200 with this text instead: the JSON body, or for a
       stream one SSE ``data:`` line then the end (malformed replies).
-    - ``tool_calls``: the reply calls these tools, after its text (if any; the
-      default ``text`` is left out then): ``{"name", "arguments" (a dict or its
-      JSON text), "id" (optional)}``. Each fake renders them in its API's shape.
-    - ``stop_reason``: the reply's stop (finish) reason in the API's words,
+    - ``tool_calls``: the reply calls these tools, ``[{"name", "arguments" (a
+      dict or its JSON text), "id" (optional)}]``, after its text, which is then
+      only what ``chunks`` gives (none by default). Each fake renders them in
+      its API's shape.
+    - ``finish_reason``: the finish (stop) reason to report, in the API's words,
       instead of the one the fake works out.
     - ``cached_tokens``: of ``prompt_tokens``, those reported read from the cache.
     """
@@ -63,7 +64,7 @@ class Reply:
     error_event_after: int = 1
     raw: Optional[str] = None
     tool_calls: Optional[list] = None
-    stop_reason: Optional[str] = None
+    finish_reason: Optional[str] = None
     cached_tokens: int = 0
 
     def deltas(self):
