@@ -11,7 +11,9 @@ Configuration (app config / ``CHATPORT_*``; key and URL also from the usual
 - ``ANTHROPIC_CONNECT_TIMEOUT`` (5 s), ``ANTHROPIC_READ_TIMEOUT`` (60 s),
   ``ANTHROPIC_MAX_RETRIES`` (1; a 429 is passed on, never slept on)
 
-System messages become the ``system`` parameter. An ``error`` event after
+The request and reply model is translated to and from the Messages API by
+``plugins/anthropic_messages.py`` (tools, tool results, images, a ``response_format``
+as a forced tool, finish reasons, usage with the prompt cache). An ``error`` event after
 HTTP 200 and a stream without ``message_stop`` are provider errors.
 """
 import json
@@ -22,8 +24,6 @@ from app.providers import (
     LazyClient,
     Model,
     ProviderAuthError,
-    ProviderBadRequest,
-    ProviderRateLimited,
     ProviderUnavailable,
     as_list,
     body_chunks,
@@ -32,15 +32,13 @@ from app.providers import (
     http_client,
     provider_call,
     setting,
+    sse_batches,
     sse_texts,
-    usage_or_estimate,
 )
 
+from . import anthropic_messages as messages
+
 DEFAULT_MODELS = ["claude-sonnet-4-5", "claude-haiku-4-5"]
-# Error event types (sent after HTTP 200) → the status they stand for.
-EVENT_STATUS = {"invalid_request_error": 400, "authentication_error": 401, "permission_error": 403,
-                "not_found_error": 404, "request_too_large": 413, "rate_limit_error": 429,
-                "api_error": 500, "overloaded_error": 529}
 
 
 def _sdk():
@@ -56,9 +54,15 @@ def map_error(exc, provider="anthropic"):
 
 
 class AnthropicChatModel(Model):
-    """A Claude model through the Messages API."""
+    """A Claude model through the Messages API (translation: plugins/anthropic_messages.py).
+
+    What the API has no equivalent for (``n`` > 1, logprobs, seed, penalties, logit_bias,
+    audio and file parts, fields passed through) is refused by ``Model.check``; so is
+    ``reasoning_effort`` (extended thinking needs its own token budget and sampling rules)."""
 
     provider = "anthropic"
+    supports = frozenset({"stop", "tools", "tool_choice", "parallel_tool_calls", "response_format", "images",
+                          "top_p"})
 
     def __init__(self, model_id, client, default_max_tokens=1024, description=""):
         self.model_id = model_id
@@ -67,96 +71,62 @@ class AnthropicChatModel(Model):
         self.description = description
 
     def _params(self, request):
-        system = "\n\n".join(m["content"] for m in request.messages if m["role"] == "system")
-        params = {"model": self.model_id,
-                  "messages": [{"role": m["role"], "content": m["content"]}
-                               for m in request.messages if m["role"] != "system"],
-                  "max_tokens": request.max_tokens or self.default_max_tokens}
-        if system:
-            params["system"] = system
-        if request.temperature is not None:
-            params["temperature"] = request.temperature
-        if request.stop:
-            params["stop_sequences"] = list(request.stop)
-        if request.user:
-            params["metadata"] = {"user_id": request.user}
-        return params
+        """The Messages API parameters and the name of the response tool (or None)."""
+        return messages.params(request, self.model_id, self.default_max_tokens)
 
     def stream(self, request):
-        """Yield text deltas then one Usage. Raises Provider* errors (app.errors)."""
+        """Yield deltas (text, tool-call Chunks, a finish reason other than ``stop``), then one
+        Usage. Raises Provider* errors (app.errors)."""
+        params, response_tool = self._params(request)
         try:
             client = self.client.get()
             if not request.stream:
                 with provider_call(stream=False):
-                    reply = client.messages.create(**self._params(request))
+                    raw = client.messages.with_raw_response.create(**params)
+                # Parsed with json.loads, as the stream is: the SDK's objects cost more and
+                # are not needed.
+                reply = json.loads(raw.http_response.content)
+                deltas = list(messages.reply_deltas(reply, request, response_tool))
         except _sdk().UPSTREAM_ERRORS as exc:
             raise map_error(exc) from exc
         if not request.stream:
-            try:
-                text = "".join(block.text for block in reply.content if block.type == "text")
-                usage = usage_or_estimate(reply.usage.input_tokens, reply.usage.output_tokens,
-                                          request, text)
-            except _sdk().UPSTREAM_ERRORS as exc:
-                raise map_error(exc) from exc
-            if text:
-                yield text
-            yield usage
+            yield from deltas
             return
-        yield from self._from_stream(client, request)
+        yield from self._from_stream(client, request, params, response_tool)
 
-    def _from_stream(self, client, request):
+    def _from_stream(self, client, request, params, response_tool):
         # The SDK sends the request (auth, timeouts, retries, status errors); events are
         # parsed here with json.loads, which costs half the CPU of the SDK's event objects.
         try:
             with provider_call(stream=True):
-                response = client.messages.with_streaming_response.create(
-                    **self._params(request), stream=True).__enter__()
+                response = client.messages.with_streaming_response.create(**params, stream=True).__enter__()
         except _sdk().UPSTREAM_ERRORS as exc:
             raise map_error(exc) from exc
-        parts, state = [], {"prompt": None, "completion": None, "finished": False}
+        state = messages.StreamState(response_tool)
+        parts = []
+        chunks = body_chunks(response.http_response)
+        if "tools" in params:
+            deltas = messages.batched(sse_batches(chunks), state.on_event)
+        else:  # text only: the text of each read as one str, and no per-event work beyond it
+            def on_event(data):
+                event = json.loads(data)
+                if event.get("type") == "content_block_delta":
+                    return event["delta"].get("text")
+                return state.on_meta(event)
 
-        def on_event(data):
-            event = json.loads(data)
-            kind = event.get("type")
-            if kind == "content_block_delta":
-                return event["delta"].get("text")
-            if kind == "message_start":
-                usage = event["message"].get("usage") or {}
-                state["prompt"], state["completion"] = usage.get("input_tokens"), usage.get("output_tokens")
-            elif kind == "message_delta":
-                usage = event.get("usage") or {}
-                state["completion"] = usage.get("output_tokens", state["completion"])
-                state["prompt"] = usage.get("input_tokens") or state["prompt"]
-            elif kind == "message_stop":
-                state["finished"] = True
-            elif kind == "error":
-                raise stream_error(event.get("error") or {})
-            return None
-
+            deltas = sse_texts(chunks, on_event)
         try:
-            for text in sse_texts(body_chunks(response.http_response), on_event):
-                parts.append(text)
-                yield text
+            for delta in deltas:
+                if delta.__class__ is str:
+                    parts.append(delta)
+                yield delta
         except _sdk().UPSTREAM_ERRORS as exc:
             raise map_error(exc) from exc
         finally:
             response.close()  # also on GeneratorExit: releases the HTTP connection
-        if not state["finished"]:
+        if not state.finished:
             raise ProviderUnavailable("anthropic: the stream ended before message_stop")
-        yield usage_or_estimate(state["prompt"], state["completion"], request, "".join(parts))
-
-
-def stream_error(error):
-    """The Provider* error for an ``error`` event sent after HTTP 200."""
-    status = EVENT_STATUS.get(error.get("type"), 500)
-    message = f"anthropic: {error.get('type', 'error')}: {error.get('message', '')}"
-    if status in (401, 403):
-        return ProviderAuthError(f"anthropic rejected chatport's credentials ({error.get('type')})")
-    if status == 429:
-        return ProviderRateLimited(message)
-    if 400 <= status < 500:
-        return ProviderBadRequest(message)
-    return ProviderUnavailable(message)
+        yield from state.end(request, "".join(parts))
 
 
 @hookimpl

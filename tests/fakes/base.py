@@ -37,6 +37,13 @@ class Reply:
       ``error`` event; OpenAI/vLLM: a ``data: {"error": {...}}`` line).
     - ``raw``: answer HTTP 200 with this text instead: the JSON body, or for a
       stream one SSE ``data:`` line then the end (malformed replies).
+    - ``tool_calls``: the reply calls these tools, ``[{"name", "arguments" (a
+      dict or its JSON text), "id" (optional)}]``, after its text, which is then
+      only what ``chunks`` gives (none by default). Each fake renders them in
+      its API's shape.
+    - ``finish_reason``: the finish (stop) reason to report, in the API's words,
+      instead of the one the fake works out.
+    - ``cached_tokens``: of ``prompt_tokens``, those reported read from the cache.
     """
 
     text: str = "Hello from the fake upstream."
@@ -56,6 +63,9 @@ class Reply:
     error_event: Optional[dict] = None
     error_event_after: int = 1
     raw: Optional[str] = None
+    tool_calls: Optional[list] = None
+    finish_reason: Optional[str] = None
+    cached_tokens: int = 0
 
     def deltas(self):
         if self.chunks is not None:
