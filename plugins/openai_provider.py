@@ -28,6 +28,7 @@ import array
 import base64
 import json
 import sys
+from urllib.parse import urlsplit
 
 import httpx
 import openai
@@ -154,26 +155,28 @@ class OpenAIChatModel(Model):
     """A chat model served by an OpenAI-compatible Chat Completions endpoint.
 
     Canonical messages are already in the Chat Completions shape and go as they are, except
-    that the ``developer`` role (OpenAI's newer name for ``system``) becomes ``system`` for
-    every provider but ``openai``: OpenAI-compatible servers do not all know it. Every
-    ``ChatRequest`` field is sent when set (``metadata`` to ``openai`` only);
-    ``passthrough`` fields are merged into the body."""
+    that the ``developer`` role (OpenAI's newer name for ``system``) becomes ``system`` unless
+    the server is OpenAI's own API (``official``): OpenAI-compatible servers do not all know
+    it, and OpenAI reads both alike. Every ``ChatRequest`` field is sent when set
+    (``metadata`` to OpenAI's own API only); ``passthrough`` fields are merged into the body.
+    ``official`` defaults to ``provider == "openai"``; the plugin registers it as true only
+    when that provider's base URL is unset or on api.openai.com."""
 
     supports = frozenset(FEATURES)  # an OpenAI-compatible server takes every field as it is
 
-    def __init__(self, provider, model_id, client, stream_usage=True, description=""):
+    def __init__(self, provider, model_id, client, stream_usage=True, description="", official=None):
         self.provider = provider
         self.model_id = model_id
         self.client = client
         self.stream_usage = stream_usage
         self.description = description
-        self.openai = provider == "openai"  # OpenAI itself: developer messages, metadata
+        self.official = provider == "openai" if official is None else official
         self.max_tokens_name = "max_completion_tokens" if model_id.startswith(REASONING_MODELS) \
             else "max_tokens"
 
     def _params(self, request):
         messages = request.messages
-        if not self.openai and any(m.get("role") == "developer" for m in messages):
+        if not self.official and any(m.get("role") == "developer" for m in messages):
             messages = [{**m, "role": "system"} if m.get("role") == "developer" else m
                         for m in messages]
         params = {"model": self.model_id, "messages": messages}
@@ -189,7 +192,7 @@ class OpenAIChatModel(Model):
             params["logprobs"] = True
         if request.n is not None and request.n != 1:
             params["n"] = request.n
-        if request.metadata and self.openai:
+        if request.metadata and self.official:
             params["metadata"] = request.metadata
         for name, value in request.passthrough.items():
             if name not in params and name not in _RESERVED:
@@ -198,8 +201,8 @@ class OpenAIChatModel(Model):
 
     def stream(self, request):
         """Yield deltas (``str`` for the first choice's plain text, ``Chunk`` for tool calls,
-        logprobs, other choices and a finish reason other than ``stop``) then one Usage.
-        Raises Provider* errors (app.errors)."""
+        logprobs, other choices and finish reasons: all but the first choice's ``stop``, which
+        is implied) then one Usage. Raises Provider* errors (app.errors)."""
         try:
             client = self.client.get()
             if not request.stream:
@@ -239,13 +242,9 @@ class OpenAIChatModel(Model):
                 continue
             tool_calls = None
             if calls:
-                tool_calls = []
-                for position, call in enumerate(calls):
-                    function = call.get("function") or {}
-                    arguments = function.get("arguments") or ""
-                    tool_calls.append({"index": position, "id": call.get("id"),
-                                       "name": function.get("name"), "arguments": arguments})
-                    said.append(arguments)
+                tool_calls = [{**_fragment(call, position), "index": position}
+                              for position, call in enumerate(calls)]
+                said.extend(call["arguments"] for call in tool_calls)
             deltas.append(Chunk(text, index, tool_calls, logprobs or None, finish))
         deltas.append(_usage(reply.get("usage"), request, "".join(said)))
         return deltas
@@ -280,6 +279,8 @@ class OpenAIChatModel(Model):
                 if finish:
                     state["finished"] = True
                 logprobs = choice.get("logprobs")
+                if logprobs:  # {"content": [...]}; some servers send {"content": null} unasked
+                    logprobs = logprobs.get("content")
                 if choice.get("index", 0) == 0 and not logprobs and not delta.get("tool_calls") \
                         and finish in (None, "stop"):
                     text = delta.get("content") or text  # the plain-text path
@@ -310,30 +311,37 @@ class OpenAIChatModel(Model):
 
 
 def _text(content):
-    """A reply message's text: a string, or (some servers) a list of text parts."""
+    """A reply message's text: a string, or (some servers) a list of text parts. Raises
+    TypeError for anything else (a malformed reply)."""
     if content is None or content.__class__ is str:
         return content or ""
+    if content.__class__ is not list:
+        raise TypeError("message content that is not text")
     return content_text(content)
 
 
 def _stream_chunk(choice, delta, finish, logprobs):
     """The ``Chunk`` of one streamed choice delta that is more than the first choice's text
     (None when it carries nothing, like another choice's opening ``role`` delta)."""
-    text = delta.get("content") or ""
-    if logprobs:
-        logprobs = logprobs.get("content") or None
+    text = _text(delta.get("content"))
     calls = delta.get("tool_calls")
-    tool_calls = None
-    if calls:
-        tool_calls = []
-        for position, call in enumerate(calls):
-            function = call.get("function") or {}
-            tool_calls.append({"index": call.get("index", position), "id": call.get("id"),
-                               "name": function.get("name"),
-                               "arguments": function.get("arguments") or ""})
+    tool_calls = [_fragment(call, position) for position, call in enumerate(calls)] if calls else None
     if not (text or tool_calls or logprobs or finish):
         return None
-    return Chunk(text, choice.get("index", 0), tool_calls, logprobs, finish)
+    return Chunk(text, choice.get("index", 0), tool_calls, logprobs or None, finish)
+
+
+def _fragment(call, position):
+    """A tool call (or a streamed fragment of one) as ``{"index", "id", "name", "arguments"}``.
+    Raises ValueError for one whose arguments are not text (a malformed reply)."""
+    function = call.get("function") or {}
+    arguments = function.get("arguments")
+    if arguments is None:
+        arguments = ""
+    elif arguments.__class__ is not str:
+        raise ValueError("tool call arguments that are not a string")
+    return {"index": call.get("index", position), "id": call.get("id"), "name": function.get("name"),
+            "arguments": arguments}
 
 
 def _usage(usage, request, text):
@@ -354,19 +362,19 @@ EMBEDDING_DIMENSIONS = {"text-embedding-3-small": 1536, "text-embedding-3-large"
 class OpenAIEmbeddingModel(EmbeddingModel):
     """An embedding model served by an OpenAI-compatible ``/embeddings`` endpoint.
 
-    OpenAI itself (provider ``openai``) is asked for base64 vectors (float32, a quarter of the
-    bytes of JSON numbers and no float parsing); other servers for plain floats, which they all
-    give. A base64 vector in a reply is decoded either way."""
+    OpenAI's own API (``official``, as for chat models) is asked for base64 vectors (float32:
+    less than half the bytes of JSON numbers, and no float parsing); other servers for plain
+    floats, which they all give. A base64 vector in a reply is decoded either way."""
 
     supports = frozenset({"dimensions", "tokens"})
 
-    def __init__(self, provider, model_id, client, description=""):
+    def __init__(self, provider, model_id, client, description="", official=None):
         self.provider = provider
         self.model_id = model_id
         self.client = client
         self.description = description
         self.dimensions = EMBEDDING_DIMENSIONS.get(model_id, 0)
-        self.encoding = "base64" if provider == "openai" else "float"
+        self.encoding = "base64" if (provider == "openai" if official is None else official) else "float"
 
     def _params(self, request):
         params = {"model": self.model_id, "input": request.inputs, "encoding_format": self.encoding}
@@ -454,6 +462,11 @@ def _servers(config):
                      "api_key": "not-needed", **server}
 
 
+def _official(provider, base_url):
+    """Whether ``provider`` is OpenAI's own API (not a server behind OPENAI_BASE_URL)."""
+    return provider == "openai" and (not base_url or urlsplit(base_url).hostname == "api.openai.com")
+
+
 def _registrations(config, kind):
     """(provider, model id, lazy client, settings, where) of each configured model of ``kind``
     (the server setting ``models`` or ``embedding_models``); one client per server and kind,
@@ -477,11 +490,13 @@ def register_models(register, config):
     for provider, model_id, client, server, where in _registrations(config, "models"):
         register(OpenAIChatModel(provider, model_id, client,
                                  stream_usage=server.get("stream_usage", True),
-                                 description=f"OpenAI-compatible model at {where}"))
+                                 description=f"OpenAI-compatible model at {where}",
+                                 official=_official(provider, server.get("base_url"))))
 
 
 @hookimpl
 def register_embedding_models(register, config):
-    for provider, model_id, client, _server, where in _registrations(config, "embedding_models"):
+    for provider, model_id, client, server, where in _registrations(config, "embedding_models"):
         register(OpenAIEmbeddingModel(provider, model_id, client,
-                                      description=f"OpenAI-compatible embedding model at {where}"))
+                                      description=f"OpenAI-compatible embedding model at {where}",
+                                      official=_official(provider, server.get("base_url"))))

@@ -328,6 +328,14 @@ def test_a_non_streamed_call_and_its_retries_share_one_deadline(fake):
 
 # ---------------------------------------------------------------- the generalised request
 
+def official_model(fake):
+    """``openai/gpt-test`` as if it were OpenAI's own API (the fake, at a base URL of its own,
+    is registered as an OpenAI-compatible server)."""
+    from plugins.openai_provider import OpenAIChatModel
+
+    return OpenAIChatModel("openai", "gpt-test", openai_model(fake).client, official=True)
+
+
 def compatible_model(fake, model_id="m", **server):
     """``local/<model_id>`` on an OPENAI_COMPATIBLE server (the fake)."""
     return openai_model(fake, f"local/{model_id}", OPENAI_COMPATIBLE={
@@ -355,7 +363,7 @@ def test_every_request_field_reaches_the_wire(fake):
                   n=2, top_p=0.9, presence_penalty=0.5, frequency_penalty=-0.5, logit_bias={"50256": -100},
                   metadata={"ticket": "42"}, reasoning_effort="low", user="u-1", stop=["END"],
                   temperature=0.3, max_tokens=40)
-    collect(openai_model(fake).stream(request(stream=False, **fields)))
+    collect(official_model(fake).stream(request(stream=False, **fields)))
     body = fake.last.body
     expected = {**fields, "logprobs": True}
     assert {name: body.get(name) for name in expected} == expected
@@ -376,10 +384,11 @@ def test_defaults_and_empty_values_are_not_sent(fake):
     assert set(fake.last.body) == {"model", "messages"}
 
 
-def test_metadata_goes_to_openai_only(fake):
-    collect(compatible_model(fake).stream(request(stream=False, metadata={"k": "v"}, seed=3)))
-    assert "metadata" not in fake.last.body and fake.last.body["seed"] == 3
-    collect(openai_model(fake).stream(request(stream=False, metadata={"k": "v"})))
+def test_metadata_goes_to_openais_own_api_only(fake):
+    for model in (compatible_model(fake), openai_model(fake)):
+        collect(model.stream(request(stream=False, metadata={"k": "v"}, seed=3)))
+        assert "metadata" not in fake.last.body and fake.last.body["seed"] == 3
+    collect(official_model(fake).stream(request(stream=False, metadata={"k": "v"})))
     assert fake.last.body["metadata"] == {"k": "v"}
 
 
@@ -391,11 +400,29 @@ DEVELOPER = [{"role": "developer", "content": "Answer in French."},
 
 def test_developer_messages_stay_for_openai_and_become_system_elsewhere(fake):
     messages = [dict(m) for m in DEVELOPER]
-    collect(openai_model(fake).stream(request(messages=messages)))
+    collect(official_model(fake).stream(request(messages=messages)))
     assert fake.last.body["messages"] == DEVELOPER
-    collect(compatible_model(fake).stream(request(messages=messages)))
-    assert fake.last.body["messages"] == [{"role": "system", "content": "Answer in French."}, DEVELOPER[1]]
+    # OPENAI_BASE_URL elsewhere (vLLM, Ollama: the README's way) and OPENAI_COMPATIBLE servers
+    for model in (openai_model(fake), compatible_model(fake)):
+        collect(model.stream(request(messages=messages)))
+        assert fake.last.body["messages"] == [{"role": "system", "content": "Answer in French."},
+                                              DEVELOPER[1]]
     assert messages == DEVELOPER  # the request's own messages are not changed
+
+
+@pytest.mark.parametrize("base_url, official", [
+    (None, True), ("https://api.openai.com/v1", True), ("https://api.openai.com.example.net/v1", False),
+    ("http://127.0.0.1:11434/v1", False)])
+def test_only_openais_own_api_counts_as_official(monkeypatch, base_url, official):
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    config = {"OPENAI_API_KEY": "k", "OPENAI_MODELS": ["m"], "OPENAI_EMBEDDING_MODELS": ["e"],
+              "OPENAI_COMPATIBLE": {"local": {"base_url": "https://api.openai.com/v1", "models": ["m"]}}}
+    if base_url:
+        config["OPENAI_BASE_URL"] = base_url
+    registry = ModelRegistry(config)
+    assert registry.models["openai/m"].official is official
+    assert registry.embedding_models["openai/e"].encoding == ("base64" if official else "float")
+    assert registry.models["local/m"].official is False  # another provider name: never
 
 
 def test_images_and_tool_history_are_sent_as_they_are(fake):
@@ -576,3 +603,28 @@ def test_a_tool_call_stream_cut_midway_is_unavailable(fake):
         for item in openai_model(fake).stream(request(tools=[WEATHER])):
             received.append(item)
     assert received == [Chunk(tool_calls=[{"index": 0, "id": "c", "name": "f", "arguments": "{"}])]
+
+
+def chunk_line(choice):
+    return json.dumps({"id": "x", "object": "chat.completion.chunk", "choices": [choice]})
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "json"])
+@pytest.mark.parametrize("message", [
+    {"content": None, "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": {}}}]},
+    {"content": 5},
+    {"content": {"text": "x"}},
+])
+def test_misshapen_content_or_tool_calls_are_unavailable(fake, stream, message):
+    if stream:
+        fake.script(raw=chunk_line({"index": 0, "delta": message, "finish_reason": "stop"}))
+    else:
+        fake.script(raw=json.dumps({"choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}))
+    with pytest.raises(errors.ProviderUnavailable):
+        collect(openai_model(fake).stream(request(stream=stream)))
+
+
+def test_empty_logprobs_sent_unasked_keep_the_plain_text_path(fake):
+    fake.script(raw=chunk_line({"index": 0, "delta": {"content": "hi"}, "logprobs": {"content": None},
+                                "finish_reason": "stop"}))
+    assert list(openai_model(fake).stream(request()))[0] == "hi"

@@ -229,6 +229,8 @@ def sse_texts(chunks, on_event):
                 if text.__class__ is str:  # the plain-text path: one check per event
                     texts.append(text)
                     continue
+                if text.__class__ is not list:
+                    raise TypeError(f"an event handler returned {type(text).__name__}")
                 if others is None:
                     others = []
                 for item in text:

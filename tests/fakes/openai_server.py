@@ -186,8 +186,9 @@ class FakeOpenAI(FakeUpstream):
                  "logprobs": None if entries is None else {"content": entries, "refusal": None}}]})
 
         h.start_sse(reply.headers)
-        for choice in choices:
-            h.sse(chunk(choice["index"], {"role": "assistant", "content": ""}))
+        for choice in choices:  # content null before tool calls only, as OpenAI sends it
+            content = "" if choice["deltas"] or not choice["calls"] else None
+            h.sse(chunk(choice["index"], {"role": "assistant", "content": content}))
         for i in range(max(len(c["deltas"]) for c in choices)):
             if reply.error_event is not None and i >= reply.error_event_after:
                 h.sse(json.dumps({"error": {"message": reply.error_event.get("message", "error"),
