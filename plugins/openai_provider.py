@@ -227,7 +227,7 @@ class OpenAIChatModel(Model):
         tool calls, logprobs and finish reason. Raises ProviderUnavailable if it has no choices."""
         if not isinstance(reply, dict) or not reply.get("choices"):
             raise ProviderUnavailable(f"{self.provider}: reply without choices")
-        deltas, said = [], []
+        deltas = []
         for choice in reply["choices"]:
             message = choice.get("message") or {}
             text = _text(message.get("content"))
@@ -235,7 +235,6 @@ class OpenAIChatModel(Model):
             logprobs = (choice.get("logprobs") or {}).get("content")
             finish = choice.get("finish_reason")
             index = choice.get("index", 0)
-            said.append(text)
             if index == 0 and not calls and not logprobs and finish in (None, "stop"):
                 if text:
                     deltas.append(text)
@@ -244,9 +243,8 @@ class OpenAIChatModel(Model):
             if calls:
                 tool_calls = [{**_fragment(call, position), "index": position}
                               for position, call in enumerate(calls)]
-                said.extend(call["arguments"] for call in tool_calls)
             deltas.append(Chunk(text, index, tool_calls, logprobs or None, finish))
-        deltas.append(_usage(reply.get("usage"), request, "".join(said)))
+        deltas.append(_usage(reply.get("usage"), request, deltas))
         return deltas
 
     def _from_stream(self, client, request):
@@ -294,12 +292,7 @@ class OpenAIChatModel(Model):
 
         try:
             for delta in sse_texts(body_chunks(response), on_event):
-                if delta.__class__ is str:
-                    said.append(delta)
-                else:
-                    said.append(delta.text)
-                    for call in delta.tool_calls or ():
-                        said.append(call["arguments"])
+                said.append(delta)
                 yield delta
         except UPSTREAM_ERRORS as exc:
             raise map_error(exc, self.provider) from exc
@@ -307,7 +300,7 @@ class OpenAIChatModel(Model):
             response.close()  # also on GeneratorExit: releases the HTTP connection
         if not state["finished"]:
             raise ProviderUnavailable(f"{self.provider}: the stream ended before the reply did")
-        yield _usage(state["usage"], request, "".join(said))
+        yield _usage(state["usage"], request, said)
 
 
 def _text(content):
@@ -344,14 +337,24 @@ def _fragment(call, position):
             "arguments": arguments}
 
 
-def _usage(usage, request, text):
+def _usage(usage, request, said):
     """The reply's ``usage`` (with its cached and reasoning token details) as a Usage, or an
-    estimate from the request and ``text`` when there is none."""
+    estimate from the request and ``said`` (the deltas: their text and tool call arguments)
+    when there is none."""
     usage = usage or {}
-    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
-    reasoning = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens")
-    return usage_or_estimate(usage.get("prompt_tokens"), usage.get("completion_tokens"), request,
-                             text, cached, reasoning)
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if prompt or completion:  # reported: nothing to estimate
+        cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
+        reasoning = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens")
+        return usage_or_estimate(prompt, completion, request, "", cached, reasoning)
+    text = []
+    for delta in said:
+        if delta.__class__ is str:
+            text.append(delta)
+        else:
+            text.append(delta.text)
+            text.extend(call["arguments"] for call in delta.tool_calls or ())
+    return usage_or_estimate(None, None, request, "".join(text))
 
 
 # Vector sizes of OpenAI's embedding models (listed with the model; 0: not known).

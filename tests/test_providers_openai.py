@@ -628,3 +628,18 @@ def test_empty_logprobs_sent_unasked_keep_the_plain_text_path(fake):
     fake.script(raw=chunk_line({"index": 0, "delta": {"content": "hi"}, "logprobs": {"content": None},
                                 "finish_reason": "stop"}))
     assert list(openai_model(fake).stream(request()))[0] == "hi"
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "json"])
+def test_a_tool_call_reply_without_usage_is_estimated_from_its_text_and_arguments(fake, stream):
+    fake.script(tool_calls=[{"name": "f", "arguments": '{"query": "a long enough query"}'}],
+                chunks=["Searching."], usage=False)
+    _, usage = collect(openai_model(fake).stream(request(stream=stream, tools=[WEATHER])))
+    assert usage.estimated
+    assert usage.completion_tokens == estimate_tokens('Searching.{"query": "a long enough query"}')
+
+
+def test_usage_with_completion_tokens_only_is_taken_as_reported(fake):
+    fake.script(raw=json.dumps({"choices": [{"index": 0, "message": {"content": "x"}, "finish_reason": "stop"}],
+                                "usage": {"completion_tokens": 4}}))
+    assert collect(openai_model(fake).stream(request(stream=False)))[1] == Usage(0, 4)
