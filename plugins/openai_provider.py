@@ -377,7 +377,8 @@ class OpenAIEmbeddingModel(EmbeddingModel):
         self.client = client
         self.description = description
         self.dimensions = EMBEDDING_DIMENSIONS.get(model_id, 0)
-        self.encoding = "base64" if (provider == "openai" if official is None else official) else "float"
+        official = provider == "openai" if official is None else official
+        self.encoding = "base64" if official else "float"
 
     def _params(self, request):
         params = {"model": self.model_id, "input": request.inputs, "encoding_format": self.encoding}
@@ -411,7 +412,9 @@ class OpenAIEmbeddingModel(EmbeddingModel):
             elif isinstance(vector, list):
                 array.array("d", vector)  # numbers only, else TypeError: a malformed reply
             else:
-                raise ProviderUnavailable(f"{self.provider}: an embedding that is not a vector")
+                vector = None
+            if not vector or index.__class__ is not int or not 0 <= index < len(vectors):
+                raise ProviderUnavailable(f"{self.provider}: a misshapen embedding in the reply")
             vectors[index] = vector
         if any(vector is None for vector in vectors):
             raise ProviderUnavailable(f"{self.provider}: reply without one embedding per input")

@@ -101,6 +101,8 @@ def test_the_fakes_own_refusal_is_a_bad_request(fake):
     '{"data": [{"index": 0, "embedding": ["a"]}, {"index": 1, "embedding": [1.0]}]}',  # not numbers
     '{"data": [{"index": 0, "embedding": 3}, {"index": 1, "embedding": [1.0]}]}',
     '{"data": [{"index": 5, "embedding": [1.0]}, {"index": 1, "embedding": [1.0]}]}',
+    '{"data": [{"index": -1, "embedding": [1.0]}, {"index": 0, "embedding": [1.0]}]}',
+    '{"data": [{"index": 0, "embedding": []}, {"index": 1, "embedding": [1.0]}]}',
 ])
 def test_malformed_reply_is_unavailable(fake, raw):
     fake.script(raw=raw)
