@@ -447,3 +447,29 @@ def test_sse_texts_joins_each_read_stops_at_the_end_and_keeps_text_before_a_fail
         for text in sse_texts([b"data: x\n\n", b"data: y\n\ndata: boom\n\ndata: z\n\n"], on_event):
             got.append(text)
     assert got == ["x", "y"]  # the text before the failure in its read came out first
+
+
+def test_sse_texts_passes_other_deltas_in_their_place_between_joined_texts():
+    import pytest
+
+    from app.providers.helpers import SSE_END, sse_texts
+    from app.providers.llm import Chunk
+
+    calls = Chunk(tool_calls=[{"index": 0, "id": "c1", "name": "f", "arguments": ""}])
+    finish = Chunk(finish_reason="tool_calls")
+
+    def on_event(data):
+        if data == "[DONE]":
+            return SSE_END
+        if data == "boom":
+            raise ValueError("bad event")
+        return {"call": [calls], "text+call": ["y", calls], "finish": [finish]}.get(data, data)
+
+    reads = [b"data: a\n\ndata: b\n\ndata: call\n\ndata: c\n\n",
+             b"data: text+call\n\ndata: d\n\ndata: finish\n\ndata: [DONE]\n\n"]
+    assert list(sse_texts(reads, on_event)) == ["ab", calls, "c", "y", calls, "d", finish]
+    got = []
+    with pytest.raises(ValueError, match="bad event"):
+        for delta in sse_texts([b"data: x\n\ndata: call\n\ndata: z\n\ndata: boom\n\n"], on_event):
+            got.append(delta)
+    assert got == ["x", calls, "z"]  # everything before the failure in its read, in order

@@ -9,7 +9,8 @@
   ``NoRetryOn429`` keeps their clients from sleeping on a 429.
 - ``sse_data``: the data of each server-sent event, from response lines; ``byte_lines``:
   the lines of a byte stream (``response.iter_bytes()``) to give it. ``sse_batches``: the same
-  grouped by the read that brought them; ``sse_texts``: a stream's text, one piece per read;
+  grouped by the read that brought them; ``sse_texts``: a stream's text, one piece per read
+  (and its other deltas in their place);
   ``body_chunks``: a streamed body without httpx's decoding layers when it has no coding.
 - ``check_base_url``: refuse a base URL on a non-public address unless the operator
   allows its network (``PROVIDER_ALLOWED_NETWORKS``).
@@ -206,24 +207,44 @@ SSE_END = object()  # what an ``sse_texts`` event handler returns for the event 
 
 
 def sse_texts(chunks, on_event):
-    """The text of a server-sent event stream, one piece per read.
+    """The deltas of a server-sent event stream: its text one piece per read, and the other
+    deltas (``Chunk``) in their place.
 
-    ``on_event(data)`` handles each event's data and returns its text (or None), or ``SSE_END``
-    to stop there. The text of the events that arrived together is passed on as one piece. If
-    ``on_event`` raises, the text of the events before it in the same read is passed on first,
+    ``on_event(data)`` handles each event's data and returns its text (a ``str``, or None), a
+    list of deltas (``str`` text and ``Chunk`` objects, for an event that carries more than the
+    first choice's text), or ``SSE_END`` to stop there. The text of the events that arrived
+    together is passed on as one piece; a ``Chunk`` comes after the text before it. If
+    ``on_event`` raises, what the events before it in the same read gave is passed on first,
     so a partial answer keeps everything that arrived."""
     for batch in sse_batches(chunks):
-        texts, failure, end = [], None, False
+        texts, others, failure, end = [], None, None, False
         try:
             for data in batch:
                 text = on_event(data)
                 if text is SSE_END:
                     end = True
                     break
-                if text:
+                if not text:
+                    continue
+                if text.__class__ is str:  # the plain-text path: one check per event
                     texts.append(text)
-        except Exception as exc:  # noqa: BLE001 - raised below, after the text before it
+                    continue
+                if text.__class__ is not list:
+                    raise TypeError(f"an event handler returned {type(text).__name__}")
+                if others is None:
+                    others = []
+                for item in text:
+                    if item.__class__ is str:
+                        texts.append(item)
+                    else:
+                        if texts:
+                            others.append("".join(texts))
+                            texts = []
+                        others.append(item)
+        except Exception as exc:  # noqa: BLE001 - raised below, after the deltas before it
             failure = exc
+        if others:
+            yield from others
         if texts:
             yield "".join(texts)
         if failure is not None:

@@ -17,7 +17,10 @@ from a daemon thread, speaking the provider's wire format::
 ``script``/``script_once`` take the fields of ``tests.fakes.base.Reply``:
 text, chunks, prompt_tokens, completion_tokens, usage, status,
 error_message, error_type, retry_after, headers, break_after, hang,
-hang_after, chunk_delay, error_event, error_event_after, raw.
+hang_after, chunk_delay, error_event, error_event_after, raw, tool_calls,
+argument_piece, choices, cached_tokens, reasoning_tokens, finish_reason
+(the OpenAI fake: tool calls, ``n`` choices, logprobs and embeddings; see
+``tests/fakes/openai_server.py``).
 ``Recorded`` has method, path, headers (lower-case keys), body (parsed
 JSON), and the events ``client_gone`` and ``finished``.
 

@@ -37,13 +37,14 @@ class Reply:
       ``error`` event; OpenAI/vLLM: a ``data: {"error": {...}}`` line).
     - ``raw``: answer HTTP 200 with this text instead: the JSON body, or for a
       stream one SSE ``data:`` line then the end (malformed replies).
-    - ``tool_calls``: the reply calls these tools, ``[{"name", "arguments" (a
-      dict or its JSON text), "id" (optional)}]``, after its text, which is then
-      only what ``chunks`` gives (none by default). Each fake renders them in
-      its API's shape.
-    - ``finish_reason``: the finish (stop) reason to report, in the API's words,
-      instead of the one the fake works out.
-    - ``cached_tokens``: of ``prompt_tokens``, those reported read from the cache.
+    - ``tool_calls``: answer with these calls, ``[{"name", "arguments" (a JSON string or a
+      dict), "id" (optional)}]``, finish reason ``tool_calls``; the text is then only what
+      ``chunks`` gives (none by default). Streamed, each call's first fragment has its id and
+      name, then its arguments come ``argument_piece`` characters at a time.
+    - ``choices``: the text of each choice (``n`` > 1), one word per delta, instead of
+      ``text``/``chunks``; choices past the list answer those.
+    - ``cached_tokens`` / ``reasoning_tokens``: usage details (of the prompt, of the completion).
+    - ``finish_reason``: the finish reason to report instead of the computed one.
     """
 
     text: str = "Hello from the fake upstream."
@@ -64,8 +65,11 @@ class Reply:
     error_event_after: int = 1
     raw: Optional[str] = None
     tool_calls: Optional[list] = None
-    finish_reason: Optional[str] = None
+    argument_piece: int = 4
+    choices: Optional[list] = None
     cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    finish_reason: Optional[str] = None
 
     def deltas(self):
         if self.chunks is not None:
