@@ -79,17 +79,18 @@ def _status(err):
     return 404 if err.code == "model_not_found" else err.status
 
 
-def error_body(err, status=None):
+def error_body(err, rid, status=None):
+    """``{"type": "error", "error": {"type", "message"}, "request_id": rid}`` for an ApiError."""
     status = status or _status(err)
     kind = ERROR_TYPES.get(status) or ("api_error" if status >= 500 else "invalid_request_error")
-    return {"type": "error", "error": {"type": kind, "message": err.message}, "request_id": request_id()}
+    return {"type": "error", "error": {"type": kind, "message": err.message}, "request_id": rid}
 
 
 def render_error(err):
     status = _status(err)
     headers = dict(err.headers)
     headers.setdefault("request-id", request_id())
-    return error_body(err, status), status, headers
+    return error_body(err, request_id(), status), status, headers
 
 
 # ---------------------------------------------------------------- request schemas
@@ -482,12 +483,13 @@ def _frame(data):
     return sse(data, event=data["type"])
 
 
-def message_stream(events, model, prompt, *, on_finish=None):
+def message_stream(events, model, prompt, rid, *, on_finish=None):
     """Render turn events as Anthropic's stream: ``message_start``, ``ping``, per content block
     ``content_block_start`` / ``content_block_delta`` (``text_delta``, ``input_json_delta``) /
     ``content_block_stop``, then ``message_delta`` (stop reason, usage) and ``message_stop``; a
     heartbeat is a ``ping``, a failure an ``error`` event. ``prompt`` (the request's messages)
     gives ``message_start`` its estimated input tokens; ``message_delta`` has the counted ones.
+    ``rid`` is the request's id, for an error event (the stream runs outside the request).
 
     ``on_finish(usage_or_None, error_or_None)`` runs at the end, also when the client left.
     """
@@ -552,7 +554,7 @@ def message_stream(events, model, prompt, *, on_finish=None):
                        + _frame({"type": "message_stop"}))
             elif isinstance(event, Error):
                 error = event.error
-                yield sse(error_body(error), event="error")
+                yield sse(error_body(error, rid), event="error")
     finally:
         if on_finish:
             on_finish(usage, error)
@@ -592,7 +594,8 @@ def create_message(data):
     if data["stream"]:
         events = turn.events(heartbeat=current_app.config["SSE_HEARTBEAT"])
         finish = metering.stream_finish(turn, events)
-        return stream_response(message_stream(events, data["model"], turn.request.messages, on_finish=finish))
+        return stream_response(message_stream(events, data["model"], turn.request.messages, request_id(),
+                                              on_finish=finish))
     done = turn.run()
     meter.add_tokens(done.usage, turn.model.name)
     return message_body(done, data["model"])
