@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from app.api.anthropic_messages import canonical_messages, canonical_tools, request_options, usage_body
+from app.api.anthropic_messages import canonical_messages, canonical_tools, request_options, stop_reason, usage_body
 from app.errors import BadRequest, ProviderUnavailable
 from app.providers.llm import Model, Usage
 from app.storage.db import db
@@ -168,6 +168,15 @@ def test_usage_counts_cache_reads_apart():
                                                            "cache_read_input_tokens": 80}
 
 
+@pytest.mark.parametrize("finish, called, expected", [
+    ("stop", False, "end_turn"), ("length", False, "max_tokens"), ("tool_calls", True, "tool_use"),
+    ("stop", True, "tool_use"),  # a server that ends its tool calls with "stop"
+    ("content_filter", False, "refusal"), ("stopped", False, "max_tokens"),
+])
+def test_stop_reasons(finish, called, expected):
+    assert stop_reason(finish, called) == expected
+
+
 # ---------------------------------------------------------------- replies
 
 
@@ -181,7 +190,8 @@ def test_text_reply(anthropic, app):
     assert body["model"] == "echo/echo" and body["content"] == [{"type": "text", "text": "Echo: hi you"}]
     assert body["stop_reason"] == "end_turn" and body["stop_sequence"] is None
     assert body["usage"]["output_tokens"] == 3 and body["usage"]["input_tokens"] > 0
-    from app.storage.models import Message, Usage as UsageRow
+    from app.storage.models import Message
+    from app.storage.models import Usage as UsageRow  # not the provider's Usage
 
     with app.app_context(), db.connection_context():
         row = UsageRow.select().where(UsageRow.dialect == "anthropic").get()

@@ -122,7 +122,7 @@ class CountTokensRequest(AnthropicLoose):
 
 class MessagesRequest(CountTokensRequest):
     class Meta:
-        unknown = INCLUDE  # fields chatport does not model go to the provider (see _passthrough)
+        unknown = INCLUDE  # fields chatport does not model go to the provider (request_options)
 
     max_tokens = fields.Int(required=True, strict=True, validate=validate.Range(1, 1_000_000))
     metadata = fields.Nested(Metadata, allow_none=True)
@@ -436,10 +436,13 @@ def message_id(turn_message_id):
     return "msg_" + turn_message_id.replace("-", "")
 
 
-def stop_reason(finish_reason):
-    """Anthropic's ``stop_reason`` for the engine's finish reason. A turn cut by its time limit
-    reads ``max_tokens`` (cut short). Providers do not say which stop sequence matched, so a
-    stop is ``end_turn``."""
+def stop_reason(finish_reason, called):
+    """Anthropic's ``stop_reason`` for the engine's finish reason (``called``: the answer has
+    tool calls, which some OpenAI-compatible servers end with ``stop``: clients loop on
+    ``tool_use``). A turn cut by its time limit reads ``max_tokens`` (cut short). Providers do
+    not say which stop sequence matched, so a stop is ``end_turn``."""
+    if called and finish_reason in ("stop", "tool_calls"):
+        return "tool_use"
     return {"length": "max_tokens", "tool_calls": "tool_use", "content_filter": "refusal",
             "stopped": "max_tokens"}.get(finish_reason, "end_turn")
 
@@ -470,7 +473,8 @@ def message_body(done, model):
         content.append({"type": "tool_use", "id": call["id"], "name": call["function"]["name"],
                         "input": _input(call["function"]["arguments"])})
     return {"id": message_id(done.message_id), "type": "message", "role": "assistant", "model": model,
-            "content": content, "stop_reason": stop_reason(done.finish_reason), "stop_sequence": None,
+            "content": content, "stop_reason": stop_reason(done.finish_reason, bool(done.tool_calls)),
+            "stop_sequence": None,
             "usage": usage_body(done.usage)}
 
 
@@ -548,7 +552,8 @@ def message_stream(events, model, prompt, rid, *, on_finish=None):
                 usage = event.usage
                 last = _frame({"type": "content_block_stop", "index": block}) if is_open else ""
                 yield (last + _frame({"type": "message_delta",
-                                      "delta": {"stop_reason": stop_reason(event.finish_reason),
+                                      "delta": {"stop_reason": stop_reason(event.finish_reason,
+                                                                           bool(tool_blocks)),
                                                 "stop_sequence": None},
                                       "usage": usage_body(usage)})
                        + _frame({"type": "message_stop"}))
