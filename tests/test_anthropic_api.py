@@ -387,6 +387,14 @@ def test_bad_requests_are_invalid_request_errors(anthropic, fields, words):
     assert words in _error(anthropic, body)
 
 
+def test_a_bad_block_is_named_by_its_place_in_the_request(anthropic):
+    """Not by its place among the translated messages (the system message, split tool results)."""
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "%%%"}}
+    message = _error(anthropic, {"model": "echo/echo", "max_tokens": 10, "system": "s",
+                                 "messages": _user("a") + [{"role": "assistant", "content": "b"}] + _user([image])})
+    assert message.startswith("messages.2.content.0.source.data ")
+
+
 def test_unknown_model_is_not_found(anthropic):
     message = _error(anthropic, {"model": "nope/nope", "max_tokens": 5, "messages": _user("x")}, 404, "not_found_error")
     assert "echo/echo" in message

@@ -4,8 +4,7 @@ The anthropic SDKs and tools written for Claude work against any chatport model 
 ``openai/...``, ``anthropic/...``, an alias, ``bot/<id or name>``). The key comes in
 ``x-api-key`` (Anthropic's header, read by this dialect only: ``common.x_api_key``) or
 ``Authorization: Bearer``; ``anthropic-version`` and ``anthropic-beta`` are accepted and not
-used. Calls are stateless,
-as ``/v1/chat/completions``: nothing is stored but the usage row.
+used. Calls are stateless, as ``/v1/chat/completions``: nothing is stored but the usage row.
 
 A request is translated here into the canonical (OpenAI-chat-shaped) messages and options of
 the engine (``app.services.messages``, ``app.providers.llm.ChatRequest``); the engine's events
@@ -13,6 +12,8 @@ are rendered back as Anthropic's message body or its typed stream events. Errors
 ``{"type": "error", "error": {"type", "message"}, "request_id"}`` with a ``request-id`` header.
 See docs/anthropic-api.md.
 """
+import base64
+import binascii
 import json
 import logging
 
@@ -66,7 +67,8 @@ def _request_id_header(response):
     return response
 
 
-# Anthropic's error types by status (its API's table; 405, 409 and 415 are requests it refuses).
+# Anthropic's error types by status (its API's table); any other status below 500 is an
+# invalid_request_error (405, 409, 415), any other from 500 an api_error (502).
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
                403: "permission_error", 404: "not_found_error", 413: "request_too_large",
                429: "rate_limit_error", 500: "api_error", 503: "overloaded_error", 504: "timeout_error",
@@ -169,7 +171,8 @@ def _parts(parts):
 
 def _image(block, field):
     """An image block as an ``image_url`` part: a base64 source as a data URL, a url source as
-    its URL (the engine checks the base64, the size and the URL's scheme)."""
+    its URL. The base64 and the URL's scheme are checked here, to name the block (the engine
+    checks them again, and the size, in the translated messages)."""
     source = block.get("source")
     kind = source.get("type") if isinstance(source, dict) else None
     if kind == "base64":
@@ -177,11 +180,15 @@ def _image(block, field):
         if media not in IMAGE_TYPES or not isinstance(data, str):
             raise _bad(f"{field}.source: a base64 image needs media_type ({', '.join(IMAGE_TYPES)}) and data",
                        f"{field}.source")
+        try:
+            base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            raise _bad(f"{field}.source.data is not valid base64", f"{field}.source.data", "not base64") from None
         url = f"data:{media};base64,{data}"
     elif kind == "url":
         url = source.get("url")
-        if not isinstance(url, str):
-            raise _bad(f"{field}.source.url must be a string", f"{field}.source.url")
+        if not isinstance(url, str) or not url[:8].lower().startswith(("https://", "http://")):
+            raise _bad(f"{field}.source.url must be an http(s) URL", f"{field}.source.url", "not http(s)")
     else:
         raise _bad(f"{field}.source must be {{'type': 'base64', 'media_type', 'data'}} or "
                    f"{{'type': 'url', 'url'}}", f"{field}.source", "unsupported image source")
