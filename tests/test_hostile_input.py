@@ -23,6 +23,11 @@ def openai_shape(body, status):
         and body["error"]["message"]
 
 
+def anthropic_shape(body, status):
+    return set(body) == {"type", "error", "request_id"} and body["type"] == "error" \
+        and body["error"]["type"] == "invalid_request_error" and body["error"]["message"]
+
+
 def chat_api_shape(body, status):
     return set(body) == {"message"} and body["message"]
 
@@ -71,6 +76,9 @@ def surfaces(admin, client, app):
     return [
         Surface("openai", admin, "/v1/chat/completions",
                 '{"model": "echo/echo", "messages": [{"role": "user", "content": "TEXT"}]}', openai_shape),
+        Surface("anthropic", Api(client, headers={"x-api-key": admin.key}), "/v1/messages",
+                '{"model": "echo/echo", "max_tokens": 50, "messages": [{"role": "user", "content": "TEXT"}]}',
+                anthropic_shape),
         Surface("chat_api", admin, "/api/v1/chat",
                 '{"chatbotId": "%s", "conversationId": "c-hostile", '
                 '"messages": [{"role": "user", "content": "TEXT"}]}' % bot["id"], chat_api_shape),

@@ -66,9 +66,23 @@ class HooksError(Schema):
     error = fields.Nested(HookErrorDetail)
 
 
+class AnthropicErrorDetail(Schema):
+    type = fields.Str()
+    message = fields.Str()
+
+
+class AnthropicError(Schema):
+    """Anthropic's error body: ``{"type": "error", "error": {"type", "message"}, "request_id"}``."""
+
+    type = fields.Str()
+    error = fields.Nested(AnthropicErrorDetail)
+    request_id = fields.Str()
+
+
 # blueprint name -> (error schema, security requirement) for the compatibility dialects
 DIALECT_DOCS = {
     "openai": (OpenAIError, None),
+    "anthropic": (AnthropicError, [{"bearer": []}, {"anthropicKey": []}]),
     "channel_api": (ChannelError, [{"channelSecret": []}]),
     "chat_api": (ChatApiError, None),
     "flows": (FlowsError, None),
@@ -134,6 +148,8 @@ def init_api(app):
             "bearer": {"type": "http", "scheme": "bearer"},
             "channelSecret": {"type": "apiKey", "in": "header", "name": "X-API-Secret-Key",
                               "description": "A bot channel's secret (channel API only)"},
+            "anthropicKey": {"type": "apiKey", "in": "header", "name": "x-api-key",
+                             "description": "A chatport key in Anthropic's header (Messages API only)"},
         }},
         "security": [{"bearer": []}],
         "info": {"description": "chatport's own API: management, conversations, knowledge, "
@@ -148,6 +164,7 @@ def init_api(app):
     from app.api import (
         account,
         analytics,
+        anthropic_messages,
         automations,
         bots,
         channel_api,
@@ -172,6 +189,7 @@ def init_api(app):
     channel_api.register(app, api)
     api.register_blueprint(openai_compat.blp, url_prefix=app.config["OPENAI_PREFIX"])
     register_dialect(app, app.config["OPENAI_PREFIX"], render_openai_error)
+    anthropic_messages.register(app, api)
     flows.register(app, api)
     hooks.register(app, api)  # last: with an empty prefix its /<endpoint> must not shadow others
     _document_dialects(app, api)

@@ -170,11 +170,18 @@ def bearer_token():
     return token.strip() or None
 
 
-def current_key():
-    """Authenticate the request once; raises Unauthorized."""
+def x_api_key():
+    """The key from ``x-api-key: <key>`` (Anthropic's header, read by the Messages API only),
+    else from ``Authorization: Bearer <key>``."""
+    return request.headers.get("x-api-key", "").strip() or bearer_token()
+
+
+def current_key(read_token=bearer_token):
+    """Authenticate the request once, with the key ``read_token()`` finds (the dialect's
+    header); raises Unauthorized."""
     if "api_key" not in g:
         key = keys.authenticate(
-            bearer_token(), last_used_interval=current_app.config["KEY_LAST_USED_INTERVAL"],
+            read_token(), last_used_interval=current_app.config["KEY_LAST_USED_INTERVAL"],
             cache_seconds=float(current_app.config.get("KEY_CACHE_SECONDS") or 0),
         )
         g.api_key = key

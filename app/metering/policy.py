@@ -54,6 +54,8 @@ def category_table(config):
         (f"{oa}/flows", "flows", "workflow"),
         (f"{oa}/generate", "flows", "workflow"),
         (f"{oa}/models", "openai", "models"),
+        (f"{oa}/messages", "anthropic", "conversation"),
+        (f"{oa}/messages/count_tokens", "anthropic", "models"),  # calls no model: a cheap read
         (f"{oa}", "openai", "conversation"),
         (hooks or "/", "hooks", "workflow"),
     ]
