@@ -31,14 +31,33 @@ Beyond text (always on, each bounded by the request itself):
   ``-(k % 10) / 100`` and ``top_logprobs`` alternatives ``<alt1>``... each one lower.
 - seed, penalties, logit_bias, top_p and reasoning_effort are accepted: the reply is the same
   whatever they are. Fields chatport does not model (``passthrough``) are refused.
+
+``echo/embed`` is its embedding model: deterministic unit vectors of ``EMBED_DIMENSIONS`` floats
+drawn from a hash of each input (a string, or a token array), shorter on request
+(``dimensions``: the first ones, renormalised, as OpenAI's models shorten theirs). Equal inputs
+have equal vectors; different inputs nearly orthogonal ones.
 """
 import base64
+import hashlib
 import json
+import math
 import re
+import struct
 import time
 import uuid
 
-from app.providers import FEATURES, Chunk, Model, Usage, content_text, hookimpl, message_tokens
+from app.providers import (
+    FEATURES,
+    Chunk,
+    EmbeddingModel,
+    Embeddings,
+    Model,
+    Usage,
+    content_text,
+    estimate_tokens,
+    hookimpl,
+    message_tokens,
+)
 
 DIRECTIVE = re.compile(r"\[echo(?:\s+tokens=(\d+))?(?:\s+delay=(\d+(?:\.\d*)?))?\s*\]")
 CALL = re.compile(r"\[echo call=([A-Za-z0-9_.-]{1,64})(?:\s+(\{.*?\}))?\s*\](?!\})")
@@ -50,6 +69,7 @@ DEFAULT_MAX_DELAY = 0.5
 DEFAULT_MAX_DURATION = 30.0
 MAX_CALLS = 8
 MAX_SCHEMA_DEPTH = 8
+EMBED_DIMENSIONS = 64
 
 
 def _setting(config, name, default, kind):
@@ -267,3 +287,41 @@ def _logprob(piece, k, top):
 @hookimpl
 def register_models(register, config):
     register(EchoModel(config))
+
+
+class EchoEmbeddingModel(EmbeddingModel):
+    provider = "echo"
+    model_id = "embed"
+    description = "Deterministic vectors from a hash of each input; for tests and demos."
+    dimensions = EMBED_DIMENSIONS
+    supports = frozenset({"dimensions", "tokens"})
+
+    def embed(self, request):
+        size = request.dimensions or self.dimensions
+        vectors, tokens = [], 0
+        for item in request.inputs:
+            if isinstance(item, str):
+                key, tokens = "text:" + item, tokens + estimate_tokens(item)
+            else:
+                key, tokens = "tokens:" + ",".join(map(str, item)), tokens + len(item)
+            vectors.append(_unit(_hashed(key, self.dimensions)[:size]))
+        return Embeddings(vectors=vectors, usage=Usage(prompt_tokens=tokens))
+
+
+def _hashed(key, size):
+    """``size`` numbers in [-1, 1) from SHA-256 of ``key`` (in counter mode)."""
+    values = []
+    for block in range((size + 7) // 8):
+        digest = hashlib.sha256(f"{block}:{key}".encode("utf-8", "surrogatepass")).digest()
+        values.extend(v / 2**31 - 1 for v in struct.unpack("<8I", digest))
+    return values[:size]
+
+
+def _unit(vector):
+    norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+    return [v / norm for v in vector]
+
+
+@hookimpl
+def register_embedding_models(register, config):
+    register(EchoEmbeddingModel())

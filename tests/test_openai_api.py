@@ -1,5 +1,7 @@
 """The OpenAI-compatible API through the official openai SDK, against a real chatport server."""
+import base64
 import json
+import math
 import threading
 import time
 
@@ -81,8 +83,13 @@ def test_errors_in_openai_shape(client, server):
     with pytest.raises(openai.BadRequestError) as exc:
         client.chat.completions.create(model="nope/nope", messages=[{"role": "user", "content": "x"}])
     assert "echo/echo" in exc.value.body["message"] and exc.value.body["param"] == "model"
-    with pytest.raises(openai.BadRequestError):
-        client.chat.completions.create(model="echo/echo", messages=[{"role": "user", "content": "x"}], n=2)
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.chat.completions.create(model="echo/echo", messages=[{"role": "user", "content": "x"}], n=99)
+    assert exc.value.body["param"] == "n"
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.chat.completions.create(model="echo/echo", messages=[{"role": "user", "content": "x"}],
+                                       extra_body={"top_k": 3})
+    assert exc.value.body["param"] == "top_k" and "echo/echo" in exc.value.body["message"]
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model="echo/echo", messages=[{"role": "user", "content": "x"}], temperature=3)
     with pytest.raises(openai.BadRequestError):
@@ -215,3 +222,162 @@ def test_chunk_frames_are_the_json_of_each_chunk():
     assert json.loads(finish[6:])["choices"][0]["finish_reason"] == "stop"
     assert json.loads(with_usage[6:])["usage"] == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
     assert done == "data: [DONE]"
+
+
+# ---------------------------------------------------------------- beyond text, through the SDK
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "The weather of a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+ASK = '[echo call=get_weather {"city": "Oslo"}]'
+
+
+def test_sdk_tool_round_trip(client):
+    first = client.chat.completions.create(model="echo/echo", tools=[WEATHER],
+                                           messages=[{"role": "user", "content": ASK}])
+    choice = first.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    call = choice.message.tool_calls[0]
+    assert call.type == "function" and call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == {"city": "Oslo"}
+    history = [{"role": "user", "content": ASK}, choice.message.model_dump(exclude_none=True),
+               {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21 C"}]
+    second = client.chat.completions.create(model="echo/echo", tools=[WEATHER], messages=history)
+    assert second.choices[0].message.content == "Echo: get_weather returned sunny, 21 C"
+    assert second.choices[0].finish_reason == "stop"
+    with pytest.raises(openai.BadRequestError) as exc:  # a result for a call nobody made
+        client.chat.completions.create(model="echo/echo", tools=[WEATHER], messages=[
+            *history[:2], {"role": "tool", "tool_call_id": "call_nobody", "content": "x"}])
+    assert exc.value.body["param"] == "messages.2.tool_call_id"
+
+
+def test_sdk_streamed_tool_calls_reassemble(client):
+    """The SDK's stream helper accumulates tool-call deltas: id and name from the first fragment,
+    the arguments joined from the rest."""
+    with client.chat.completions.stream(model="echo/echo", tools=[WEATHER], messages=[
+            {"role": "user", "content": ASK + ' [echo call=get_weather {"city": "Bergen"}]'}]) as stream:
+        argument_deltas = [e for e in stream if e.type == "tool_calls.function.arguments.delta"]
+        final = stream.get_final_completion()
+    assert len(argument_deltas) >= 4  # two calls, each in fragments
+    choice = final.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    calls = choice.message.tool_calls
+    assert [c.function.name for c in calls] == ["get_weather", "get_weather"]
+    assert [json.loads(c.function.arguments) for c in calls] == [{"city": "Oslo"}, {"city": "Bergen"}]
+    assert all(c.id.startswith("call_") for c in calls) and calls[0].id != calls[1].id
+    raw = client.chat.completions.create(model="echo/echo", tools=[WEATHER], stream=True,
+                                         messages=[{"role": "user", "content": ASK}])
+    fragments = [tc for chunk in raw for ch in chunk.choices for tc in ch.delta.tool_calls or ()]
+    assert fragments[0].id and fragments[0].function.name == "get_weather"
+    assert all(f.id is None and f.function.name is None for f in fragments[1:])
+    assert json.loads("".join(f.function.arguments for f in fragments)) == {"city": "Oslo"}
+
+
+def test_sdk_image_parts(client):
+    png = base64.b64encode(b"\x89PNG fake bytes").decode()
+    resp = client.chat.completions.create(model="echo/echo", messages=[{"role": "user", "content": [
+        {"type": "text", "text": "What is in these?"},
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg", "detail": "high"}},
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}"}}]}])
+    assert resp.choices[0].message.content == (
+        "Echo: What is in these? [image https://example.com/cat.jpg detail=high] [image image/png, 15 bytes detail=auto]")
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.chat.completions.create(model="echo/echo", messages=[{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "ftp://example.com/cat.jpg"}}]}])
+    assert exc.value.body["param"] == "messages.0.content.0.image_url.url"
+
+
+def test_sdk_json_schema(client):
+    schema = {"type": "object", "properties": {"city": {"type": "string"}, "temperature": {"type": "number"},
+                                               "sunny": {"type": "boolean"}},
+              "required": ["city", "temperature", "sunny"], "additionalProperties": False}
+    resp = client.chat.completions.create(model="echo/echo", messages=[{"role": "user", "content": "Oslo"}],
+                                          response_format={"type": "json_schema", "json_schema": {
+                                              "name": "weather", "schema": schema, "strict": True}})
+    answer = json.loads(resp.choices[0].message.content)
+    assert set(answer) == set(schema["properties"])
+    assert answer == {"city": "Echo: Oslo", "temperature": 0, "sunny": False}
+    from pydantic import BaseModel
+
+    class Weather(BaseModel):
+        city: str
+        temperature: float
+
+    parsed = client.chat.completions.parse(model="echo/echo", response_format=Weather,
+                                           messages=[{"role": "user", "content": "Bergen"}])
+    assert parsed.choices[0].message.parsed == Weather(city="Echo: Bergen", temperature=0)
+
+
+def test_sdk_n_and_logprobs(client):
+    resp = client.chat.completions.create(model="echo/echo", n=2, logprobs=True, top_logprobs=3,
+                                          messages=[{"role": "user", "content": "one two three"}])
+    assert [c.index for c in resp.choices] == [0, 1]
+    assert all(c.message.content == "Echo: one two three" for c in resp.choices)
+    content = resp.choices[1].logprobs.content
+    assert "".join(t.token for t in content) == "Echo: one two three"
+    assert all(len(t.top_logprobs) == 3 and t.top_logprobs[0].token == t.token for t in content)
+    assert content[1].logprob == -0.01 and bytes(content[1].bytes).decode() == content[1].token
+    stream = client.chat.completions.create(model="echo/echo", n=2, stream=True, logprobs=True,
+                                            stream_options={"include_usage": True},
+                                            messages=[{"role": "user", "content": "a b"}])
+    texts, tokens, usage = {0: "", 1: ""}, 0, None
+    for chunk in stream:
+        usage = chunk.usage or usage
+        for choice in chunk.choices:
+            texts[choice.index] += choice.delta.content or ""
+            tokens += len(choice.logprobs.content) if choice.logprobs else 0
+    assert texts == {0: "Echo: a b", 1: "Echo: a b"} and tokens == 6 and usage.completion_tokens == 6
+
+
+def test_sdk_embeddings_float_and_base64(client):
+    floats = client.embeddings.create(model="echo/embed", input=["hello", "world"], encoding_format="float")
+    assert [d.index for d in floats.data] == [0, 1] and floats.model == "echo/embed"
+    vector = floats.data[0].embedding
+    assert len(vector) == 64 and math.isclose(sum(v * v for v in vector), 1.0, rel_tol=1e-6)
+    assert floats.usage.prompt_tokens == floats.usage.total_tokens == 4
+    decoded = client.embeddings.create(model="echo/embed", input=["hello", "world"])  # asks base64, decodes
+    assert len(decoded.data[0].embedding) == 64
+    assert all(math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-7) for a, b in zip(decoded.data[0].embedding, vector))
+    raw = client.embeddings.create(model="echo/embed", input="hello", encoding_format="base64")
+    assert isinstance(raw.data[0].embedding, str)
+    assert len(base64.b64decode(raw.data[0].embedding)) == 64 * 4
+    short = client.embeddings.create(model="echo/embed", input="hello", dimensions=16, encoding_format="float")
+    assert len(short.data[0].embedding) == 16
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.embeddings.create(model="echo/embed", input="hello", dimensions=65)
+    assert exc.value.body["param"] == "dimensions"
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.embeddings.create(model="echo/embed", input="")
+    assert exc.value.body["param"] == "input.0"
+
+
+def test_sdk_completions(client):
+    resp = client.completions.create(model="echo/echo", prompt="Once upon", max_tokens=50, logprobs=1)
+    assert resp.object == "text_completion" and resp.id.startswith("cmpl-")
+    assert resp.choices[0].text == "Echo: Once upon" and resp.choices[0].finish_reason == "stop"
+    assert resp.choices[0].logprobs.tokens == ["Echo:", " Once", " upon"]
+    assert resp.choices[0].logprobs.text_offset == [0, 5, 10]
+    text, finish, usage = "", None, None
+    for chunk in client.completions.create(model="echo/echo", prompt="[echo tokens=4]", stream=True, echo=True,
+                                           stream_options={"include_usage": True}):
+        usage = chunk.usage or usage
+        for choice in chunk.choices:
+            text += choice.text
+            finish = choice.finish_reason or finish
+    assert text == "[echo tokens=4]t1 t2 t3 t4" and finish == "stop" and usage.completion_tokens == 4
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.completions.create(model="echo/echo", prompt="x", suffix="y")
+    assert exc.value.body["param"] == "suffix"
+
+
+def test_sdk_models_retrieve(client, server):
+    model = client.models.retrieve("echo/echo")  # the SDK sends echo%2Fecho
+    assert (model.id, model.object, model.owned_by) == ("echo/echo", "model", "echo")
+    assert client.models.retrieve("echo/embed").model_extra["kind"] == "embedding"
+    listed = {m.id: m for m in client.models.list().data}
+    assert listed["echo/embed"].model_extra["kind"] == "embedding"
+    bot = requests.post(server + "/api/v1/bots", headers=H, json={"name": "Retrieved"}, timeout=10).json()
+    assert client.models.retrieve(f"bot/{bot['id']}").model_extra["name"] == "Retrieved"
+    with pytest.raises(openai.NotFoundError) as exc:
+        client.models.retrieve("echo/nope")
+    assert exc.value.body["code"] == "model_not_found"

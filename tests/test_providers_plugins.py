@@ -243,7 +243,12 @@ def test_models_api_lists_models_with_provider_and_aliases(models_app, fake_open
     assert (by_id["ollama/llama3"]["provider"], by_id["ollama/llama3"]["plugin"]) == ("ollama", "openai")
     assert by_id["echo/echo"]["aliases"] == ["demo"]
     assert body["aliases"] == {"demo": "echo/echo", "fast": "openai/gpt-test"}
-    assert [m["id"] for m in body["data"]] == sorted(by_id)
+    kinds = [m["kind"] for m in body["data"]]
+    assert kinds == sorted(kinds, key=("chat", "embedding").index)  # chat models, then embedding models
+    for kind in ("chat", "embedding"):
+        ids = [m["id"] for m in body["data"] if m["kind"] == kind]
+        assert ids == sorted(ids)
+    assert by_id["echo/embed"]["dimensions"] == 64
 
 
 def test_client_keys_see_the_models_without_how_or_where_they_are_served(models_app, fake_openai):
