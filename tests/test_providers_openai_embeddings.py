@@ -129,10 +129,10 @@ def test_no_key_is_an_auth_error(monkeypatch):
 
 def test_the_default_embedding_model_needs_an_openai_key(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    assert not ModelRegistry({}).embedding_models
+    assert set(ModelRegistry({}).embedding_models) == {"echo/embed"}  # echo's, always there
     monkeypatch.setenv("OPENAI_API_KEY", "sk-env")
     registry = ModelRegistry({})
-    assert set(registry.embedding_models) == {"openai/text-embedding-3-small"}
+    assert set(registry.embedding_models) == {"echo/embed", "openai/text-embedding-3-small"}
     model = registry.embedding_models["openai/text-embedding-3-small"]
     assert (model.provider, model.model_id, model.dimensions) == ("openai", "text-embedding-3-small", 1536)
     assert model.supports == {"dimensions", "tokens"}
@@ -148,7 +148,7 @@ def test_embedding_models_from_configuration(fake, monkeypatch):
                   "vllm": {"base_url": fake.base_url, "models": ["llama"]}}}
     registry = ModelRegistry(config)
     assert set(registry.embedding_models) == {"openai/text-embedding-3-large", "openai/e5",
-                                              "ollama/nomic-embed-text"}
+                                              "ollama/nomic-embed-text", "echo/embed"}
     assert {n for n in registry.models if registry.plugins[n] == "openai"} == {"vllm/llama"}
     assert registry.embedding_models["openai/e5"].dimensions == 0  # not known
     ollama = registry.embedding_models["ollama/nomic-embed-text"]
@@ -160,5 +160,5 @@ def test_embedding_models_from_configuration(fake, monkeypatch):
 
 def test_an_empty_list_turns_the_default_off(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-env")
-    assert not ModelRegistry({"OPENAI_EMBEDDING_MODELS": []}).embedding_models
-    assert not ModelRegistry({"OPENAI_EMBEDDING_MODELS": ""}).embedding_models
+    assert set(ModelRegistry({"OPENAI_EMBEDDING_MODELS": []}).embedding_models) == {"echo/embed"}
+    assert set(ModelRegistry({"OPENAI_EMBEDDING_MODELS": ""}).embedding_models) == {"echo/embed"}
