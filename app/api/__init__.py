@@ -69,6 +69,7 @@ class HooksError(Schema):
 # blueprint name -> (error schema, security requirement) for the compatibility dialects
 DIALECT_DOCS = {
     "openai": (OpenAIError, None),
+    "openai_responses": (OpenAIError, None),
     "channel_api": (ChannelError, [{"channelSecret": []}]),
     "chat_api": (ChatApiError, None),
     "flows": (FlowsError, None),
@@ -82,7 +83,7 @@ def _document_dialects(app, api):
     from flask_smorest.spec.plugins import FlaskPlugin
 
     spec = api.spec
-    for schema, _ in DIALECT_DOCS.values():
+    for schema in {schema for schema, _ in DIALECT_DOCS.values()}:  # a schema may serve two blueprints
         spec.components.schema(schema.__name__, schema=schema)
     refs = {name: {"description": "Error, in this dialect's shape",
                    "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema.__name__}"}}}}
@@ -159,6 +160,7 @@ def init_api(app):
         knowledge,
         models,
         openai_compat,
+        openai_responses,
         users,
     )
     from app.api.errors import register_dialect
@@ -171,6 +173,7 @@ def init_api(app):
     chat_api.register(app, api, prefix)
     channel_api.register(app, api)
     api.register_blueprint(openai_compat.blp, url_prefix=app.config["OPENAI_PREFIX"])
+    api.register_blueprint(openai_responses.blp, url_prefix=app.config["OPENAI_PREFIX"])
     register_dialect(app, app.config["OPENAI_PREFIX"], render_openai_error)
     flows.register(app, api)
     hooks.register(app, api)  # last: with an empty prefix its /<endpoint> must not shadow others
