@@ -234,6 +234,8 @@ def _call_output(i, output):
     raise _bad(f"input[{i}].output must be a string or a list of input_text parts", f"input.{i}.output", "missing")
 
 
+# The engine's option names that the Responses API calls otherwise.
+ENGINE_FIELDS = {"max_tokens": "max_output_tokens", "reasoning_effort": "reasoning.effort", "logprobs": "include"}
 _MESSAGES_FIELD = re.compile(r"messages\.(\d+)((?:\.[A-Za-z0-9_]+)*)")
 _MESSAGES_TEXT = re.compile(r"messages\[(\d+)\]")
 
@@ -249,6 +251,8 @@ def input_error(exc, request):
             return "input"
         if name.startswith("tools.") or name.startswith("tool_choice"):
             return name.replace(".function.", ".")
+        if name in ENGINE_FIELDS:
+            return ENGINE_FIELDS[name]
         if name.startswith("response_format"):
             return "text.format" + name[len("response_format"):].replace(".json_schema", "")
         match = _MESSAGES_FIELD.fullmatch(name)
@@ -578,9 +582,10 @@ class _Renderer:
         for fragment in fragments:
             key = fragment.get("index", 0)
             call = self.calls.get(key)
-            if call is None:
+            if call is None:  # a new call: the items before it are done (calls stream one by one)
                 if self.text is not None:
                     out += self._close_text("completed")
+                out += self._close_calls("completed", None)
                 call_id = fragment.get("id") or f"call_{hex_of(self.shown.message_id)[:16]}{key}"
                 item = {"id": f"fc_{hex_of(self.shown.message_id)}_{len(self.calls)}", "type": "function_call",
                         "status": "in_progress", "arguments": "", "call_id": call_id,
@@ -593,18 +598,25 @@ class _Renderer:
                 call[0]["name"] = fragment["name"]
             if fragment.get("arguments"):
                 call[2].append(fragment["arguments"])
+                if key not in self.open_calls:  # a late piece of a call already done: the final response has it
+                    call[0]["arguments"] = "".join(call[2])
+                    continue
                 out += self.event("response.function_call_arguments.delta", item_id=call[0]["id"],
                                   output_index=call[1], delta=fragment["arguments"])
         return out
 
     def _close_calls(self, status, final_calls):
+        """Close the open calls; with ``final_calls`` (the engine's, at the end) every call item
+        takes its call's id and name from there (the engine names a call the provider left
+        without an id)."""
+        if final_calls:
+            for n, key in enumerate(self.calls):
+                if n < len(final_calls):
+                    self.calls[key][0].update(call_id=final_calls[n]["id"], name=final_calls[n]["function"]["name"])
         out = ""
-        for n, key in enumerate(self.open_calls):
+        for key in self.open_calls:
             item, index, pieces = self.calls[key]
             item.update(status=status, arguments="".join(pieces))
-            if final_calls and n < len(final_calls):  # the engine's own call (its id when the provider gave none)
-                item["call_id"] = final_calls[n]["id"]
-                item["name"] = final_calls[n]["function"]["name"]
             out += (self.event("response.function_call_arguments.done", item_id=item["id"], output_index=index,
                                name=item["name"], arguments=item["arguments"]) +
                     self.event("response.output_item.done", output_index=index, item=item))
