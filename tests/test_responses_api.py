@@ -617,3 +617,28 @@ def test_v14_lets_conversations_go_without_a_bot_and_keeps_messages(database_url
         assert StoredResponse.select().count() == 0
         Bot.delete().where(Bot.id == bot.id).execute()  # the cascade still holds
         assert [c.id for c in Conversation.select()] == ["c-model"] and Message.select().count() == 0
+
+
+def test_stream_renders_text_after_a_call_as_its_own_message():
+    """A provider may say something after calling a tool: each item is closed before the next."""
+    from app.api import responses_format as wire
+    from app.providers.llm import Usage
+    from app.services.events import Delta, Done, Start
+
+    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    events = [Start(None, None, "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", "echo/echo", 1.0),
+              Delta("", tool_calls=[{"index": 0, "id": "call_1", "name": "f", "arguments": "{}"}]),
+              Delta("and then"), Done("0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", "and then", Usage(1, 2), "tool_calls",
+                                      "complete", tool_calls=[call])]
+    finished = []
+    shown = wire.Shown("0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", 1.0, {"model": "echo/echo"})
+    frames = "".join(wire.response_events(iter(events), shown, on_finish=lambda u, e: finished.append((u, e))))
+    kinds = [line[7:] for line in frames.splitlines() if line.startswith("event: ")]
+    assert kinds[2:] == ["response.output_item.added", "response.function_call_arguments.delta",
+                         "response.function_call_arguments.done", "response.output_item.done",
+                         "response.output_item.added", "response.content_part.added", "response.output_text.delta",
+                         "response.output_text.done", "response.content_part.done", "response.output_item.done",
+                         "response.completed"]
+    final = json.loads(frames.rsplit("data: ", 1)[1])["response"]
+    assert [i["type"] for i in final["output"]] == ["function_call", "message"]
+    assert final["output"][1]["content"][0]["text"] == "and then" and finished == [(Usage(1, 2), None)]

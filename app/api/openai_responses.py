@@ -29,9 +29,11 @@ class ResponseCreate(Schema):
         unknown = INCLUDE
 
     model = fields.Str(required=True, validate=validate.Length(1, 300),
-                       metadata={"description": "A provider model, an alias, or bot/<id or name>"})
+                       metadata={"description": "A provider model, an alias, or bot/<id or name>",
+                                 "example": "echo/echo"})
     input = fields.Raw(required=True, metadata={"description": "A string, or a list of input items "
-                                                               "(message, function_call, function_call_output)"})
+                                                               "(message, function_call, function_call_output)",
+                                                "example": "Hello"})
     instructions = fields.Str(allow_none=True)
     tools = fields.List(fields.Dict(), allow_none=True, metadata={"description": "Function tools only"})
     tool_choice = fields.Raw(allow_none=True, metadata={"description": "auto, none, required or "

@@ -535,8 +535,8 @@ class _Renderer:
         """Frames for a text delta: opening the message item first when needed. The frame of a
         plain delta is built from pieces fixed per item: only the text is encoded per delta."""
         out = ""
-        if self.text is None:
-            out = self._open_text()
+        if self.text is None:  # text after calls (rare) is a message item of its own
+            out = self._close_calls("completed", None) + self._open_text()
         head = self.text[4]
         self.text[2].append(text)
         if logprobs:
