@@ -642,3 +642,33 @@ def test_stream_renders_text_after_a_call_as_its_own_message():
     final = json.loads(frames.rsplit("data: ", 1)[1])["response"]
     assert [i["type"] for i in final["output"]] == ["function_call", "message"]
     assert final["output"][1]["content"][0]["text"] == "and then" and finished == [(Usage(1, 2), None)]
+
+
+def test_item_references_name_the_items_of_stored_responses(app, client, admin, seen):
+    """The Vercel AI SDK sends earlier answers as ``item_reference`` items when ``store`` is on."""
+    first = _ok(admin, input=f"weather? {CALL}", tools=TOOLS)
+    call = first["output"][0]
+    second = _ok(admin, tools=TOOLS, previous_response_id=first["id"], input=[
+        {"type": "function_call_output", "call_id": call["call_id"], "output": "sunny"}])
+    inputs = admin.get(f"/v1/responses/{first['id']}/input_items").get_json()["data"]
+    output_item = admin.get(f"/v1/responses/{second['id']}/input_items").get_json()["data"][0]
+    _ok(admin, tools=TOOLS, input=[{"type": "item_reference", "id": inputs[0]["id"]},
+                                   {"type": "item_reference", "id": call["id"]},
+                                   {"type": "item_reference", "id": output_item["id"]},
+                                   {"type": "item_reference", "id": second["output"][0]["id"]},
+                                   {"role": "user", "content": "thanks"}])
+    assert seen[-1].messages == [
+        {"role": "user", "content": f"weather? {CALL}"},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": call["call_id"], "type": "function", "function": {
+            "name": "get_weather", "arguments": call["arguments"]}}]},
+        {"role": "tool", "tool_call_id": call["call_id"], "content": "sunny"},
+        {"role": "assistant", "content": "Echo: get_weather returned sunny"},
+        {"role": "user", "content": "thanks"}]
+    before = _counts(app)
+    for ref in ("msg_" + "0" * 32, "fc_" + call["id"][3:-2] + "_5", "nothing", call["id"].replace("fc_", "fco_")[:-2]):
+        _error(_post(admin, input=[{"type": "item_reference", "id": ref}, {"role": "user", "content": "x"}]), 400,
+               "input.0.id")
+    other = Api(client, create_key(app, kind="client"))
+    _error(_post(other, input=[{"type": "item_reference", "id": second["output"][0]["id"]},
+                               {"role": "user", "content": "x"}]), 400, "input.0.id")
+    assert _counts(app) == before

@@ -82,7 +82,8 @@ def create_response(data):
     key = current_key()
     bot, model_name = _model(data["model"], key)
     meter = metering.for_bot(bot)
-    request = wire.parse_request(data, for_bot=bot is not None)
+    request = wire.parse_request(data, for_bot=bot is not None,
+                                 lookup=lambda ids: responses.messages_by_id(ids, key))
     try:
         turn = responses.begin(registry=registry(), config=current_app.config, key=key, bot=bot, model=model_name,
                                messages=request.messages, system=request.system, options=request.options,

@@ -6,7 +6,7 @@ The openai SDK's ``openai.types.responses`` are the reference for every shape he
 import json
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 from app.api.sse import HEARTBEAT_FRAME, sse
@@ -50,13 +50,13 @@ class Request:
     stream: bool = False
     previous_response_id: Optional[str] = None
     user: Optional[str] = None
-    dropped: list = field(default_factory=list)
 
 
-def parse_request(data, *, for_bot=False):
+def parse_request(data, *, for_bot=False, lookup=None):
     """Translate a request body (the schema's load: declared fields checked, others kept).
     With ``for_bot`` the bot's instructions replace the request's: ``instructions`` and
     system or developer input messages are not used (as on ``/v1/chat/completions``).
+    ``lookup(message ids)`` gives the canonical messages that ``item_reference`` items name.
     Raises BadRequest naming the field."""
     for name in data:
         if name in REFUSED and data[name] not in (None, False):
@@ -64,7 +64,7 @@ def parse_request(data, *, for_bot=False):
                        "unsupported_parameter")
         if name not in KNOWN and name not in IGNORED and name not in REFUSED:
             raise _bad(f"Unknown parameter: {name!r}", name, "unknown parameter", "unsupported_parameter")
-    messages, sources, call_sources = _input(data.get("input"))
+    messages, sources, call_sources = _input(_resolved(data.get("input"), lookup))
     system = data.get("instructions")
     if for_bot:
         kept = [k for k, m in enumerate(messages) if m["role"] not in ("system", "developer")]
@@ -162,8 +162,71 @@ def _input(value):
             continue  # a reasoning model's own notes, passed back: nothing a chat model reads
         else:
             raise _bad(f"input[{i}]: items of type {kind!r} are not supported (message, function_call, "
-                       "function_call_output)", f"input.{i}.type", "not supported")
+                       "function_call_output, item_reference)", f"input.{i}.type", "not supported")
     return messages, sources, call_sources
+
+
+_ITEM_ID = re.compile(r"(msg|fc|fco)_([0-9a-f]{32})(?:_(\d+))?")
+
+
+def _resolved(value, lookup):
+    """``input`` with its ``item_reference`` items replaced by the items they name: a message
+    (``msg_``: an input message, or an answer's text), a function call (``fc_``) or a function
+    call output (``fco_``) of a stored response this key may see (the Vercel AI SDK refers to
+    earlier answers so when ``store`` is on). Raises BadRequest for an id that names nothing."""
+    if not isinstance(value, list) or not any(isinstance(i, dict) and i.get("type") == "item_reference"
+                                              for i in value):
+        return value
+    wanted = {}
+    for i, item in enumerate(value):
+        if isinstance(item, dict) and item.get("type") == "item_reference":
+            match = _ITEM_ID.fullmatch(item.get("id") or "") if isinstance(item.get("id"), str) else None
+            if match is None:
+                raise _bad(f"input[{i}]: item_reference names no item of a stored response", f"input.{i}.id",
+                           "not found")
+            hexed = match.group(2)
+            wanted[i] = (match.group(1), f"{hexed[:8]}-{hexed[8:12]}-{hexed[12:16]}-{hexed[16:20]}-{hexed[20:]}",
+                         int(match.group(3) or 0))
+    found = lookup({message_id for _, message_id, _ in wanted.values()}) if lookup else {}
+    out = []
+    for i, item in enumerate(value):
+        if i not in wanted:
+            out.append(item)
+            continue
+        kind, message_id, n = wanted[i]
+        item = _referenced(kind, found.get(message_id), n)
+        if item is None:
+            raise _bad(f"input[{i}]: item_reference {value[i]['id']!r} names no item of a stored response",
+                       f"input.{i}.id", "not found")
+        out.append(item)
+    return out
+
+
+def _referenced(kind, message, n):
+    """The input item ``kind`` (msg, fc, fco) of a stored canonical ``message``, or None."""
+    if message is None:
+        return None
+    role, content = message["role"], message.get("content")
+    if kind == "fc":
+        calls = message.get("tool_calls") or ()
+        if n >= len(calls):
+            return None
+        call = calls[n]
+        return {"type": "function_call", "call_id": call["id"], "name": call["function"]["name"],
+                "arguments": call["function"]["arguments"]}
+    if kind == "fco":
+        if role != "tool":
+            return None
+        output = content if isinstance(content, str) else [
+            {"type": "input_text", "text": p.get("text", "")} for p in content or () if p.get("type") == "text"]
+        return {"type": "function_call_output", "call_id": message["tool_call_id"], "output": output}
+    if role == "tool":
+        return None
+    if role == "assistant":  # the message item of an answer is its text (its calls are fc_ items)
+        return {"role": "assistant", "content": content if isinstance(content, str) else "".join(
+            p.get("text", "") for p in content or () if p.get("type") == "text")}
+    return {"role": role, "content": content if isinstance(content, str) else [
+        p for p in (_input_part(part) for part in content or ()) if p is not None]}
 
 
 def _message(i, item):

@@ -120,6 +120,16 @@ def get(value, key):
     return Stored(row.id, row.conversation_id, row.created_at, row.params or {}, row.previous, answer, inputs)
 
 
+def messages_by_id(message_ids, key):
+    """``{message id: canonical message}`` of those of ``message_ids`` that ``key`` may see
+    (the messages a request's item references name)."""
+    if not message_ids:
+        return {}
+    rows = (Message.select(Message, Conversation).join(Conversation)
+            .where(Message.id.in_(list(message_ids))))
+    return {m.id: canonical.from_row(m.role, m.content, m.structure) for m in rows if _may_see(m.conversation, key)}
+
+
 def delete(value, key):
     """Delete a stored response: its answer and the messages its request added (and the
     conversation when nothing is left in it). Raises NotFound; Conflict while it runs."""
