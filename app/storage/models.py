@@ -136,7 +136,7 @@ class Conversation(BaseModel):
     # the Responses API keeps them (schema version 14).
     bot = ForeignKeyField(Bot, null=True, backref="conversations", on_delete="CASCADE")
     channel = ForeignKeyField(Channel, null=True, backref="conversations", on_delete="SET NULL")
-    # Where it came from: "api", "channel", "chat", "openai".
+    # Where it came from: "api", "channel", "chat", "openai", "responses" (the Responses API).
     surface = CharField(max_length=20, default="api")
     end_user = ForeignKeyField(EndUser, null=True, backref="conversations", on_delete="SET NULL")
     api_key = ForeignKeyField(ApiKey, null=True, backref="conversations", on_delete="SET NULL")
