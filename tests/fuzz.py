@@ -6,9 +6,9 @@ bodies as documented, content types as documented, and that no request without a
 gets a 2xx (``ignored_auth``).
 
 Path parameters are pinned to real fixtures (a bot, a channel, a conversation, a message, a
-user, an automation and its run, a knowledge source and row, and a spare API key), so the
-fuzzer reaches the handlers' logic rather than stopping at 404; the bodies, query strings and
-headers are generated. Mutating the spare key can disable it, never the key the run uses.
+user, an automation and its run, a knowledge source and row, a stored response and a spare API
+key), so the fuzzer reaches the handlers' logic rather than stopping at 404; the bodies, query
+strings and headers are generated. Mutating the spare key can disable it, never the key the run uses.
 
 Run it: ``python -m tests.fuzz --max-examples 25`` (``make fuzz`` runs a longer one);
 ``tests/test_fuzz.py`` runs a bounded pass as part of ``make test``.
@@ -71,6 +71,9 @@ def seed(base, key):
         run = _post(base, key, f"{api}/automations/{flow['id']}/run", {"inputs": {"name": "Ann"}})
         return flow, _run_id(run)
 
+    def response():
+        return _post(base, key, "/v1/responses", {"model": "echo/echo", "input": "hello"}, expect=(200,))["id"]
+
     def world(name):
         bot, channel, spare_channel = bot_with_channels(name + "-bot")
         conv, message_id = conversation(bot)
@@ -83,6 +86,7 @@ def seed(base, key):
             "conversation_id": conv["id"], "message_id": message_id, "user_id": name + "-user",
             "source_id": source["id"], "row_id": row["id"], "automation_id": flow["id"],
             "flow_id": flow["id"], "endpoint": name + "-hook", "run_id": run_id, "key_id": spare_key["id"],
+            "response_id": response(),
         }
         return params, channel["secret"]
 

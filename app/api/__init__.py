@@ -83,6 +83,7 @@ class AnthropicError(Schema):
 DIALECT_DOCS = {
     "openai": (OpenAIError, None),
     "anthropic": (AnthropicError, [{"bearer": []}, {"anthropicKey": []}]),
+    "openai_responses": (OpenAIError, None),
     "channel_api": (ChannelError, [{"channelSecret": []}]),
     "chat_api": (ChatApiError, None),
     "flows": (FlowsError, None),
@@ -96,7 +97,7 @@ def _document_dialects(app, api):
     from flask_smorest.spec.plugins import FlaskPlugin
 
     spec = api.spec
-    for schema, _ in DIALECT_DOCS.values():
+    for schema in {schema for schema, _ in DIALECT_DOCS.values()}:  # a schema may serve two blueprints
         spec.components.schema(schema.__name__, schema=schema)
     refs = {name: {"description": "Error, in this dialect's shape",
                    "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema.__name__}"}}}}
@@ -176,6 +177,7 @@ def init_api(app):
         knowledge,
         models,
         openai_compat,
+        openai_responses,
         users,
     )
     from app.api.errors import register_dialect
@@ -188,6 +190,7 @@ def init_api(app):
     chat_api.register(app, api, prefix)
     channel_api.register(app, api)
     api.register_blueprint(openai_compat.blp, url_prefix=app.config["OPENAI_PREFIX"])
+    api.register_blueprint(openai_responses.blp, url_prefix=app.config["OPENAI_PREFIX"])
     register_dialect(app, app.config["OPENAI_PREFIX"], render_openai_error)
     anthropic_messages.register(app, api)
     flows.register(app, api)

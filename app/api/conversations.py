@@ -46,6 +46,8 @@ class ConversationCreate(Schema):
 class ConversationOut(Schema):
     id = fields.Str()
     bot_id = fields.Function(lambda c: c.bot_id)
+    model = fields.Str(allow_none=True, metadata={"description": "The provider model of a conversation "
+                                                                "without a bot (the Responses API's)"})
     surface = fields.Str()
     end_user_id = fields.Function(lambda c: c.end_user.external_id if c.end_user_id else None)
     title = fields.Str()
@@ -189,7 +191,8 @@ class MessageList(MethodView):
         conv, bot = chat.conversation_for_turn(conversation_id, bot_ids=keys.bot_scope(current_key()))
         meter = _meter(bot)
         turn = chat.prepare_turn(
-            registry=registry(), config=current_app.config, bot=bot, model=data.get("model"),
+            registry=registry(), config=current_app.config, bot=bot,
+            model=data.get("model") or (conv.model if bot is None else None),
             content=data["content"], conversation=conv,
             options={k: data.get(k) for k in ("temperature", "max_tokens", "stop")} | {"stream": data["stream"]},
         )

@@ -12,7 +12,7 @@ import logging
 import time
 from datetime import timedelta
 
-from peewee import SQL, fn
+from peewee import JOIN, SQL, fn
 
 from app import clock
 from app.errors import ApiError, BadRequest, NotFound
@@ -74,14 +74,17 @@ def conversation_for_turn(conversation_id, *, bot_ids=None):
     query, for a turn. Raises NotFound.
 
     The bot also carries ``has_knowledge``: whether any knowledge source is attached, so the
-    turn of a bot without knowledge asks the database nothing more before the provider call."""
+    turn of a bot without knowledge asks the database nothing more before the provider call.
+    A conversation with a provider model (``conversation.model``, no bot) comes with None."""
     found = prepared.joined("conversation_for_turn", lambda: (
         Conversation.select(*prepared.columns(Conversation), *prepared.columns(Bot),
                             fn.EXISTS(BotSource.select(SQL("1")).where(BotSource.bot == Bot.id)))
-        .join(Bot, on=(Conversation.bot == Bot.id))
+        .join(Bot, JOIN.LEFT_OUTER, on=(Conversation.bot == Bot.id))
         .where(Conversation.id == "?")), (Conversation, Bot), conversation_id)
     conv, bot, has_knowledge = found[0] if found else (None, None, None)
     _in_scope(conv, conversation_id, bot_ids)
+    if conv.bot_id is None:
+        return conv, None
     bot.has_knowledge = bool(has_knowledge)
     conv.bot = bot
     return conv, bot
@@ -359,7 +362,7 @@ def system_prompt(bot, passages):
 
 
 def prepare_turn(*, registry, config, bot=None, model=None, content=None, messages=None,
-                 new_messages=None, conversation=None, options=None, persist=True):
+                 new_messages=None, conversation=None, options=None, persist=True, system=None):
     """Validate and set up a turn; return a ``Turn`` whose ``events()`` streams it.
 
     - ``content``: a new user message appended to ``conversation``'s history.
@@ -374,6 +377,8 @@ def prepare_turn(*, registry, config, bot=None, model=None, content=None, messag
     - ``options``: sampling and limits, and the fields beyond text (``tools``, ``tool_choice``,
       ``response_format``, ``n``, ``logprobs``...; ``passthrough`` for fields chatport does not
       model). A field the model cannot honour is a BadRequest naming it and the model.
+    - ``system``: instructions for this turn only (the Responses API's ``instructions``): a
+      system message first in the prompt (after the bot's), never saved.
     Raises BadRequest (bad messages/options/unknown model), NotFound (disabled bot).
     """
     if bot is not None and not bot.enabled:
@@ -400,9 +405,12 @@ def prepare_turn(*, registry, config, bot=None, model=None, content=None, messag
     if bot is not None:
         recent = [content_text(m["content"]) for m in prompt_msgs[-3:-1]]
         passages = retrieval.passages_for_turn(bot, question, recent) or []
-        system = system_prompt(bot, passages)
-        if system:
-            prompt_msgs = [{"role": "system", "content": system}] + prompt_msgs
+    if system:
+        prompt_msgs = [{"role": "system", "content": _check_content(system, config, "instructions")}] + prompt_msgs
+    if bot is not None:
+        bot_system = system_prompt(bot, passages)
+        if bot_system:
+            prompt_msgs = [{"role": "system", "content": bot_system}] + prompt_msgs
     prompt_msgs = _trim_to_budget(prompt_msgs, config.get("PROMPT_MAX_TOKENS", 16000))
     if bot is not None and options.get("temperature") is None and bot.temperature is not None:
         options["temperature"] = bot.temperature
@@ -425,13 +433,14 @@ def prepare_turn(*, registry, config, bot=None, model=None, content=None, messag
         request.logprobs = bool(options.get("logprobs"))
         request.passthrough = dict(options.get("passthrough") or {})
     provider_model.check(request)  # before anything is saved
-    user_message_id, message_id = None, new_id()
+    user_message_id, message_id, saved_ids = None, new_id(), []
     stream_timeout = float(config.get("STREAM_TIMEOUT", 600))
     if persist and conversation is not None:
         now = clock.now()
         with prepared.atomic():  # one commit for all
             for i, m in enumerate(to_save):  # a microsecond apart: listed in the order sent
                 user_message_id = new_id()
+                saved_ids.append(user_message_id)
                 text, structure = canonical.stored(m)
                 prepared.insert_values(Message, _message_row(
                     id=user_message_id, conversation=conversation.id, role=m["role"], content=text,
@@ -446,7 +455,7 @@ def prepare_turn(*, registry, config, bot=None, model=None, content=None, messag
     return Turn(model=provider_model, request=request,
                 conversation_id=conversation.id if (persist and conversation is not None) else None,
                 user_message_id=user_message_id, message_id=message_id, passages=passages,
-                stream_timeout=stream_timeout,
+                stream_timeout=stream_timeout, saved_message_ids=saved_ids,
                 stop_poll=float(config.get("STOP_POLL_INTERVAL", 0.5)))
 
 
@@ -468,11 +477,12 @@ class Turn:
     """One prepared turn. Iterate ``events()`` once."""
 
     def __init__(self, *, model, request, conversation_id, user_message_id, passages, message_id=None,
-                 stream_timeout=600.0, stop_poll=0.5):
+                 stream_timeout=600.0, stop_poll=0.5, saved_message_ids=()):
         self.model = model
         self.request = request
         self.conversation_id = conversation_id
         self.user_message_id = user_message_id
+        self.saved_message_ids = list(saved_message_ids)  # the messages prepare_turn saved, in order
         self.passages = passages
         self.message_id = message_id or new_id()
         self.stream_timeout = stream_timeout

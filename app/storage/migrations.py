@@ -22,7 +22,16 @@ History:
      carries a stop_requested flag.
   13 messages keep their structure when they are more than text (content parts, tool calls,
      the tool call a result answers): ``message.structure``.
+  14 a conversation may be with a provider model rather than a bot (``conversation.bot`` may be
+     null, ``conversation.model`` names the model), and the Responses API keeps its stored
+     responses (``response``: the turn's answer id, its input messages, the request's settings).
+
+On SQLite, steps run with foreign keys off (SQLite's own procedure for table changes: a step
+that rebuilds a table, as dropping a NOT NULL does, would otherwise cascade the drop of the old
+table to the rows referring to it); ``PRAGMA foreign_key_check`` must pass before the commit.
 """
+from contextlib import contextmanager
+
 from peewee import BooleanField, CharField, DateTimeField, DoubleField, IntegerField, TextField
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
 
@@ -115,7 +124,18 @@ def _v13(migrator):
         migrate(migrator.add_column("message", "structure", JSONField(null=True)))
 
 
-STEPS = {2: _v2, 4: _v4, 6: _v6, 7: _v7, 8: _v8, 10: _v10, 11: _v11, 12: _v12, 13: _v13}
+def _v14(migrator):
+    from app.storage.models import StoredResponse
+
+    ops = []
+    if "model" not in _columns("conversation"):
+        ops.append(migrator.add_column("conversation", "model", CharField(max_length=200, null=True)))
+    ops.append(migrator.drop_not_null("conversation", "bot_id"))
+    migrate(*ops)
+    db.create_tables([StoredResponse], safe=True)
+
+
+STEPS = {2: _v2, 4: _v4, 6: _v6, 7: _v7, 8: _v8, 10: _v10, 11: _v11, 12: _v12, 13: _v13, 14: _v14}
 LATEST = max(STEPS)
 
 
@@ -160,6 +180,28 @@ def _columns(table):
         (table,)).fetchall()}
 
 
+@contextmanager
+def _foreign_keys_off():
+    """On SQLite, foreign keys off around the upgrade's transaction (``PRAGMA foreign_keys`` is
+    a no-op inside one); ``_check_foreign_keys`` runs before its commit."""
+    if not is_sqlite():
+        yield
+        return
+    db.execute_sql("PRAGMA foreign_keys=OFF")
+    try:
+        yield
+    finally:
+        db.execute_sql("PRAGMA foreign_keys=ON")
+
+
+def _check_foreign_keys():
+    """Raises RuntimeError (the upgrade rolls back) when rows refer to nothing (SQLite)."""
+    if is_sqlite():
+        broken = db.execute_sql("PRAGMA foreign_key_check").fetchall()
+        if broken:
+            raise RuntimeError(f"the schema upgrade left rows of {broken[0][0]} referring to nothing")
+
+
 def current_version():
     """The stored schema version, or None for a database without chatport tables."""
     if not _table_exists(SchemaVersion._meta.table_name):
@@ -173,7 +215,7 @@ def upgrade():
 
     Raises RuntimeError when the database is newer than this code.
     """
-    with db.connection_context():
+    with db.connection_context(), _foreign_keys_off():
         with _lock():
             before = current_version()
             if before is None:
@@ -189,6 +231,7 @@ def upgrade():
             migrator = _migrator()
             for version in sorted(v for v in STEPS if before < v <= LATEST):
                 STEPS[version](migrator)
+            _check_foreign_keys()
             if before != LATEST:
                 SchemaVersion.delete().execute()
                 SchemaVersion.create(version=LATEST, upgraded_at=clock.now())

@@ -132,13 +132,17 @@ class EndUser(BaseModel):
 
 class Conversation(BaseModel):
     id = IdField()
-    bot = ForeignKeyField(Bot, backref="conversations", on_delete="CASCADE")
+    # The bot it is with; None for a conversation with a provider model itself (``model``), as
+    # the Responses API keeps them (schema version 14).
+    bot = ForeignKeyField(Bot, null=True, backref="conversations", on_delete="CASCADE")
     channel = ForeignKeyField(Channel, null=True, backref="conversations", on_delete="SET NULL")
-    # Where it came from: "api", "channel", "chat", "openai".
+    # Where it came from: "api", "channel", "chat", "openai", "responses" (the Responses API).
     surface = CharField(max_length=20, default="api")
     end_user = ForeignKeyField(EndUser, null=True, backref="conversations", on_delete="SET NULL")
     api_key = ForeignKeyField(ApiKey, null=True, backref="conversations", on_delete="SET NULL")
     title = CharField(max_length=200, default="")
+    # The provider model (or alias) of a conversation without a bot; None with a bot.
+    model = CharField(max_length=200, null=True)
     created_at = DateTimeField(default=clock.now, index=True)
     updated_at = DateTimeField(default=clock.now)
 
@@ -183,6 +187,26 @@ class GenerationStop(BaseModel):
     conversation_id = CharField(max_length=36, null=True)  # a stop names it: checked against it
     stop_requested = BooleanField(default=False)
     created_at = DateTimeField(default=clock.now)
+
+
+class StoredResponse(BaseModel):
+    """A response of the Responses API kept with ``store``: a turn of a conversation.
+
+    Its id is the id of the answer (the assistant message the turn writes at its end, so a
+    response whose message is not there yet is in progress). ``input_ids`` are the messages
+    this request added (its input items, in order), ``previous`` the answer it continued, and
+    ``params`` what the request set that the response object shows again (instructions,
+    tools, text format, sampling, metadata...), in the Responses wire shape."""
+
+    id = CharField(primary_key=True, max_length=36)
+    conversation = ForeignKeyField(Conversation, backref="responses", on_delete="CASCADE")
+    previous = CharField(max_length=36, null=True)
+    input_ids = JSONField(default=list)
+    params = JSONField(default=dict)
+    created_at = DateTimeField(default=clock.now)
+
+    class Meta:
+        table_name = "response"
 
 
 class KnowledgeSource(BaseModel):
@@ -374,6 +398,7 @@ ALL_MODELS = [
     Conversation,
     Message,
     GenerationStop,
+    StoredResponse,
     KnowledgeSource,
     BotSource,
     Tag,
