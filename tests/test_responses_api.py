@@ -122,7 +122,7 @@ def test_input_items_of_every_role_and_part(app, admin, seen):
     assert _text(body) == "Echo: look [image image/png, 24 bytes detail=low] [image https://example.com/a.png detail=auto]"
     assert seen[-1].messages == [
         {"role": "developer", "content": "be brief"},
-        {"role": "user", "content": [{"type": "text", "text": "first"}]},
+        {"role": "user", "content": "first"},  # text parts only: the model gets the text
         {"role": "assistant", "content": "Echo: first"},
         {"role": "user", "content": [{"type": "text", "text": "look"},
                                      {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}",
