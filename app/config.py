@@ -11,6 +11,9 @@ DEFAULTS = {
     "DATABASE_URL": None,
     # Checked before any work is done: a larger body is a 413.
     "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
+    # The model-facing faces (/v1/chat/completions, /v1/responses, /v1/messages...) take
+    # larger bodies: inline images and files (each at most MAX_IMAGE_BYTES, decoded).
+    "MODEL_MAX_CONTENT_LENGTH": 20 * 1024 * 1024,
     # Seconds a request's body may take to arrive (from when its headers were read; 0: no
     # bound): past it the request is a 408 and its connection is closed.
     "BODY_READ_TIMEOUT": 30,

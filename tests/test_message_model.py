@@ -336,3 +336,24 @@ def test_extractive_honours_stop_and_refuses_what_it_cannot_do(ctx):
             _turn(ctx, model="extractive/extractive", messages=[{"role": "user", "content": "q"}],
                   options=options, persist=False)
         assert exc.value.fields == {field: "not supported by extractive/extractive"}
+
+
+def test_model_faces_take_bodies_up_to_their_own_limit(configured):
+    """An inline image larger than MAX_CONTENT_LENGTH reaches /v1 (MODEL_MAX_CONTENT_LENGTH);
+    the other APIs keep the smaller limit, and past either it is a 413 in the dialect's shape."""
+    app, api = configured(MAX_CONTENT_LENGTH=64 * 1024, MODEL_MAX_CONTENT_LENGTH=512 * 1024)
+    image = "data:image/png;base64," + base64.b64encode(b"\0" * 150_000).decode()
+    parts = [{"type": "text", "text": "see"}, {"type": "image_url", "image_url": {"url": image}}]
+    body = {"model": "echo/echo", "messages": [{"role": "user", "content": parts}]}
+    resp = api.post("/v1/chat/completions", json=body)
+    assert resp.status_code == 200, resp.get_data()
+    assert "150000 bytes" in resp.get_json()["choices"][0]["message"]["content"]
+    resp = api.post("/v1/messages", json={"model": "echo/echo", "max_tokens": 50, "messages": [
+        {"role": "user", "content": [{"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                                                  "data": image.split(",", 1)[1]}}]}]})
+    assert resp.status_code == 200, resp.get_data()
+    too_big = dict(body, messages=[{"role": "user", "content": "x" * 600_000}])
+    resp = api.post("/v1/chat/completions", json=too_big)
+    assert resp.status_code == 413 and "524288 bytes" in resp.get_json()["error"]["message"]
+    resp = api.post("/api/v1/bots", json={"name": "big", "instructions": "x" * 100_000})
+    assert resp.status_code == 413 and "65536 bytes" in resp.get_json()["message"]

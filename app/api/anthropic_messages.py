@@ -21,7 +21,7 @@ from flask import current_app, g
 from marshmallow import EXCLUDE, INCLUDE, Schema, fields, validate
 
 from app import metering
-from app.api.common import Blueprint, Temperature, current_key, user_label_field, x_api_key
+from app.api.common import Blueprint, Temperature, current_key, model_body_limit, user_label_field, x_api_key
 from app.api.errors import register_dialect
 from app.api.sse import SSE_EVENT_SCHEMA, sse, stream_response
 from app.errors import BadRequest, Forbidden, NotFound, Unauthorized
@@ -45,6 +45,9 @@ def register(app, api):
 
 
 # ---------------------------------------------------------------- authentication and errors
+
+
+blp.before_request(model_body_limit)
 
 
 @blp.before_request

@@ -199,6 +199,12 @@ def admin_only():
     keys.require_admin(current_key())
 
 
+def model_body_limit():
+    """``before_request`` hook (first) of the model-facing blueprints: their bodies may carry
+    inline images and files, up to ``MODEL_MAX_CONTENT_LENGTH`` bytes."""
+    request.max_content_length = current_app.config["MODEL_MAX_CONTENT_LENGTH"]
+
+
 def any_key():
     """``before_request`` hook for blueprints open to client keys."""
     current_key()

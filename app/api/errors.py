@@ -77,7 +77,7 @@ def from_http_exception(exc):
     elif status == 404:
         message = f"No route for {request.path}"
     elif status == 413:
-        max_len = current_app.config.get("MAX_CONTENT_LENGTH")
+        max_len = request.max_content_length
         message = f"Request body is larger than {max_len} bytes"
     else:
         message = exc.description or exc.name

@@ -23,6 +23,7 @@ from app.api.common import (
     Temperature,
     any_key,
     current_key,
+    model_body_limit,
     read_json,
     user_label_field,
 )
@@ -40,6 +41,7 @@ from app.services import bots, chat, embeddings, keys
 from app.services.models import list_models
 
 blp = Blueprint("openai", __name__, url_prefix="/v1", description="OpenAI-compatible API")
+blp.before_request(model_body_limit)
 blp.before_request(any_key)
 
 # Fields OpenAI's clients send that change nothing in the answer: where OpenAI keeps it

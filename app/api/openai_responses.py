@@ -11,13 +11,14 @@ from marshmallow import INCLUDE, Schema, fields, validate
 
 from app import metering
 from app.api import responses_format as wire
-from app.api.common import Blueprint, Temperature, any_key, current_key, user_label_field
+from app.api.common import Blueprint, Temperature, any_key, current_key, model_body_limit, user_label_field
 from app.api.sse import SSE_EVENT_SCHEMA, stream_response
 from app.errors import BadRequest, Forbidden
 from app.providers.llm import registry
 from app.services import bots, keys, responses
 
 blp = Blueprint("openai_responses", __name__, url_prefix="/v1", description="OpenAI Responses API")
+blp.before_request(model_body_limit)
 blp.before_request(any_key)
 
 
