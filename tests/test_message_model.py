@@ -357,3 +357,16 @@ def test_model_faces_take_bodies_up_to_their_own_limit(configured):
     assert resp.status_code == 413 and "524288 bytes" in resp.get_json()["error"]["message"]
     resp = api.post("/api/v1/bots", json={"name": "big", "instructions": "x" * 100_000})
     assert resp.status_code == 413 and "65536 bytes" in resp.get_json()["message"]
+
+
+def test_a_call_without_an_id_gets_one_that_the_stream_and_the_answer_share(ctx):
+    def script(request):
+        yield Chunk(tool_calls=[{"index": 0, "name": "lookup", "arguments": "{}"}])
+        yield Usage(1, 1)
+
+    with scripted(ctx, script) as model:
+        model.supports = frozenset({"tools"})
+        events = list(_turn(ctx, model="scripted/test", messages=[{"role": "user", "content": "q"}],
+                            options={"tools": TOOLS}, persist=False).events())
+    streamed = next(e for e in events if isinstance(e, Delta)).tool_calls[0]["id"]
+    assert streamed.startswith("call_") and events[-1].tool_calls[0]["id"] == streamed

@@ -632,8 +632,13 @@ class _Answer:
         if chunk.text:
             self.parts.append(chunk.text)
         for fragment in chunk.tool_calls or ():
-            call = self.tool_calls.setdefault(fragment.get("index", len(self.tool_calls)),
-                                              {"id": None, "name": None, "arguments": []})
+            index = fragment.get("index", len(self.tool_calls))
+            call = self.tool_calls.get(index)
+            if call is None:  # a call's first fragment: it gets an id if the provider gave none,
+                # so the client's stream and the saved answer name the call alike
+                if not fragment.get("id"):
+                    fragment["id"] = f"call_{new_id().replace('-', '')[:24]}"
+                call = self.tool_calls[index] = {"id": None, "name": None, "arguments": []}
             if fragment.get("id"):
                 call["id"] = fragment["id"]
             if fragment.get("name"):
@@ -649,6 +654,6 @@ class _Answer:
         """The tool calls in the canonical shape, or None."""
         if not self.tool_calls:
             return None
-        return [{"id": call["id"] or f"call_{new_id().replace('-', '')[:24]}", "type": "function",
+        return [{"id": call["id"], "type": "function",
                  "function": {"name": call["name"] or "", "arguments": "".join(call["arguments"])}}
                 for _, call in sorted(self.tool_calls.items())]
