@@ -512,7 +512,11 @@ class Turn:
             try:
                 for item in stream:
                     now = time.monotonic()
-                    if item is HEARTBEAT:
+                    if type(item) is str:  # the first choice's text: nearly every item
+                        if item:
+                            parts.append(item)
+                            yield Delta(item)
+                    elif item is HEARTBEAT:
                         yield Heartbeat()
                     elif isinstance(item, Usage):
                         usage = item
@@ -524,7 +528,7 @@ class Turn:
                             answer = choices[item.index] = _Answer([])
                         answer.add(item)
                         yield Delta(item.text, item.index, item.tool_calls, item.logprobs, item.finish_reason)
-                    elif item:
+                    elif item:  # a str subclass
                         parts.append(item)
                         yield Delta(item)
                     if now >= deadline:

@@ -22,7 +22,7 @@ class Start:
     created: float
 
 
-@dataclass
+@dataclass(slots=True)  # one per token: slots make it as cheap to build as a one-field class
 class Delta:
     """Text of the first choice; or, from a provider's ``Chunk``, any choice's text, tool-call
     fragments (``{"index", "id", "name", "arguments"}``), logprobs and finish reason."""
