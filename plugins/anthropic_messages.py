@@ -8,9 +8,10 @@ become image blocks (a ``data:`` URL a base64 source, an http(s) URL a URL sourc
 function tools become tools with an ``input_schema``; ``tool_choice`` ``auto``/``none``/
 ``required``/named becomes ``auto``/``none``/``any``/``tool`` (``none`` keeps the tools in
 the request, as OpenAI's does: the model sees them and calls none), ``parallel_tool_calls=
-false`` its ``disable_parallel_tool_use``. A ``response_format`` (``json_schema``,
-``json_object``) is a tool the model is made to call (``response_tool_param``), whose input
-is the reply's text.
+false`` its ``disable_parallel_tool_use``; a request without tools whose history has tool
+calls declares the tools called, with ``tool_choice`` ``none`` (``history_tools``). A
+``response_format`` (``json_schema``, ``json_object``) is a tool the model is made to call
+(``response_tool_param``), whose input is the reply's text.
 
 Replies (``reply_deltas``, ``StreamState``): text blocks are text, ``tool_use`` blocks
 tool-call fragments counted from 0 (the response tool's input: text), ``stop_reason`` the
@@ -40,6 +41,7 @@ EVENT_STATUS = {"invalid_request_error": 400, "authentication_error": 401, "perm
                 "api_error": 500, "overloaded_error": 529}
 EMPTY_SCHEMA = {"type": "object", "properties": {}}
 RESPONSE_TOOL_DESCRIPTION = "Give your answer as this tool's input: the input is the reply, in the required shape."
+HISTORY_TOOL_DESCRIPTION = "A tool called earlier in this conversation, not offered now."
 
 
 def params(request, model_id, max_tokens):
@@ -72,7 +74,25 @@ def params(request, model_id, max_tokens):
             out["tools"] = tools
         if choice:
             out["tool_choice"] = choice
+    if "tools" not in out:
+        called = history_tools(messages)
+        if called:  # the API refuses tool_use/tool_result blocks in a request without tools
+            out["tools"], out["tool_choice"] = called, {"type": "none"}
     return out, response_tool and response_tool["name"]
+
+
+def history_tools(messages):
+    """Tools for the names the ``tool_use`` blocks of ``messages`` (Anthropic's) call, in order:
+    declared with ``tool_choice`` ``none`` when a request offers no tools but its history has
+    tool calls (OpenAI's API takes that; Anthropic's wants tools defined), so the model reads the
+    history and may call none, as without tools."""
+    names = []
+    for message in messages:
+        if message["role"] == "assistant" and isinstance(message["content"], list):
+            for block in message["content"]:
+                if block["type"] == "tool_use" and block["name"] not in names:
+                    names.append(block["name"])
+    return [{"name": name, "description": HISTORY_TOOL_DESCRIPTION, "input_schema": EMPTY_SCHEMA} for name in names]
 
 
 def translate_messages(messages):

@@ -178,6 +178,25 @@ def test_assistant_tool_calls_without_content_have_only_tool_use_blocks(fake):
         {"type": "tool_result", "tool_use_id": "call_9", "content": "09:00"}]}
 
 
+@both
+def test_a_history_of_tool_calls_without_tools_declares_them_and_calls_none(fake, stream):
+    calls = [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}},
+             {"id": "call_2", "type": "function", "function": {"name": "get_time", "arguments": "{}"}},
+             {"id": "call_3", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]
+    messages = [{"role": "user", "content": "Weather and time?"},
+                {"role": "assistant", "content": None, "tool_calls": calls},
+                *({"role": "tool", "tool_call_id": c["id"], "content": "ok"} for c in calls),
+                {"role": "user", "content": "Thanks."}]
+    fake.script(text="You are welcome.")
+    text, called, _ = reassemble(items(fake, stream=stream, messages=messages))
+    assert (text, called) == ("You are welcome.", {})
+    assert [t["name"] for t in fake.last.body["tools"]] == ["get_weather", "get_time"]
+    assert all(t["input_schema"] == {"type": "object", "properties": {}} for t in fake.last.body["tools"])
+    assert fake.last.body["tool_choice"] == {"type": "none"}
+    collect(claude(fake).stream(request(messages=MESSAGES)))  # no tool calls: no tools
+    assert "tools" not in fake.last.body and "tool_choice" not in fake.last.body
+
+
 def test_tool_call_arguments_that_are_not_an_object_are_a_bad_request(fake):
     messages = [{"role": "user", "content": "Time?"},
                 {"role": "assistant", "content": None, "tool_calls": [

@@ -24,7 +24,8 @@ left out of ``input_tokens``, as the API does).
 The request is checked as the API checks it (``problem``): user and assistant
 alternating, well-formed content blocks (text not empty, image sources,
 ``tool_use`` inputs objects), every ``tool_use`` answered by a ``tool_result``
-in the next message and every ``tool_result`` answering one, ``tool_choice``
+in the next message and every ``tool_result`` answering one, ``tool_use`` and
+``tool_result`` blocks only in a request with ``tools``, ``tool_choice``
 only with ``tools`` and naming one of them; a request that fails is a 400
 ``invalid_request_error``. ``FakeAnthropic.blocks()`` lists the content blocks
 received, for tests to check a translation.
@@ -244,6 +245,8 @@ def problem(body):
             return (f"messages.{i}: `tool_use` ids were found without `tool_result` blocks immediately "
                     f"after: {', '.join(sorted(pending - answered))}")
         pending = {b["id"] for b in blocks if b["type"] == "tool_use"} if role == "assistant" else set()
+        if not tools and any(b["type"] in ("tool_use", "tool_result") for b in blocks):
+            return "Requests which include `tool_use` or `tool_result` blocks must define tools."
     return None
 
 
