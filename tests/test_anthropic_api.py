@@ -410,7 +410,7 @@ def test_routes_outside_the_api_answer_in_its_shape(anthropic):
 
 
 def test_too_large_is_request_too_large(configured):
-    app, admin = configured(MAX_CONTENT_LENGTH=2000)
+    app, admin = configured(MODEL_MAX_CONTENT_LENGTH=2000)
     api = Api(app.test_client(), headers={"x-api-key": admin.key})
     _error(api, {"model": "echo/echo", "max_tokens": 5, "messages": _user("x" * 5000)}, 413, "request_too_large")
 

@@ -93,6 +93,7 @@ def test_a_tool_result_may_answer_a_call_of_the_history():
 
 
 def test_tools_and_tool_choice():
+    assert canonical.check_tools(None, "none", DEFAULTS) == (None, None)  # what no choice means
     tools, choice = canonical.check_tools(TOOLS, {"type": "function", "function": {"name": "lookup"}}, DEFAULTS)
     assert tools[0]["function"]["name"] == "lookup" and choice["function"]["name"] == "lookup"
     for bad, field in [

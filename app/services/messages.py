@@ -244,8 +244,10 @@ def check_tools(tools, tool_choice, config):
             raise _bad(f"tool_choice names {name!r}, which is not one of the tools", "tool_choice",
                        "unknown tool")
         tool_choice = {"type": "function", "function": {"name": name}}
-    if tools is None and tool_choice != "none":
-        raise _bad("tool_choice needs tools", "tool_choice", "no tools")
+    if tools is None:
+        if tool_choice != "none":
+            raise _bad("tool_choice needs tools", "tool_choice", "no tools")
+        return None, None  # "none" without tools is what no tool_choice means: providers refuse it
     return tools, tool_choice
 
 
