@@ -24,10 +24,10 @@ from app import metering
 from app.api.common import Blueprint, Temperature, current_key, model_body_limit, user_label_field, x_api_key
 from app.api.errors import register_dialect
 from app.api.sse import SSE_EVENT_SCHEMA, sse, stream_response
-from app.errors import BadRequest, Forbidden, NotFound, Unauthorized
+from app.errors import BadRequest, NotFound, Unauthorized
 from app.ids import new_id
 from app.providers.llm import estimate_tokens, message_tokens, registry
-from app.services import bots, chat, keys
+from app.services import bots, chat
 from app.services import messages as canonical
 from app.services.events import Delta, Done, Error, Heartbeat, Start
 
@@ -579,15 +579,11 @@ def message_stream(events, model, prompt, rid, *, on_finish=None):
 
 
 def _model(name, key):
-    """``(bot, model name)`` of the request's ``model``: a bot (``bot/<id or name>``) or a model.
-    A key scoped to some bots may use only those."""
-    if name.startswith("bot/"):
-        bot = bots.find_bot(name[4:], key)
-        metering.current().bot_id = bot.id
-        return bot, None
-    if keys.bot_scope(key) is not None:
-        raise Forbidden("This key may only use its bots (model 'bot/<id>')")
-    return None, name
+    """``(bot or None, provider model name or None)`` of a request's ``model``; the meter names
+    the bot."""
+    bot, model_name = bots.model_or_bot(name, key)
+    metering.for_bot(bot)
+    return bot, model_name
 
 
 @blp.route("/messages", methods=["POST"])

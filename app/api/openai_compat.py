@@ -154,15 +154,11 @@ def _options(data, names, schema):
 
 
 def _model(key, name):
-    """``(bot, provider model name)`` of a request's ``model``: a bot for ``bot/<id or name>``.
-    Raises NotFound (bot), Forbidden (a bot-scoped key naming another model)."""
-    if name.startswith("bot/"):
-        bot = bots.find_bot(name[4:], key)
-        metering.for_bot(bot)
-        return bot, None
-    if keys.bot_scope(key) is not None:
-        raise Forbidden("This key may only use its bots (model 'bot/<id>')")
-    return None, name
+    """``(bot or None, provider model name or None)`` of a request's ``model``; the meter names
+    the bot."""
+    bot, model_name = bots.model_or_bot(name, key)
+    metering.for_bot(bot)
+    return bot, model_name
 
 
 _chat_schema = loaded_fast(ChatCompletionRequest)

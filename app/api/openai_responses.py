@@ -13,9 +13,9 @@ from app import metering
 from app.api import responses_format as wire
 from app.api.common import Blueprint, Temperature, any_key, current_key, model_body_limit, user_label_field
 from app.api.sse import SSE_EVENT_SCHEMA, stream_response
-from app.errors import BadRequest, Forbidden
+from app.errors import BadRequest
 from app.providers.llm import registry
-from app.services import bots, keys, responses
+from app.services import bots, responses
 
 blp = Blueprint("openai_responses", __name__, url_prefix="/v1", description="OpenAI Responses API")
 blp.before_request(model_body_limit)
@@ -63,15 +63,6 @@ class InputItemsArgs(Schema):
     include = fields.List(fields.Str())
 
 
-def _model(name, key):
-    """``(bot or None, provider model name or None)`` of a request's ``model``."""
-    if name.startswith("bot/"):
-        return bots.find_bot(name[4:], key), None
-    if keys.bot_scope(key) is not None:
-        raise Forbidden("This key may only use its bots (model 'bot/<id>')")
-    return None, name
-
-
 @blp.route("/responses", methods=["POST"])
 @blp.arguments(ResponseCreate)
 @blp.response(200)
@@ -81,7 +72,7 @@ def _model(name, key):
 def create_response(data):
     """Create a model response (OpenAI Responses API; typed SSE events when stream is true)"""
     key = current_key()
-    bot, model_name = _model(data["model"], key)
+    bot, model_name = bots.model_or_bot(data["model"], key)
     meter = metering.for_bot(bot)
     request = wire.parse_request(data, for_bot=bot is not None,
                                  lookup=lambda ids: responses.messages_by_id(ids, key))

@@ -1,6 +1,6 @@
 """Bots: instructions + model + knowledge settings. Scoped by API key."""
 from app import clock
-from app.errors import BadRequest, NotFound
+from app.errors import BadRequest, Forbidden, NotFound
 from app.services import keys
 from app.services.sampling import check_temperature
 from app.storage.models import Bot
@@ -52,6 +52,17 @@ def get_bot(bot_id, key=None):
     if bot is None:
         raise NotFound(f"Bot {bot_id} not found")
     return bot
+
+
+def model_or_bot(name, key):
+    """``(bot, None)`` for a request's model ``bot/<id or name>`` (one of ``key``'s bots),
+    ``(None, name)`` for a provider model. Raises NotFound, and Forbidden when a key scoped to
+    some bots names anything but a bot."""
+    if name.startswith("bot/"):
+        return find_bot(name[4:], key), None
+    if keys.bot_scope(key) is not None:
+        raise Forbidden("This key may only use its bots (model 'bot/<id>')")
+    return None, name
 
 
 def find_bot(ref, key=None):
