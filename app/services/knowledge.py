@@ -200,6 +200,21 @@ def delete_source(source, *, only_bot=None):
         source.delete_instance()  # rows, chunks, tags links and bot links cascade
 
 
+def set_sources_of_bot(bot_id, source_ids):
+    """Make ``bot_id`` retrieve from exactly these sources (one transaction). Raises BadRequest
+    naming unknown source ids (nothing changed)."""
+    source_ids = list(dict.fromkeys(source_ids or []))
+    with db.atomic():
+        found = ({s.id for s in KnowledgeSource.select(KnowledgeSource.id).where(KnowledgeSource.id.in_(source_ids))}
+                 if source_ids else set())
+        missing = [s for s in source_ids if s not in found]
+        if missing:
+            raise BadRequest(f"unknown data source(s): {', '.join(missing)}", fields={"source_ids": "unknown"})
+        BotSource.delete().where((BotSource.bot == bot_id) & BotSource.source.not_in(source_ids)).execute()
+        for source_id in source_ids:
+            BotSource.insert(bot=bot_id, source=source_id).on_conflict_ignore().execute()
+
+
 def source_ids_of_bot(bot):
     """Ids of the sources attached to ``bot`` (runs on every turn: SQL built once)."""
     bot_id = bot.id if hasattr(bot, "id") else bot

@@ -22,6 +22,7 @@ History:
      carries a stop_requested flag.
   13 messages keep their structure when they are more than text (content parts, tool calls,
      the tool call a result answers): ``message.structure``.
+  15 console sessions (``console_session``).
 """
 from peewee import BooleanField, CharField, DateTimeField, DoubleField, IntegerField, TextField
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
@@ -115,7 +116,13 @@ def _v13(migrator):
         migrate(migrator.add_column("message", "structure", JSONField(null=True)))
 
 
-STEPS = {2: _v2, 4: _v4, 6: _v6, 7: _v7, 8: _v8, 10: _v10, 11: _v11, 12: _v12, 13: _v13}
+def _v15(migrator):
+    from app.storage.models import ConsoleSession
+
+    db.create_tables([ConsoleSession], safe=True)
+
+
+STEPS = {2: _v2, 4: _v4, 6: _v6, 7: _v7, 8: _v8, 10: _v10, 11: _v11, 12: _v12, 13: _v13, 15: _v15}
 LATEST = max(STEPS)
 
 

@@ -1,0 +1,219 @@
+"""Console pages through the Flask client: each form saves through the services, and bad input
+shows its error on the form (400) and changes nothing."""
+import re
+
+import pytest
+
+from app.storage.db import db
+from app.storage.models import ApiKey, Bot, BotSource, Channel
+
+from .conftest import create_key, make_app
+from .console_client import Console, field_error, text_of
+
+
+@pytest.fixture
+def app(tmp_path):
+    """These pages' rules are the services' (tested on both databases there): SQLite only here."""
+    application = make_app(f"sqlite:///{tmp_path}/chatport.db", tmp_path)
+    yield application
+    if not db.is_closed():
+        db.close()
+
+
+@pytest.fixture
+def console(app):
+    c = Console(app.test_client())
+    c.sign_in(create_key(app, kind="admin", name="console admin"))
+    return c
+
+
+def rows(app, model, *where):
+    with app.app_context(), db.connection_context():
+        query = model.select()
+        if where:
+            query = query.where(*where)
+        return list(query)
+
+
+def make_source(app, name="Handbook", content="# Refunds\n\nRefunds take five days."):
+    from app.services import knowledge
+
+    with app.app_context(), db.connection_context():
+        source = knowledge.create_source(name=name)
+        knowledge.add_rows(source, [{"name": "refunds", "content": content}])
+        knowledge.sync_source(source.id)
+        return source.id
+
+
+# ---------------------------------------------------------------- bots
+
+
+def test_bots_are_created_listed_edited_and_attached_to_knowledge(app, console):
+    source_id = make_source(app)
+    page = console.get("/console/bots/new")
+    assert page.status_code == 200
+    assert 'value="echo/echo" selected' in page.get_data(as_text=True)  # DEFAULT_MODEL preselected
+    resp = console.post("/console/bots/new", {
+        "name": "Support", "instructions": "Answer briefly.", "model": "extractive/extractive",
+        "temperature": "0.3", "max_tokens": "", "greeting": "Hi!", "allowed_models": ["echo/echo"],
+        "source_ids": [source_id], "top_k": "3", "max_chars": "", "context_messages": ""})
+    assert resp.status_code == 302
+    (bot,) = rows(app, Bot)
+    assert (bot.name, bot.model, bot.temperature, bot.greeting) == ("Support", "extractive/extractive", 0.3, "Hi!")
+    assert bot.allowed_models == ["echo/echo"] and bot.knowledge == {"top_k": 3} and bot.max_tokens is None
+    assert [link.source_id for link in rows(app, BotSource)] == [source_id]
+    assert resp.headers["Location"] == f"/console/bots/{bot.id}"
+    page = console.get(resp.headers["Location"])
+    assert "Bot Support created." in text_of(page)
+    assert "Bot Support created." not in text_of(console.get(resp.headers["Location"]))  # shown once
+    assert "Support" in text_of(console.get("/console/bots"))
+
+    resp = console.post(f"/console/bots/{bot.id}", {
+        "name": "Support desk", "instructions": "", "model": "echo/echo", "temperature": "", "max_tokens": "50",
+        "greeting": "", "top_k": "", "max_chars": "", "context_messages": "", "enabled": "on"})
+    assert resp.status_code == 302
+    (bot,) = rows(app, Bot)
+    assert (bot.name, bot.model, bot.temperature, bot.max_tokens) == ("Support desk", "echo/echo", None, 50)
+    assert bot.allowed_models == [] and bot.knowledge == {} and bot.enabled
+    assert rows(app, BotSource) == []  # unchecked: detached
+
+
+@pytest.mark.parametrize("field, value, says", [
+    ("name", "", "Length"),
+    ("temperature", "hot", "between 0 and 2"),
+    ("temperature", "2.5", "between 0 and 2"),
+    ("max_tokens", "0", "1"),
+    ("model", "nobody/nothing", "Pick one of this server's models"),
+    ("top_k", "99", "0"),
+    ("allowed_models", "nobody/nothing", "not a model of this server"),
+    ("source_ids", "no-such-source", "unknown"),
+])
+def test_bad_bot_input_shows_on_the_form_and_saves_nothing(app, console, field, value, says):
+    good = {"name": "Support", "instructions": "", "model": "echo/echo", "temperature": "", "max_tokens": "",
+            "greeting": "", "top_k": "", "max_chars": "", "context_messages": ""}
+    resp = console.post("/console/bots/new", {**good, field: value})
+    assert resp.status_code == 400
+    assert says.lower() in (field_error(resp, field) or "").lower() or says.lower() in text_of(resp).lower()
+    assert f'value="{value}"' in resp.get_data(as_text=True) or field in ("allowed_models", "source_ids", "model")
+    assert rows(app, Bot) == []
+
+
+def test_a_bad_edit_changes_nothing(app, console):
+    console.post("/console/bots/new", {"name": "Support", "model": "echo/echo"})
+    (bot,) = rows(app, Bot)
+    console.get(f"/console/bots/{bot.id}")
+    resp = console.post(f"/console/bots/{bot.id}", {"name": "Renamed", "model": "echo/echo", "temperature": "9",
+                                                     "enabled": "on"})
+    assert resp.status_code == 400 and "between 0 and 2" in field_error(resp, "temperature")
+    assert rows(app, Bot)[0].name == "Support"
+
+
+def test_bots_are_disabled_enabled_and_deleted_by_name(app, console):
+    console.post("/console/bots/new", {"name": "Support", "model": "echo/echo"})
+    (bot,) = rows(app, Bot)
+    console.get("/console/bots")
+    assert console.post(f"/console/bots/{bot.id}/disable").status_code == 302
+    assert not rows(app, Bot)[0].enabled
+    assert "disabled" in text_of(console.get("/console/bots"))
+    console.post(f"/console/bots/{bot.id}/enable")
+    assert rows(app, Bot)[0].enabled
+    resp = console.post(f"/console/bots/{bot.id}/delete", {"confirm": "Suport"})
+    assert resp.status_code == 400 and "Type the bot's name" in field_error(resp, "confirm")
+    assert len(rows(app, Bot)) == 1
+    assert console.post(f"/console/bots/{bot.id}/delete", {"confirm": "Support"}).status_code == 302
+    assert rows(app, Bot) == []
+    assert console.get(f"/console/bots/{bot.id}").status_code == 404
+
+
+# ---------------------------------------------------------------- keys and channels
+
+
+SECRET = re.compile(r'value="(cp_[^"]+)" data-secret')
+
+
+def test_a_new_key_is_shown_once_with_a_curl_line(app, console):
+    console.post("/console/bots/new", {"name": "Support", "model": "echo/echo"})
+    (bot,) = rows(app, Bot)
+    console.get("/console/keys")
+    resp = console.post("/console/keys", {"name": "website", "kind": "client", "bot_ids": [bot.id],
+                                          "plan": "free", "credit_quota": "500"})
+    assert resp.status_code == 302 and resp.headers["Location"] == "/console/keys"
+    page = console.get("/console/keys")
+    (secret,) = SECRET.findall(page.get_data(as_text=True))
+    text = text_of(page)
+    assert f"Authorization: Bearer {secret}" in text and f'"bot_id": "{bot.id}"' in text and "curl -s -X POST" in text
+    row = rows(app, ApiKey, ApiKey.name == "website")[0]
+    assert (row.kind, row.bot_ids, row.plan, row.credit_quota) == ("client", [bot.id], "free", 500)
+    assert secret.endswith(row.last4) and f"{row.prefix}…{row.last4}" in text
+    again = console.get("/console/keys")
+    assert SECRET.findall(again.get_data(as_text=True)) == [] and secret not in again.get_data(as_text=True)
+    from app.services import keys
+
+    with app.app_context(), db.connection_context():
+        assert keys.authenticate(secret).id == row.id  # the key shown is the key stored
+
+
+@pytest.mark.parametrize("field, value", [("kind", "root"), ("credit_quota", "-1"), ("credit_quota", "lots"),
+                                          ("plan", "gold"), ("bot_ids", "no-such-bot")])
+def test_bad_key_input_shows_on_the_form_and_creates_nothing(app, console, field, value):
+    before = len(rows(app, ApiKey))
+    console.get("/console/keys")
+    resp = console.post("/console/keys", {"name": "x", "kind": "client", field: value})
+    assert resp.status_code == 400
+    assert field_error(resp, field), text_of(resp)
+    assert len(rows(app, ApiKey)) == before
+    assert SECRET.findall(resp.get_data(as_text=True)) == []
+
+
+def test_keys_are_disabled_enabled_and_deleted(app, console):
+    key_id = rows(app, ApiKey)[0].id
+    other = create_key(app, kind="client", name="other")
+    other_id = rows(app, ApiKey, ApiKey.name == "other")[0].id
+    console.get("/console/keys")
+    console.post(f"/console/keys/{other_id}/disable")
+    assert not rows(app, ApiKey, ApiKey.id == other_id)[0].enabled
+    page = text_of(console.get("/console/keys"))
+    assert "disabled: its calls get 401" in page and "this session" in page
+    console.post(f"/console/keys/{other_id}/enable")
+    assert rows(app, ApiKey, ApiKey.id == other_id)[0].enabled
+    console.post(f"/console/keys/{other_id}/delete")
+    assert [k.id for k in rows(app, ApiKey)] == [key_id]
+    assert other
+
+
+def test_channels_are_created_with_their_secret_once_rotated_and_deleted(app, console):
+    console.post("/console/bots/new", {"name": "Support", "model": "echo/echo"})
+    (bot,) = rows(app, Bot)
+    console.get(f"/console/bots/{bot.id}")
+    resp = console.post(f"/console/bots/{bot.id}/channels", {"channel_name": "website"})
+    assert resp.headers["Location"].endswith(f"/console/bots/{bot.id}#channels")
+    page = console.get(f"/console/bots/{bot.id}").get_data(as_text=True)
+    (secret,) = re.findall(r'value="(cps_[^"]+)" data-secret', page)
+    (channel,) = rows(app, Channel)
+    assert f"/api/public/channels/{channel.id}/1.0/message" in page
+    assert secret not in console.get(f"/console/bots/{bot.id}").get_data(as_text=True)
+    console.post(f"/console/bots/{bot.id}/channels/{channel.id}/disable")
+    assert not rows(app, Channel)[0].enabled
+    console.post(f"/console/bots/{bot.id}/channels/{channel.id}/rotate")
+    page = console.get(f"/console/bots/{bot.id}").get_data(as_text=True)
+    (new_secret,) = re.findall(r'value="(cps_[^"]+)" data-secret', page)
+    assert new_secret != secret
+    resp = console.post(f"/console/bots/{bot.id}/channels", {"channel_name": "x" * 201})
+    assert "Channel not created" in text_of(console.get(resp.headers["Location"]))
+    assert len(rows(app, Channel)) == 1
+    console.post(f"/console/bots/{bot.id}/channels/{channel.id}/delete")
+    assert rows(app, Channel) == []
+
+
+def test_the_overview_counts_todays_calls(app, console):
+    from .conftest import Api
+
+    key = create_key(app, kind="admin")
+    api = Api(app.test_client(), key)
+    bot = api.post("/api/v1/bots", json={"name": "Support"}).get_json()
+    conv = api.post("/api/v1/conversations", json={"bot_id": bot["id"]}).get_json()
+    api.post(f"/api/v1/conversations/{conv['id']}/messages", json={"content": "hello"})
+    page = console.get("/console/")
+    text = text_of(page)
+    assert re.search(r"Today Requests 3 ", text), text
+    assert "Support" in text and "echo/echo" in text  # busiest bot and model
