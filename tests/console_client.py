@@ -19,7 +19,7 @@ class Console:
         self.token = None
 
     def get(self, path, **kw):
-        resp = self.client.get(path, **kw)
+        resp = self._done(self.client.get(path, **kw))
         text = resp.get_data(as_text=True)
         found = CSRF.search(text)
         if found:
@@ -35,7 +35,15 @@ class Console:
             data["csrf_token"] = self.token
         elif csrf:
             data["csrf_token"] = csrf
-        return self.client.post(path, data=data, **kw)
+        return self._done(self.client.post(path, data=data, **kw))
+
+    @staticmethod
+    def _done(resp):
+        """Read the whole body and close the response, as a server does after the last byte
+        (when a metered call writes its usage row)."""
+        resp.get_data()
+        resp.close()
+        return resp
 
     def sign_in(self, key):
         self.get("/console/sign-in")

@@ -217,3 +217,229 @@ def test_the_overview_counts_todays_calls(app, console):
     text = text_of(page)
     assert re.search(r"Today Requests 3 ", text), text
     assert "Support" in text and "echo/echo" in text  # busiest bot and model
+
+
+# ---------------------------------------------------------------- playground
+
+
+def _bot_with_knowledge(app, console, model="echo/echo"):
+    source_id = make_source(app)
+    console.get("/console/bots/new")
+    console.post("/console/bots/new", {"name": "Support", "model": model, "greeting": "Hello!",
+                                       "source_ids": [source_id]})
+    return rows(app, Bot)[0], source_id
+
+
+def _sse(resp):
+    import json
+
+    events, event = [], None
+    for line in resp.get_data(as_text=True).splitlines():
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: "):
+            events.append((event, json.loads(line[6:])))
+    return events
+
+
+def test_the_playground_streams_a_real_console_conversation_with_citations(app, console):
+    from app.storage.models import Conversation, Message, Usage
+
+    bot, source_id = _bot_with_knowledge(app, console)
+    assert "Support" in text_of(console.get("/console/playground"))
+    resp = console.post("/console/playground", {"bot_id": bot.id})
+    (conv,) = rows(app, Conversation)
+    assert conv.surface == "console" and conv.api_key_id == rows(app, ApiKey)[0].id
+    assert resp.headers["Location"] == f"/console/playground?conversation_id={conv.id}"
+    assert "Hello!" in text_of(console.get(resp.headers["Location"]))  # the greeting
+    resp = console.post(f"/console/api/conversations/{conv.id}/messages", {"content": "how long do refunds take",
+                                                                           "stream": "on"})
+    assert resp.mimetype == "text/event-stream"
+    events = _sse(resp)
+    assert [e for e, _ in events][0] == "start" and [e for e, _ in events][-1] == "done"
+    text = "".join(d["text"] for e, d in events if e == "delta")
+    assert text == "Echo: how long do refunds take"
+    done = events[-1][1]
+    assert done["citations"][0]["source"] == "Handbook" and done["citations"][0]["row"] == "refunds"
+    answer = rows(app, Message, Message.id == done["message_id"])[0]
+    assert answer.content == text and answer.citations[0]["source_id"] == source_id
+    (usage,) = rows(app, Usage)  # one metered call: the turn
+    assert (usage.dialect, usage.category, usage.bot_id, usage.model) == ("console", "conversation", bot.id,
+                                                                           "echo/echo")
+    assert usage.key_id == conv.api_key_id and usage.completion_tokens > 0
+    page = text_of(console.get(f"/console/playground?conversation_id={conv.id}"))
+    assert "Echo: how long do refunds take" in page and "Handbook · refunds" in page
+
+
+def test_the_playground_works_without_javascript_and_rates_answers(app, console):
+    from app.storage.models import Conversation, Message
+
+    bot, _ = _bot_with_knowledge(app, console)
+    console.post("/console/playground", {"bot_id": bot.id})
+    (conv,) = rows(app, Conversation)
+    console.get(f"/console/playground?conversation_id={conv.id}")
+    resp = console.post(f"/console/api/conversations/{conv.id}/messages", {"content": "refunds?"})
+    assert resp.status_code == 303 and resp.headers["Location"].startswith(f"/console/playground?conversation_id={conv.id}")
+    answer = rows(app, Message, Message.content == "Echo: refunds?")[0]
+    resp = console.post(f"/console/conversations/{conv.id}/messages/{answer.id}/rating",
+                        {"rating": "dislike", "next": "playground"})
+    assert resp.status_code == 303
+    assert rows(app, Message, Message.id == answer.id)[0].rating == "dislike"
+    page = console.get(f"/console/playground?conversation_id={conv.id}").get_data(as_text=True)
+    assert 'aria-pressed="true">Dislike' in page
+    console.post(f"/console/conversations/{conv.id}/messages/{answer.id}/rating", {"rating": ""})
+    assert rows(app, Message, Message.id == answer.id)[0].rating is None
+    resp = console.post(f"/console/conversations/{conv.id}/messages/{answer.id}/rating", {"rating": "meh"})
+    assert "Not rated" in text_of(console.get(resp.headers["Location"]))
+    assert rows(app, Message, Message.id == answer.id)[0].rating is None
+
+
+def test_bad_playground_input_changes_nothing(app, console):
+    from app.storage.models import Conversation, Message
+
+    bot, _ = _bot_with_knowledge(app, console)
+    console.post("/console/playground", {"bot_id": "no-such-bot"})
+    assert rows(app, Conversation) == []
+    console.post("/console/playground", {"bot_id": bot.id})
+    (conv,) = rows(app, Conversation)
+    before = len(rows(app, Message))
+    resp = console.post(f"/console/api/conversations/{conv.id}/messages", {"content": "  ", "stream": "on"})
+    assert resp.status_code == 400 and resp.get_json()["error"]["message"]
+    resp = console.post(f"/console/api/conversations/{conv.id}/messages", {"content": ""})
+    assert "Not sent" in text_of(console.get(resp.headers["Location"]))
+    resp = console.post(f"/console/api/conversations/{conv.id}/messages", {"content": "hi", "stream": "on"},
+                        csrf=False)
+    assert resp.status_code == 400 and resp.get_json()["error"]["code"] == "csrf_refused"
+    assert len(rows(app, Message)) == before
+    signed_out = Console(app.test_client())
+    resp = signed_out.post(f"/console/api/conversations/{conv.id}/messages", {"content": "hi", "stream": "on"})
+    assert resp.status_code == 401 and len(rows(app, Message)) == before
+
+
+def test_stop_answers_for_a_finished_generation(app, console):
+    from app.storage.models import Conversation
+
+    bot, _ = _bot_with_knowledge(app, console)
+    console.post("/console/playground", {"bot_id": bot.id})
+    (conv,) = rows(app, Conversation)
+    done = _sse(console.post(f"/console/api/conversations/{conv.id}/messages", {"content": "hi", "stream": "on"}))[-1][1]
+    resp = console.client.post(f"/console/api/conversations/{conv.id}/messages/{done['message_id']}/stop",
+                               headers={"X-CSRF-Token": console.token})
+    assert resp.status_code == 202 and resp.get_json() == {"message_id": done["message_id"], "stop_requested": False}
+    resp = console.client.post(f"/console/api/conversations/{conv.id}/messages/{done['message_id']}/stop")
+    assert resp.status_code == 400  # no token
+
+
+# ---------------------------------------------------------------- knowledge
+
+
+def test_knowledge_sources_rows_files_sync_and_search(app, console):
+    from app.storage.models import KnowledgeRow, KnowledgeSource
+
+    console.post("/console/bots/new", {"name": "Support", "model": "echo/echo"})
+    (bot,) = rows(app, Bot)
+    console.get("/console/knowledge")
+    resp = console.post("/console/knowledge", {"name": "Handbook", "type": "MANUAL", "bot_ids": [bot.id]})
+    (source,) = rows(app, KnowledgeSource)
+    assert resp.headers["Location"] == f"/console/knowledge/{source.id}"
+    assert [link.bot_id for link in rows(app, BotSource)] == [bot.id]
+    console.get(resp.headers["Location"])
+    resp = console.post(f"/console/knowledge/{source.id}/rows", {"row_name": "refunds", "tags": "billing, faq",
+                                                                 "content": "# Refunds\n\nRefunds take five days."})
+    assert resp.status_code == 302
+    import io
+
+    resp = console.post(f"/console/knowledge/{source.id}/upload", {
+        "files": [(io.BytesIO(b"# Shipping\n\nParcels ship on Mondays."), "shipping.md"),
+                  (io.BytesIO("Caf\u00e9 hours: nine to five.".encode()), "hours.txt")]},
+        content_type="multipart/form-data")
+    assert resp.status_code == 302
+    assert sorted(r.name for r in rows(app, KnowledgeRow)) == ["hours.txt", "refunds", "shipping.md"]
+    page = text_of(console.get(f"/console/knowledge/{source.id}"))
+    assert "Rows (3)" in page and "billing, faq" in page and "not synced" in page
+    assert console.post(f"/console/knowledge/{source.id}/sync").status_code == 302
+    import time
+
+    deadline = time.monotonic() + 20
+    while console.client.get(f"/console/knowledge/{source.id}/state").get_json()["state"] == "syncing":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert console.client.get(f"/console/knowledge/{source.id}/state").get_json()["state"] == "synced"
+    page = text_of(console.get("/console/knowledge?q=when+do+parcels+ship"))
+    assert "Handbook · shipping.md" in page and "Parcels ship on Mondays." in page
+    refunds = rows(app, KnowledgeRow, KnowledgeRow.name == "refunds")[0]
+    console.get(f"/console/knowledge/{source.id}")
+    console.post(f"/console/knowledge/{source.id}/rows/delete", {"row_ids": [refunds.id]})
+    assert sorted(r.name for r in rows(app, KnowledgeRow)) == ["hours.txt", "shipping.md"]
+    console.post(f"/console/knowledge/{source.id}", {"name": "Manual", "sync_interval": "week"})
+    source = rows(app, KnowledgeSource)[0]
+    assert (source.name, source.sync_interval) == ("Manual", "week") and rows(app, BotSource) == []
+    console.post(f"/console/knowledge/{source.id}/delete", {"confirm": "Manual"})
+    assert rows(app, KnowledgeSource) == [] and rows(app, KnowledgeRow) == []
+
+
+def test_url_and_text_sources(app, console):
+    from app.storage.models import KnowledgeRow, KnowledgeSource
+
+    console.get("/console/knowledge")
+    console.post("/console/knowledge", {"name": "Site", "type": "URL", "url": "https://example.com/faq",
+                                        "sync_interval": "day"})
+    console.post("/console/knowledge", {"name": "Policy", "type": "TEXT", "text": "# Policy\n\nBe kind."})
+    by_name = {s.name: s for s in rows(app, KnowledgeSource)}
+    assert (by_name["Site"].type, by_name["Site"].url, by_name["Site"].sync_interval) == (
+        "URL", "https://example.com/faq", "day")
+    assert [r.content for r in rows(app, KnowledgeRow)] == ["# Policy\n\nBe kind."]
+    resp = console.post(f"/console/knowledge/{by_name['Site'].id}/rows", {"content": "x"})
+    assert resp.status_code == 400 and len(rows(app, KnowledgeRow)) == 1
+
+
+@pytest.mark.parametrize("form, field", [
+    ({"name": "", "type": "MANUAL"}, "name"),
+    ({"name": "x", "type": "FOLDER"}, "type"),
+    ({"name": "x", "type": "URL"}, "url"),
+    ({"name": "x", "type": "URL", "url": "ftp://example.com/"}, "url"),
+    ({"name": "x", "type": "MANUAL", "url": "https://example.com/"}, "url"),
+    ({"name": "x", "type": "TEXT"}, "text"),
+    ({"name": "x", "type": "MANUAL", "sync_interval": "hourly"}, "sync_interval"),
+    ({"name": "x", "type": "MANUAL", "bot_ids": ["no-such-bot"]}, "bot_ids"),
+])
+def test_bad_source_input_shows_on_the_form_and_creates_nothing(app, console, form, field):
+    from app.storage.models import KnowledgeSource
+
+    console.get("/console/knowledge")
+    resp = console.post("/console/knowledge", form)
+    assert resp.status_code == 400 and field_error(resp, field), text_of(resp)
+    assert rows(app, KnowledgeSource) == []
+
+
+@pytest.mark.parametrize("files, says", [
+    ([], "Choose one or more files"),
+    ([(b"%PDF-1.4", "manual.pdf")], "only .md, .markdown, .txt"),
+    ([(b"\xff\xfe\x00bad", "bad.txt")], "not UTF-8"),
+    ([(b"fine", "ok.md"), (b"", "empty.md")], "empty"),
+])
+def test_bad_uploads_show_on_the_form_and_add_nothing(app, console, files, says):
+    import io
+
+    from app.storage.models import KnowledgeRow
+
+    source_id = make_source(app)
+    console.get(f"/console/knowledge/{source_id}")
+    resp = console.post(f"/console/knowledge/{source_id}/upload",
+                        {"files": [(io.BytesIO(data), name) for data, name in files]},
+                        content_type="multipart/form-data")
+    assert resp.status_code == 400 and says in field_error(resp, "files")
+    assert len(rows(app, KnowledgeRow)) == 1
+
+
+def test_a_row_without_content_is_refused(app, console):
+    from app.storage.models import KnowledgeRow
+
+    source_id = make_source(app)
+    console.get(f"/console/knowledge/{source_id}")
+    resp = console.post(f"/console/knowledge/{source_id}/rows", {"row_name": "empty", "content": ""})
+    assert resp.status_code == 400 and field_error(resp, "content")
+    assert 'value="empty"' in resp.get_data(as_text=True)  # what was typed is kept
+    assert len(rows(app, KnowledgeRow)) == 1
+    resp = console.post(f"/console/knowledge/{source_id}/delete", {"confirm": "nope"})
+    assert resp.status_code == 400 and field_error(resp, "confirm")

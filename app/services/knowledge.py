@@ -177,13 +177,16 @@ def _check_sole_owner(source, bot_id):
                         code="shared_source")
 
 
-def update_source(source, *, only_bot=None, **changes):
-    """Apply ``changes``; with ``only_bot``, only when the source belongs to that bot alone
-    (Forbidden otherwise, nothing changed)."""
+def update_source(source, *, only_bot=None, bot_ids=None, **changes):
+    """Apply ``changes`` (and attach the source to exactly ``bot_ids`` when given), all or
+    nothing; with ``only_bot``, only when the source belongs to that bot alone (Forbidden
+    otherwise, nothing changed)."""
     if "sync_interval" in changes:
         _check_interval(changes["sync_interval"])
     with db.atomic():
         _check_sole_owner(source, only_bot)
+        if bot_ids is not None:
+            set_bots(source, bot_ids)
         for field, value in changes.items():
             setattr(source, field, value)
         source.updated_at = clock.now()

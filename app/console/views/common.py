@@ -20,8 +20,8 @@ def page(template, status=200, **context):
     session = current_session()
     context.setdefault("values", {})
     context.setdefault("errors", {})
-    messages = console_sessions.pop_flash(session) if session is not None else []
-    html = render_template(template, messages=messages, config=current_app.config, **context)
+    flashes = console_sessions.pop_flash(session) if session is not None else []
+    html = render_template(template, flashes=flashes, config=current_app.config, **context)
     return html, status
 
 
