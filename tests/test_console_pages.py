@@ -443,3 +443,46 @@ def test_a_row_without_content_is_refused(app, console):
     assert len(rows(app, KnowledgeRow)) == 1
     resp = console.post(f"/console/knowledge/{source_id}/delete", {"confirm": "nope"})
     assert resp.status_code == 400 and field_error(resp, "confirm")
+
+
+# ---------------------------------------------------------------- usage and overview
+
+
+def test_usage_charts_tables_and_csv_count_the_calls(app, console):
+    import csv
+    import io
+
+    from .conftest import Api
+
+    key = create_key(app, kind="admin", name="api admin")
+    api = Api(app.test_client(), key)
+    bot = api.post("/api/v1/bots", json={"name": "Support"}).get_json()
+    conv = api.post("/api/v1/conversations", json={"bot_id": bot["id"]}).get_json()
+    for text in ("one", "two"):
+        api.post(f"/api/v1/conversations/{conv['id']}/messages", json={"content": text})
+    resp = console.get("/console/usage?group_by=bot&metric=calls")
+    assert resp.status_code == 200
+    page = resp.get_data(as_text=True)
+    bars = re.findall(r'<rect class="s\d" [^>]*data-value="(\d+)"><title>([^<]*)</title>', page)
+    assert sorted(int(v) for v, _ in bars) == [1, 3]  # creating the bot; the conversation and its 2 turns
+    assert any("Support: 3" in title for _, title in bars)
+    assert "4" == re.search(r'id="usage-total">(\d+)<', page).group(1)
+    text = text_of(resp)
+    assert "Support 3" in text and "(none) 1" in text
+    tokens = console.get("/console/usage?group_by=model&metric=tokens").get_data(as_text=True)
+    assert "echo/echo" in tokens
+    csv_resp = console.get("/console/usage.csv?group_by=bot")
+    assert csv_resp.mimetype == "text/csv" and "attachment" in csv_resp.headers["Content-Disposition"]
+    lines = list(csv.DictReader(io.StringIO(csv_resp.get_data(as_text=True))))
+    assert sorted((r["bot"], r["requests"]) for r in lines) == [("(none)", "1"), ("Support", "3")]
+    assert next(r for r in lines if r["bot"] == "Support")["bot_id"] == bot["id"]
+
+
+@pytest.mark.parametrize("query, field", [("start=yesterday", "start"), ("end=2026-13-01", "end"),
+                                          ("start=2026-05-02&end=2026-05-01", "end"),
+                                          ("start=2024-01-01&end=2026-01-01", "start"),
+                                          ("group_by=colour", "group_by"), ("metric=joy", "metric")])
+def test_bad_usage_filters_show_on_the_form(console, query, field):
+    resp = console.get(f"/console/usage?{query}")
+    assert resp.status_code == 400 and field_error(resp, field)
+    assert console.get(f"/console/usage.csv?{query}").status_code == 400
