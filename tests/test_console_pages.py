@@ -323,9 +323,13 @@ def test_stop_answers_for_a_finished_generation(app, console):
     console.post("/console/playground", {"bot_id": bot.id})
     (conv,) = rows(app, Conversation)
     done = _sse(console.post(f"/console/api/conversations/{conv.id}/messages", {"content": "hi", "stream": "on"}))[-1][1]
-    resp = console.client.post(f"/console/api/conversations/{conv.id}/messages/{done['message_id']}/stop",
-                               headers={"X-CSRF-Token": console.token})
+    resp = console._done(console.client.post(f"/console/api/conversations/{conv.id}/messages/{done['message_id']}/stop",
+                                              headers={"X-CSRF-Token": console.token}))
     assert resp.status_code == 202 and resp.get_json() == {"message_id": done["message_id"], "stop_requested": False}
+    from app.storage.models import Usage
+
+    stops = rows(app, Usage, Usage.endpoint.contains("/stop"))
+    assert [u.key_id for u in stops] == [rows(app, ApiKey)[0].id]  # metered as the session's key
     resp = console.client.post(f"/console/api/conversations/{conv.id}/messages/{done['message_id']}/stop")
     assert resp.status_code == 400  # no token
 

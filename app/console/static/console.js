@@ -85,6 +85,7 @@ function startPlayground(box) {
   const textarea = form.querySelector("textarea");
   const csrf = form.querySelector("input[name=csrf_token]").value;
   let messageId = null;
+  box.dataset.live = "true";  // from here on answers stream (without this script the form posts)
 
   textarea.addEventListener("keydown", (event) => {  // Ctrl/Cmd+Enter sends
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) form.requestSubmit();

@@ -65,13 +65,19 @@ def _back(conversation_id):
     return redirect(url_for("console.playground", conversation_id=conversation_id) + "#composer", 303)
 
 
+def _meter_as_the_session_key():
+    """Count this call (a ``/console/api/`` path) against the signed-in key, as the API counts
+    its calls: its rate limit and quota apply. Raises RateLimited, QuotaExceeded."""
+    k = key()
+    policy.enforce(k.id, plan=k.plan, overrides=k.rate_limits, quota=k.credit_quota)
+
+
 @bp.post("/api/conversations/<conversation_id>/messages")
 def playground_send(conversation_id):
-    k = key()
     streamed = forms.checked("stream")
     try:
         conv, bot = chat.conversation_for_turn(conversation_id)
-        policy.enforce(k.id, plan=k.plan, overrides=k.rate_limits, quota=k.credit_quota)
+        _meter_as_the_session_key()
         meter = metering.for_bot(bot)
         turn = chat.prepare_turn(registry=registry(), config=current_app.config, bot=bot,
                                  content=forms.text("content"), conversation=conv, options={"stream": streamed})
@@ -122,6 +128,7 @@ def _events(turn, meter, heartbeat):
 @bp.post("/api/conversations/<conversation_id>/messages/<message_id>/stop")
 def playground_stop(conversation_id, message_id):
     conv = chat.get_conversation(conversation_id)
+    _meter_as_the_session_key()
     running = chat.request_stop(conv, message_id, max_age=float(current_app.config["STREAM_TIMEOUT"]))
     return {"message_id": message_id, "stop_requested": running}, 202
 
