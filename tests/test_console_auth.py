@@ -15,8 +15,9 @@ from .conftest import create_key, make_app, run_cli
 from .console_client import Console, field_error, text_of
 
 # Every page (GET) and a form of each page group (POST): none answers without a session.
-PAGES = ["/console/", "/console/bots", "/console/bots/new", "/console/keys"]
-FORMS = ["/console/bots/new", "/console/keys", "/console/sign-out"]
+PAGES = ["/console/", "/console/bots", "/console/bots/new", "/console/keys", "/console/playground",
+         "/console/conversations", "/console/knowledge", "/console/usage", "/console/usage.csv"]
+FORMS = ["/console/bots/new", "/console/keys", "/console/playground", "/console/knowledge", "/console/sign-out"]
 
 
 @pytest.fixture

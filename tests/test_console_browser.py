@@ -264,6 +264,14 @@ def test_the_usage_chart_counts_the_turns(server, browser, shots):
     assert support == [2], titles  # the two playground turns (the answer and the stopped one)
     assert "Support" in browser.find_element(By.ID, "usage-groups").text
     shots(browser, "usage")
+    browser.get(base + "/console/conversations?rating=like")
+    (link,) = browser.find_elements(By.CSS_SELECTOR, "#conversations tbody a")  # the liked one
+    link.click()
+    assert "Handbook · refunds" in browser.find_element(By.CLASS_NAME, "transcript").text
+    labelled(browser)
+    shots(browser, "conversation")
+    browser.get(base + "/console/conversations")
+    shots(browser, "conversations")
     browser.get(base + "/console/")
     assert int(browser.find_element(By.CSS_SELECTOR, "[data-stat=calls]").text) >= 2
     shots(browser, "overview")
@@ -275,7 +283,8 @@ def test_every_page_is_usable_at_375_pixels(server, browser, shots):
     try:
         for name, path in (("overview", "/console/"), ("bots", "/console/bots"), ("bot-new", "/console/bots/new"),
                            ("playground", "/console/playground"), ("knowledge", "/console/knowledge"),
-                           ("keys", "/console/keys"), ("usage", "/console/usage")):
+                           ("conversations", "/console/conversations"), ("keys", "/console/keys"),
+                           ("usage", "/console/usage")):
             browser.get(base + path)
             labelled(browser)
             overflow = browser.execute_script(

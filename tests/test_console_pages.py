@@ -490,3 +490,64 @@ def test_bad_usage_filters_show_on_the_form(console, query, field):
     resp = console.get(f"/console/usage?{query}")
     assert resp.status_code == 400 and field_error(resp, field)
     assert console.get(f"/console/usage.csv?{query}").status_code == 400
+
+
+# ---------------------------------------------------------------- conversations
+
+
+def test_conversations_are_filtered_and_read_as_transcripts(app, console):
+    from app.storage.models import Conversation, Message
+
+    from .conftest import Api
+
+    api = Api(app.test_client(), create_key(app, kind="admin"))
+    support = api.post("/api/v1/bots", json={"name": "Support", "greeting": "Hi"}).get_json()
+    sales = api.post("/api/v1/bots", json={"name": "Sales"}).get_json()
+    alice = api.post("/api/v1/conversations", json={"bot_id": support["id"], "end_user_id": "alice"}).get_json()
+    bob = api.post("/api/v1/conversations", json={"bot_id": sales["id"], "end_user_id": "bob"}).get_json()
+    turn = api.post(f"/api/v1/conversations/{alice['id']}/messages", json={"content": "where is my parcel"}).get_json()
+    api.post(f"/api/v1/conversations/{bob['id']}/messages", json={"content": "prices please"})
+    api.post(f"/api/v1/conversations/{alice['id']}/messages/{turn['message']['id']}/rating", json={"rating": "dislike"})
+    with app.app_context(), db.connection_context():  # an answer that failed, as a provider error leaves it
+        Message.create(conversation=bob["id"], role="assistant", content="", status="error",
+                       error="Provider openai/gpt failed: timeout", model="openai/gpt")
+
+    def listed(query=""):
+        resp = console.get(f"/console/conversations?{query}")
+        assert resp.status_code == 200, text_of(resp)
+        return re.findall(r'href="/console/conversations/([^"]+)"', resp.get_data(as_text=True))
+
+    assert listed() == [bob["id"], alice["id"]]  # newest first
+    assert listed(f"bot_id={support['id']}") == [alice["id"]]
+    assert listed("end_user=bob") == [bob["id"]] and listed("end_user=nobody") == []
+    assert listed("rating=dislike") == [alice["id"]] and listed("rating=like") == []
+    assert listed("rating=none") == [bob["id"]] and listed("rating=any") == [alice["id"]]
+    assert listed("status=error") == [bob["id"]]
+    assert listed("start=2000-01-01&end=2000-01-02") == []
+    today = rows(app, Conversation)[0].created_at.strftime("%Y-%m-%d")
+    assert len(listed(f"start={today}&end={today}")) == 2  # the end day is included
+    page = text_of(console.get("/console/conversations"))
+    assert "where is my parcel" in page and "1 disliked" in page and "alice" in page
+    transcript = console.get(f"/console/conversations/{alice['id']}")
+    text = text_of(transcript)
+    assert "Hi" in text and "where is my parcel" in text and "Echo: where is my parcel" in text
+    assert 'aria-pressed="true">Dislike' in transcript.get_data(as_text=True)
+    failed = text_of(console.get(f"/console/conversations/{bob['id']}"))
+    assert "error" in failed and "Provider openai/gpt failed: timeout" in failed
+    resp = console.post(f"/console/conversations/{alice['id']}/messages/{turn['message']['id']}/rating",
+                        {"rating": "like", "next": "conversation"})
+    assert resp.headers["Location"].startswith(f"/console/conversations/{alice['id']}")
+    assert rows(app, Message, Message.id == turn["message"]["id"])[0].rating == "like"
+
+
+@pytest.mark.parametrize("query, field", [("start=someday", "start"), ("end=2026-02-30", "end"),
+                                          ("start=2026-05-02&end=2026-05-01", "end"), ("rating=meh", "rating"),
+                                          ("status=fine", "status"), ("page=0", "page"), ("page=x", "page")])
+def test_bad_conversation_filters_show_on_the_form(console, query, field):
+    resp = console.get(f"/console/conversations?{query}")
+    assert resp.status_code == 400 and (field_error(resp, field) or field == "page"), text_of(resp)
+
+
+def test_an_unknown_conversation_is_a_404_page(console):
+    resp = console.get("/console/conversations/no-such-conversation")
+    assert resp.status_code == 404 and "not found" in text_of(resp)
