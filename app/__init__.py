@@ -62,8 +62,9 @@ def create_app(test_config=None):
     with app.app_context():  # the OpenAPI document shows the bounds configured for this app
         init_api(app)
 
-    from app import scheduler
+    from app import console, scheduler
 
+    console.init_app(app)
     scheduler.init_app(app)
 
     if app.config["AUTO_UPGRADE"]:

@@ -44,16 +44,20 @@ def _dump(schema_cls, obj, many=False):
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @with_appcontext
 def init_command(as_json):
-    """Create the database, a first admin key (printed once) and a demo bot.
+    """Create the database, a first admin key (printed once), a demo bot and the instance's
+    secret key (``secret_key``, which signs console sessions).
 
     Safe to run again: an initialised instance is left as it is and no new
     key is printed.
     """
+    from app.console import instance_secret_key
     from app.services import keys
     from app.storage.migrations import upgrade
     from app.storage.models import ApiKey, Bot
 
     upgrade()
+    if not current_app.config.get("SECRET_KEY"):
+        instance_secret_key(current_app.instance_path)
     result = {"database": current_app.config["DATABASE_URL"], "admin_key": None, "demo_bot": None}
     with db.connection_context():
         if not ApiKey.select().where(ApiKey.kind == "admin").exists():

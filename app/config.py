@@ -150,12 +150,27 @@ DEFAULTS = {
     "TEMPLATE_TIMEOUT": 2,
     # Automation endpoints: POST <HOOKS_PREFIX>/<endpoint>; "" mounts them at the root.
     "HOOKS_PREFIX": "/hooks",
+    # The console at /console (and / redirecting there); False: neither is served.
+    "CONSOLE_ENABLED": True,
+    # Signs the console's session cookie. None: the instance folder's ``secret_key`` file, which
+    # `chatport init` writes (or the first start, when init never ran).
+    "SECRET_KEY": None,
+    # Seconds without a request after which a console session ends, and the longest a session
+    # lasts however busy it is.
+    "CONSOLE_IDLE_TIMEOUT": 30 * 60,
+    "CONSOLE_SESSION_LIFETIME": 12 * 3600,
+    # Sign-in attempts per minute per client address (GCRA, like the API's rate limits).
+    "CONSOLE_SIGNIN_PER_MINUTE": 10,
+    # The session cookie's Secure flag: None sets it when the request came over HTTPS (gunicorn
+    # honours X-Forwarded-Proto from FORWARDED_ALLOW_IPS, by default 127.0.0.1); True always.
+    "CONSOLE_COOKIE_SECURE": None,
 }
 
 
 POSITIVE_INTEGERS = ("PAGE_DEFAULT", "PAGE_MAX", "MAX_NAME_LENGTH", "MAX_INSTRUCTIONS_LENGTH",
                      "MAX_MESSAGE_LENGTH", "MAX_MESSAGES", "MAX_PROPERTIES", "MAX_CONTENT_PARTS",
-                     "MAX_IMAGE_BYTES", "MAX_TOOLS", "MAX_TOOLS_BYTES", "MAX_CHOICES")
+                     "MAX_IMAGE_BYTES", "MAX_TOOLS", "MAX_TOOLS_BYTES", "MAX_CHOICES",
+                     "CONSOLE_IDLE_TIMEOUT", "CONSOLE_SESSION_LIFETIME", "CONSOLE_SIGNIN_PER_MINUTE")
 
 
 def check(config):

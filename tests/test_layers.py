@@ -1,6 +1,6 @@
 """The layering of the code, read from each module's import statements (including imports inside
-functions): views in ``app/api`` reach storage only through services, and nothing below the API
-layer imports it."""
+functions): views in ``app/api`` and ``app/console`` reach storage only through services, and
+nothing below those layers imports them."""
 import ast
 import os
 
@@ -63,9 +63,14 @@ def test_api_views_reach_storage_only_through_services():
     assert _offenders(["app/api"], STORAGE_INTERNALS) == {}
 
 
+def test_console_views_reach_storage_only_through_services():
+    assert list(_modules("app/console"))
+    assert _offenders(["app/console"], STORAGE_INTERNALS) == {}
+
+
 def test_services_and_scheduler_never_import_the_api_layer():
     assert all(os.path.exists(os.path.join(ROOT, p)) for p in BELOW_THE_API)
-    assert _offenders(BELOW_THE_API, ("app.api",)) == {}
+    assert _offenders(BELOW_THE_API, ("app.api", "app.console")) == {}
 
 
 def test_the_import_reader_sees_every_form_of_import(tmp_path, monkeypatch):

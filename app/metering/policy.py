@@ -25,7 +25,10 @@ from app.storage import prepared
 
 log = logging.getLogger("chatport.usage")
 
-UNMETERED = ("/healthz", "/api/docs", "/api/openapi.json", "/static/")
+UNMETERED = ("/healthz", "/api/docs", "/api/openapi.json", "/static/", "/console")
+# The console's pages are not API calls; what it asks of a bot (playground turns) is, metered
+# like the API's under the signed-in admin key.
+METERED_CONSOLE = "/console/api/"
 
 
 def category_table(config):
@@ -58,6 +61,7 @@ def category_table(config):
         (f"{oa}/messages/count_tokens", "anthropic", "models"),  # calls no model: a cheap read
         (f"{oa}", "openai", "conversation"),
         (hooks or "/", "hooks", "workflow"),
+        (METERED_CONSOLE.rstrip("/"), "console", "conversation"),
     ]
     return sorted(table, key=lambda row: -len(row[0]))
 
@@ -94,7 +98,8 @@ def enforce(subject, *, plan=None, overrides=None, quota=None):
 
 
 def _metered():
-    return not request.path.startswith(UNMETERED)
+    path = request.path
+    return path.startswith(METERED_CONSOLE) or (path != "/" and not path.startswith(UNMETERED))
 
 
 def _start():

@@ -84,6 +84,22 @@ def update_bot(bot_id, key=None, **changes):
     return bot
 
 
+def save_bot(bot_id=None, key=None, *, source_ids=None, default_model="echo/echo", **fields):
+    """Create (``bot_id`` None) or update a bot and, when ``source_ids`` is given, set the
+    knowledge sources it retrieves from: all or nothing. Raises BadRequest, NotFound."""
+    from app.services import knowledge
+    from app.storage.db import db
+
+    with db.atomic():
+        if bot_id is None:
+            bot = create_bot(default_model=default_model, **fields)
+        else:
+            bot = update_bot(bot_id, key, **fields)
+        if source_ids is not None:
+            knowledge.set_sources_of_bot(bot.id, source_ids)
+    return bot
+
+
 def delete_bot(bot_id, key=None):
     get_bot(bot_id, key).delete_instance()
 

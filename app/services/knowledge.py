@@ -177,13 +177,16 @@ def _check_sole_owner(source, bot_id):
                         code="shared_source")
 
 
-def update_source(source, *, only_bot=None, **changes):
-    """Apply ``changes``; with ``only_bot``, only when the source belongs to that bot alone
-    (Forbidden otherwise, nothing changed)."""
+def update_source(source, *, only_bot=None, bot_ids=None, **changes):
+    """Apply ``changes`` (and attach the source to exactly ``bot_ids`` when given), all or
+    nothing; with ``only_bot``, only when the source belongs to that bot alone (Forbidden
+    otherwise, nothing changed)."""
     if "sync_interval" in changes:
         _check_interval(changes["sync_interval"])
     with db.atomic():
         _check_sole_owner(source, only_bot)
+        if bot_ids is not None:
+            set_bots(source, bot_ids)
         for field, value in changes.items():
             setattr(source, field, value)
         source.updated_at = clock.now()
@@ -198,6 +201,21 @@ def delete_source(source, *, only_bot=None):
         _check_sole_owner(source, only_bot)
         search_index.remove_sources([source.id])
         source.delete_instance()  # rows, chunks, tags links and bot links cascade
+
+
+def set_sources_of_bot(bot_id, source_ids):
+    """Make ``bot_id`` retrieve from exactly these sources (one transaction). Raises BadRequest
+    naming unknown source ids (nothing changed)."""
+    source_ids = list(dict.fromkeys(source_ids or []))
+    with db.atomic():
+        found = ({s.id for s in KnowledgeSource.select(KnowledgeSource.id).where(KnowledgeSource.id.in_(source_ids))}
+                 if source_ids else set())
+        missing = [s for s in source_ids if s not in found]
+        if missing:
+            raise BadRequest(f"unknown data source(s): {', '.join(missing)}", fields={"source_ids": "unknown"})
+        BotSource.delete().where((BotSource.bot == bot_id) & BotSource.source.not_in(source_ids)).execute()
+        for source_id in source_ids:
+            BotSource.insert(bot=bot_id, source=source_id).on_conflict_ignore().execute()
 
 
 def source_ids_of_bot(bot):

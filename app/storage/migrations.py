@@ -25,6 +25,7 @@ History:
   14 a conversation may be with a provider model rather than a bot (``conversation.bot`` may be
      null, ``conversation.model`` names the model), and the Responses API keeps its stored
      responses (``response``: the turn's answer id, its input messages, the request's settings).
+  15 console sessions (``console_session``).
 
 On SQLite, steps run with foreign keys off (SQLite's own procedure for table changes: a step
 that rebuilds a table, as dropping a NOT NULL does, would otherwise cascade the drop of the old
@@ -58,7 +59,6 @@ def _create_search_index():
 
 AFTER_CREATE = [_create_search_index]
 
-# Version numbers may have gaps (parallel branches reserve their own numbers).
 def _v4(migrator):
     from app.storage.search_index import create_schema
 
@@ -135,7 +135,13 @@ def _v14(migrator):
     db.create_tables([StoredResponse], safe=True)
 
 
-STEPS = {2: _v2, 4: _v4, 6: _v6, 7: _v7, 8: _v8, 10: _v10, 11: _v11, 12: _v12, 13: _v13, 14: _v14}
+def _v15(migrator):
+    from app.storage.models import ConsoleSession
+
+    db.create_tables([ConsoleSession], safe=True)
+
+
+STEPS = {2: _v2, 4: _v4, 6: _v6, 7: _v7, 8: _v8, 10: _v10, 11: _v11, 12: _v12, 13: _v13, 14: _v14, 15: _v15}
 LATEST = max(STEPS)
 
 

@@ -389,6 +389,22 @@ class StreamLease(BaseModel):
     expires_at = DoubleField()  # epoch seconds (needs double precision)
 
 
+class ConsoleSession(BaseModel):
+    """A signed-in console user: the browser holds the session token (in a signed cookie), the
+    server only its SHA-256. The session acts as the admin key it was opened with and ends with
+    it (disabled, deleted), after ``CONSOLE_IDLE_TIMEOUT`` without a request, or at
+    ``CONSOLE_SESSION_LIFETIME`` (schema version 15)."""
+
+    id = CharField(primary_key=True, max_length=64)  # SHA-256 hex of the session token
+    key = ForeignKeyField(ApiKey, backref="console_sessions", on_delete="CASCADE")
+    csrf_token = CharField(max_length=64)
+    # Messages for the next page (after a redirect): [{"kind", "text", "secret"?}]; a new key's or
+    # channel's secret waits here for the one page that shows it, then is gone.
+    flash = JSONField(default=list)
+    created_at = DateTimeField(default=clock.now)
+    last_seen_at = DateTimeField(default=clock.now, index=True)
+
+
 ALL_MODELS = [
     SchemaVersion,
     Bot,
@@ -412,4 +428,5 @@ ALL_MODELS = [
     RateLimitState,
     CreditCounter,
     StreamLease,
+    ConsoleSession,
 ]
