@@ -264,6 +264,57 @@ def db_copy_command(to_url, replace, as_json):
           "Set DATABASE_URL (or CHATPORT_DATABASE_URL) to the target and restart chatport.")
 
 
+# ---------------------------------------------------------------- export / import
+
+
+@main.command("export")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+@with_appcontext
+def export_command(file):
+    """Write the instance's bots, knowledge sources (with their rows) and automations to FILE
+    as JSON (`-` for standard output). Keys, channels and conversations are not included."""
+    from app.services import transfer
+
+    with db.connection_context():
+        doc = transfer.export()
+    text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    if file == "-":
+        click.echo(text, nl=False)
+        return
+    partial = file + ".partial"
+    with open(partial, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(partial, file)
+    click.echo(f"Exported {len(doc['bots'])} bot(s), {len(doc['knowledge_sources'])} knowledge source(s), "
+               f"{len(doc['automations'])} automation(s) to {file}.")
+
+
+@main.command("import")
+@click.argument("file", type=click.File("r", encoding="utf-8"))
+@click.option("--replace", is_flag=True, help="Overwrite bots, sources and automations of the same name.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was created and replaced as JSON.")
+@with_appcontext
+def import_command(file, replace, as_json):
+    """Create the bots, knowledge sources and automations of an export FILE (`chatport export`),
+    all or nothing."""
+    from app.errors import ApiError
+    from app.providers.llm import registry
+    from app.services import transfer
+
+    try:
+        doc = json.load(file)
+    except ValueError as exc:
+        raise click.ClickException(f"{file.name} is not JSON: {exc}")
+    with db.connection_context():
+        try:
+            report = transfer.import_document(doc, registry=registry(), replace=replace)
+        except ApiError as exc:
+            raise click.ClickException(f"nothing imported: {exc.message}")
+    lines = [f"{verb.capitalize()} {kind.replace('_', ' ')}: {', '.join(names)}"
+             for verb in ("created", "replaced") for kind, names in report[verb].items() if names]
+    _emit(as_json, report, "\n".join(lines) or "The export was empty: nothing imported.")
+
+
 # ---------------------------------------------------------------- keys
 
 

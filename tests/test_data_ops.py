@@ -13,7 +13,14 @@ import requests
 from app.storage.db import db
 from app.storage.migrations import LATEST
 
-from .conftest import PG_SKIP_REASON, PG_URL, create_key, make_app, pg_schema_url, run_cli
+from .conftest import (
+    PG_SKIP_REASON,
+    PG_URL,
+    create_key,
+    make_app,
+    pg_schema_url,
+    run_cli,
+)
 
 
 def populate(app):
@@ -291,3 +298,132 @@ def test_copy_replace_and_refusals(tmp_path, pg_target):
     assert _pg_count(pg_target, "bot") == 2 and _pg_count(pg_target, "message") == 3
     bad = run_cli(app, "db", "copy", "--to", "mysql://x@localhost/db")
     assert bad.exit_code != 0 and "postgresql://" in bad.output
+
+
+# ---------------------------------------------------------------- export / import
+
+
+def populate_config(app):
+    """Bots, knowledge (a MANUAL source with tagged rows, a TEXT source) and an automation whose
+    step context names a source by id and a tag."""
+    from app.providers.llm import registry
+    from app.services import automations, bots, knowledge
+
+    with app.app_context(), db.connection_context():
+        helper = bots.create_bot(name="Helper", model="echo/echo", instructions="Be brief.", temperature=0.3,
+                                 allowed_models=["extractive/extractive"])
+        bots.create_bot(name="Quiet", model="echo/echo", enabled=False)
+        manual = knowledge.create_source(name="Handbook", bot_ids=[helper.id])
+        knowledge.add_rows(manual, [
+            {"name": "Lighthouse", "content": "The zephyrine lighthouse keeper logs storms.", "tags": ["coast"]},
+            {"name": "Harbour", "content": "Boats moor at the harbour.", "tags": ["coast", "boats"]}])
+        knowledge.sync_source(manual.id)
+        knowledge.create_source(name="Notes", type="TEXT", text="# Notes\n\nQuartzite cliffs.", bot_ids=[helper.id])
+        automations.save({"name": "Summarise", "endpoint": "summarise", "inputs": [{"name": "text"}],
+                          "steps": [{"prompt": "Summarise {{ text }}", "model": "echo/echo",
+                                     "context": {"sources": [manual.id], "tags": ["coast"], "top_k": 2}}]},
+                         registry=registry())
+
+
+def _strip_time(doc):
+    return {k: v for k, v in doc.items() if k != "exported_at"}
+
+
+def test_export_import_round_trip(tmp_path, database_url):
+    """An export imported into a fresh instance (SQLite and PostgreSQL) exports the same; its
+    knowledge is searchable at once; importing again conflicts (nothing changed) unless
+    --replace, which overwrites in place."""
+    source_app = make_app(f"sqlite:///{tmp_path}/a.db", tmp_path / "a")
+    populate_config(source_app)
+    out = tmp_path / "export.json"
+    result = run_cli(source_app, "export", str(out))
+    assert result.exit_code == 0, result.output
+    assert "2 bot(s), 2 knowledge source(s), 1 automation(s)" in result.output
+    exported = json.loads(out.read_text())
+    assert exported["format"] == "chatport-export" and exported["version"] == 1
+    step = exported["automations"][0]["steps"][0]
+    assert step["context"] == {"sources": ["Handbook"], "tags": ["coast"], "top_k": 2}  # names, not ids
+    db.close()
+
+    target = make_app(database_url, tmp_path)
+    admin = create_key(target, kind="admin")
+    result = run_cli(target, "import", str(out), "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["created"] == {"knowledge_sources": ["Handbook", "Notes"], "bots": ["Helper", "Quiet"],
+                                 "automations": ["Summarise"]}
+    again = run_cli(target, "export", "-")
+    assert _strip_time(json.loads(again.output)) == _strip_time(exported)
+
+    found = target.test_client().post("/api/v1/knowledge/search", json={"query": "zephyrine"},
+                                      headers={"Authorization": f"Bearer {admin}"}).get_json()
+    assert [p["content"] for p in found["data"]] == ["The zephyrine lighthouse keeper logs storms."]
+
+    from app.storage.models import Bot, KnowledgeRow
+
+    with target.app_context(), db.connection_context():
+        helper_id = Bot.get(Bot.name == "Helper").id
+    conflict = run_cli(target, "import", str(out))
+    assert conflict.exit_code != 0 and "--replace" in conflict.output and "nothing imported" in conflict.output
+    exported["bots"][0]["instructions"] = "Be very brief."
+    exported["knowledge_sources"][0]["rows"] = exported["knowledge_sources"][0]["rows"][:1]
+    out.write_text(json.dumps(exported))
+    result = run_cli(target, "import", str(out), "--replace")
+    assert result.exit_code == 0, result.output
+    assert "Replaced bots: Helper, Quiet" in result.output
+    with target.app_context(), db.connection_context():
+        assert Bot.select().count() == 2
+        helper = Bot.get(Bot.name == "Helper")
+        assert (helper.id, helper.instructions) == (helper_id, "Be very brief.")  # in place
+        assert KnowledgeRow.select().count() == 2  # Handbook's one row and the TEXT one
+
+
+def test_import_is_all_or_nothing(tmp_path, database_url):
+    from app.storage.models import Automation, Bot, KnowledgeRow, KnowledgeSource
+
+    app = make_app(database_url, tmp_path)
+    doc = {"format": "chatport-export", "version": 1,
+           "knowledge_sources": [{"name": "Kb", "rows": [{"name": "a", "content": "alpha"}]}],
+           "bots": [{"name": "B", "model": "echo/echo", "sources": ["Kb"]}],
+           # The last item is invalid: a template using an undeclared variable.
+           "automations": [{"name": "A", "steps": [{"prompt": "{{ nope }}", "model": "echo/echo"}]}]}
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(doc))
+    result = run_cli(app, "import", str(path))
+    assert result.exit_code != 0 and "automation 'A'" in result.output and "nope" in result.output
+    with app.app_context(), db.connection_context():
+        assert [m.select().count() for m in (KnowledgeSource, KnowledgeRow, Bot, Automation)] == [0, 0, 0, 0]
+
+    for bad, says in (({"format": "other"}, "not a chatport export"),
+                      ({"format": "chatport-export", "version": 99}, "newer than this chatport"),
+                      ({"format": "chatport-export", "version": 1, "bots": [{"name": "x"}, {"name": "x"}]}, "unique"),
+                      ({"format": "chatport-export", "version": 1, "bots": [{"name": "x", "sources": ["nope"]}]},
+                       "lacks")):
+        path.write_text(json.dumps(bad))
+        result = run_cli(app, "import", str(path))
+        assert result.exit_code != 0 and says in result.output, result.output
+    path.write_text("{not json")
+    assert "is not JSON" in run_cli(app, "import", str(path)).output
+
+
+def test_copy_failure_leaves_the_target_untouched(tmp_path, pg_target):
+    """One transaction: a row PostgreSQL refuses (a NUL character in text) fails the copy with
+    its table named, and the target has not even the schema."""
+    import psycopg2
+
+    app = make_app(f"sqlite:///{tmp_path}/a.db", tmp_path)
+    populate(app)
+    with app.app_context(), db.connection_context():
+        from app.storage.models import Usage
+
+        Usage.create(dialect="api", category="chat", endpoint="bad\x00byte")
+    result = run_cli(app, "db", "copy", "--to", pg_target)
+    assert result.exit_code != 0 and "copying usage failed, nothing was copied" in result.output, result.output
+    schema = pg_target.rsplit("search_path%3D", 1)[1]
+    conn = psycopg2.connect(PG_URL)
+    try:
+        cur = conn.cursor()
+        cur.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = %s", (schema,))
+        assert cur.fetchone()[0] == 0
+    finally:
+        conn.close()

@@ -17,7 +17,14 @@ from app.errors import BadRequest, Forbidden, NotFound, QuotaExceeded, RateLimit
 from app.ids import new_id
 from app.storage import prepared, search_index
 from app.storage.db import db, is_sqlite
-from app.storage.models import BotSource, KnowledgeChunk, KnowledgeRow, KnowledgeSource, RowTag, Tag
+from app.storage.models import (
+    BotSource,
+    KnowledgeChunk,
+    KnowledgeRow,
+    KnowledgeSource,
+    RowTag,
+    Tag,
+)
 from app.storage.pagination import paginate
 
 log = logging.getLogger("chatport.knowledge")
@@ -396,6 +403,19 @@ def _index_row(row_id, source_id):
     KnowledgeChunk.bulk_create(chunks, batch_size=200)
     search_index.index_chunks(chunks)
     KnowledgeRow.update(status="synced", error=None, last_sync=clock.now()).where(KnowledgeRow.id == row.id).execute()
+
+
+def index_now(source):
+    """Chunk and index every row of ``source`` inside the caller's transaction and mark it synced
+    (an import: its rows are searchable when it commits, or it is not there at all). A URL
+    source with an interval is due at once, so its next sync fetches the page again."""
+    row_ids = [r.id for r in KnowledgeRow.select(KnowledgeRow.id).where(KnowledgeRow.source == source)]
+    for row_id in row_ids:
+        _index_row(row_id, source.id)
+    now = clock.now()
+    KnowledgeSource.update(status="synced", error=None, last_sync=now, sync_started_at=None,
+                           next_sync_at=now if source.sync_interval else None).where(
+        KnowledgeSource.id == source.id).execute()
 
 
 def claim_sync(source_id):

@@ -13,7 +13,7 @@ import os
 import sqlite3
 from contextlib import contextmanager
 
-from peewee import AutoField, sort_models
+from peewee import AutoField, DatabaseError, sort_models
 
 from app import clock
 from app.storage.db import db, is_sqlite, make_database
@@ -31,7 +31,7 @@ def _sqlite_path():
     """The file of the bound SQLite database; DataOpError for PostgreSQL or a memory database."""
     if not is_sqlite():
         raise DataOpError("this instance's database is PostgreSQL: back it up with pg_dump "
-                          "(e.g. pg_dump --format=custom DATABASE_URL > chatport.dump) and restore "
+                          "(pg_dump --format=custom --file=chatport.dump \"$DATABASE_URL\") and restore "
                           "it with pg_restore; `chatport db backup` and `restore` are for SQLite")
     path = db.obj.database
     if not path or path == ":memory:":
@@ -118,7 +118,9 @@ def has_data():
     with db.connection_context():
         if current_version() is None:
             return False
-        return any(model.select().exists() for model in _data_tables())
+        # Raw statements on the tables there are: an older schema may lack some (or columns).
+        return any(db.execute_sql(f'SELECT 1 FROM "{m._meta.table_name}" LIMIT 1').fetchone()
+                   for m in _data_tables() if db.table_exists(m._meta.table_name))
 
 
 def restore(src, *, replace=False):
@@ -149,6 +151,8 @@ def restore(src, *, replace=False):
         target = sqlite3.connect(dest_path, timeout=30)
         try:
             source.backup(target)
+        except sqlite3.Error as exc:  # e.g. the server holds the write lock past the timeout
+            raise DataOpError(f"the restore failed, the database is unchanged: {exc} (stop the server first)")
         finally:
             target.close()
     finally:
@@ -249,9 +253,13 @@ def copy_to(url, *, replace=False):
                 for model in _data_tables():
                     fields = model._meta.sorted_fields
                     n = 0
-                    for rows in _source_rows(source, model):
-                        model.insert_many(rows, fields=fields).execute()
-                        n += len(rows)
+                    try:
+                        for rows in _source_rows(source, model):
+                            model.insert_many(rows, fields=fields).execute()
+                            n += len(rows)
+                    except (DatabaseError, ValueError) as exc:  # e.g. a NUL character (PostgreSQL text has none)
+                        raise DataOpError(f"copying {model._meta.table_name} failed, nothing was copied: "
+                                          f"{str(exc).strip()}")
                     counts[model._meta.table_name] = n
                     _advance_serial(model)
                 from app.storage.search_index import rebuild
