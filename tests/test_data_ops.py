@@ -109,6 +109,8 @@ def test_backup_and_restore_refuse_postgres(tmp_path):
         assert result.exit_code != 0 and "pg_dump" in result.output
         result = run_cli(app, "db", "restore", str(tmp_path / "b.db"))
         assert result.exit_code != 0 and "pg_dump" in result.output
+        result = run_cli(app, "db", "copy", "--to", pg_schema_url(schema))
+        assert result.exit_code != 0 and "already PostgreSQL" in result.output
         db.obj.close_all()
 
 
@@ -427,3 +429,10 @@ def test_copy_failure_leaves_the_target_untouched(tmp_path, pg_target):
         assert cur.fetchone()[0] == 0
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("cmd", [["db", "backup"], ["db", "restore"], ["db", "copy"], ["export"], ["import"]],
+                         ids=" ".join)
+def test_help(sqlite_app, cmd):
+    result = run_cli(sqlite_app, *cmd, "--help")
+    assert result.exit_code == 0 and "Usage:" in result.output and len(result.output.splitlines()) > 4

@@ -217,6 +217,9 @@ def copy_to(url, *, replace=False):
     in foreign-key order with its ids, serial columns advanced past the copied ids, the
     knowledge search index rebuilt. Nothing is left half-copied on failure.
     """
+    if not is_sqlite():
+        raise DataOpError("this instance's database is already PostgreSQL: the copy moves a SQLite "
+                          "instance (copy between PostgreSQL servers with pg_dump | pg_restore)")
     src_path = _sqlite_path()
     if not url.split("://", 1)[0].startswith("postgres"):
         raise DataOpError("--to must be a postgresql:// URL (the copy moves a SQLite instance to PostgreSQL)")
