@@ -17,14 +17,7 @@ from app.errors import BadRequest, Forbidden, NotFound, QuotaExceeded, RateLimit
 from app.ids import new_id
 from app.storage import prepared, search_index
 from app.storage.db import db, is_sqlite
-from app.storage.models import (
-    BotSource,
-    KnowledgeChunk,
-    KnowledgeRow,
-    KnowledgeSource,
-    RowTag,
-    Tag,
-)
+from app.storage.models import BotSource, KnowledgeChunk, KnowledgeRow, KnowledgeSource, RowTag, Tag
 from app.storage.pagination import paginate
 
 log = logging.getLogger("chatport.knowledge")
