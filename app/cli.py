@@ -193,7 +193,7 @@ def knowledge_sync_due(as_json):
 
 @main.group("db")
 def db_group():
-    """Database schema commands."""
+    """Database commands: the schema, backups and restores, the copy to PostgreSQL."""
 
 
 @db_group.command("upgrade")

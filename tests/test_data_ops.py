@@ -97,8 +97,11 @@ def test_backup_never_overwrites(sqlite_app, tmp_path):
     result = run_cli(sqlite_app, "db", "backup", str(tmp_path / "b.db"))
     assert result.exit_code != 0 and "exists" in result.output
     assert (tmp_path / "b.db").read_text() == "keep me"
+    result = run_cli(sqlite_app, "db", "backup", str(tmp_path / "no" / "such" / "b.db"))
+    assert result.exit_code != 0 and "no such folder" in result.output
 
 
+@pytest.mark.postgres
 def test_backup_and_restore_refuse_postgres(tmp_path):
     if not PG_URL:
         pytest.skip(PG_SKIP_REASON)
@@ -234,6 +237,8 @@ def _pg_count(url, table):
         conn.close()
 
 
+@pytest.mark.postgres
+@pytest.mark.server
 def test_copy_to_postgres_then_serve_from_it(tmp_path, pg_target):
     """A populated SQLite instance copied to PostgreSQL; a live `chatport serve` on PostgreSQL
     answers the same admin key, lists the conversation with its tool call, finds the knowledge."""
@@ -287,6 +292,7 @@ def _pg_structure(url):
         conn.close()
 
 
+@pytest.mark.postgres
 def test_copy_replace_and_refusals(tmp_path, pg_target):
     app = make_app(f"sqlite:///{tmp_path}/a.db", tmp_path)
     populate(app)
@@ -408,6 +414,7 @@ def test_import_is_all_or_nothing(tmp_path, database_url):
     assert "is not JSON" in run_cli(app, "import", str(path)).output
 
 
+@pytest.mark.postgres
 def test_copy_failure_leaves_the_target_untouched(tmp_path, pg_target):
     """One transaction: a row PostgreSQL refuses (a NUL character in text) fails the copy with
     its table named, and the target has not even the schema."""

@@ -59,6 +59,8 @@ def backup(dest):
         raise DataOpError(f"{dest} exists: choose a new file (a backup never overwrites one)")
     if os.path.abspath(src_path) == dest:
         raise DataOpError("the backup file is the database itself")
+    if not os.path.isdir(os.path.dirname(dest)):
+        raise DataOpError(f"{os.path.dirname(dest)}: no such folder")
     partial = dest + ".partial"
     if os.path.exists(partial):
         os.remove(partial)
