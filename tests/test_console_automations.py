@@ -133,6 +133,19 @@ def test_an_automation_is_created_listed_and_edited(app, console):
     assert (only.position, only.prompt, only.output) == (1, "Be {{ tone }} about {{ topic }}", "response")
 
 
+def test_a_step_added_after_the_last_one_uses_its_output(app, console):
+    one_step = {k: v for k, v in GOOD.items() if not k.startswith(("steps.1.", "steps.2."))}
+    automation = create(app, console, **{"steps.0.output": "", "steps.0.name": "", "steps.1.prompt": ""})
+    assert [s.output for s in steps_of(app, automation.id)] == ["response"]
+    body = console.get(f"/console/automations/{automation.id}").get_data(as_text=True)
+    assert 'id="f-steps.0.output" name="steps.0.output" type="text" value=""' in body  # the default: blank
+    assert 'id="f-steps.1.prompt"' in body  # a blank step offered
+    resp = console.post(f"/console/automations/{automation.id}", one_step | {
+        "steps.0.output": "", "steps.0.name": "", "steps.1.model": "echo/echo", "steps.1.prompt": "Sum up {{ step1 }}"})
+    assert resp.status_code == 302, text_of(resp)
+    assert [s.output for s in steps_of(app, automation.id)] == ["step1", "response"]
+
+
 @pytest.mark.parametrize("changes, field, says", [
     ({"steps.1.prompt": "Make {{ notes }"}, "steps.1.prompt", "template error on line 1"),
     ({"steps.1.prompt": "Make {{ nothing_declared }}"}, "steps.1.prompt", "undeclared variable(s): nothing_declared"),
@@ -210,7 +223,8 @@ def test_a_run_streams_every_steps_output_and_is_logged(app, console):
     automation = create(app, console)
     page = console.get(f"/console/automations/{automation.id}/run")
     body = page.get_data(as_text=True)
-    assert 'id="f-inputs.topic"' in body and ">dry</textarea>" in body  # the default, prefilled
+    assert 'id="f-inputs.topic"' in body and "What about Required." in text_of(page)
+    assert "Blank: dry (the default)." in text_of(page)
     assert 'id="step-out-1"' in body and 'id="step-out-2"' in body
     resp = console.post(f"/console/api/automations/{automation.id}/run",
                         {"inputs.topic": "owls", "inputs.tone": "dry", "stream": "on"})

@@ -72,8 +72,24 @@ def _values(automation=None, from_form=None):
                   "api_enabled": automation.api_enabled}
         rows = {"inputs": [{"name": i["name"], "default": "" if i.get("default") is None else str(i["default"]),
                             "description": i.get("description", "")} for i in automation.inputs],
-                "steps": [_step_row(s) for s in automations.steps_of(automation)]}
+                "steps": _step_rows(automations.steps_of(automation))}
     return _flat(values, rows)
+
+
+def _step_rows(steps):
+    """Saved steps as form rows. A name or output that is its position's default (``stepN``;
+    ``response`` for the last step) shows blank, so a step added after the last one makes the
+    old last step's output ``stepN`` again, as the hint says."""
+    rows = []
+    for step in steps:
+        default_output = "response" if step.position == len(steps) else f"step{step.position}"
+        row = _step_row(step)
+        if row["output"] == default_output:
+            row["output"] = ""
+        if row["name"] == f"step{step.position}":
+            row["name"] = ""
+        rows.append(row)
+    return rows
 
 
 def _step_row(step):
@@ -266,10 +282,12 @@ def automation_delete(automation_id):
 
 
 def _run_values(automation):
-    """The run form's values: ``inputs.<name>`` from the request, else each input's default."""
+    """The run form's values: ``inputs.<name>`` from the request, else blank (the page names
+    each default; a blank field runs with it, keeping its type: a default set through the API
+    may be a number or a list)."""
     if request.method == "POST":
         return {f"inputs.{i['name']}": forms.text(f"inputs.{i['name']}") for i in automation.inputs}
-    return {f"inputs.{i['name']}": "" if i.get("default") is None else str(i["default"]) for i in automation.inputs}
+    return {}
 
 
 def _run_inputs(automation):
