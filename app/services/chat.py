@@ -311,6 +311,14 @@ def _history(conversation, config):
         .where(Message.conversation == "?")
         .order_by(Message.created_at.desc(), Message.id.desc())
         .limit(1)), conversation.id, int(max_msgs))
+    return history_window(((role, content, status, structure and Message.structure.python_value(structure))
+                           for role, content, status, structure in rows), max_tokens)
+
+
+def history_window(rows, max_tokens):
+    """The messages of ``rows`` (newest first: ``(role, content, status, structure)``) that fit
+    in ``max_tokens``, oldest first; failed answers are left out, and so is a tool result whose
+    call fell outside the window."""
     out, budget = [], max_tokens
     for role, content, status, structure in rows:
         if status == "error" or not (content or structure):
@@ -319,7 +327,7 @@ def _history(conversation, config):
             message = {"role": role, "content": content}
             cost = estimate_tokens(content)
         else:
-            message = canonical.from_row(role, content, Message.structure.python_value(structure))
+            message = canonical.from_row(role, content, structure)
             cost = message_tokens(message)
         if cost > budget:
             break

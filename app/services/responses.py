@@ -25,7 +25,6 @@ from typing import Optional
 from app import clock
 from app.errors import BadRequest, Conflict, NotFound
 from app.ids import new_id
-from app.providers.llm import estimate_tokens, message_tokens
 from app.services import chat, keys, users
 from app.services import messages as canonical
 from app.storage.db import db
@@ -188,20 +187,9 @@ def _history_until(message, config):
     """The history a turn continuing ``message`` sends, as ``chat`` reads a conversation's:
     the newest messages up to it, bounded by ``HISTORY_MAX_MESSAGES`` and
     ``HISTORY_MAX_TOKENS``, failed answers left out, no tool result without its call."""
-    out, budget = [], config.get("HISTORY_MAX_TOKENS", 4000)
-    for m in _up_to(message, int(config.get("HISTORY_MAX_MESSAGES", 20))):
-        if m.status == "error" or not (m.content or m.structure):
-            continue
-        msg = canonical.from_row(m.role, m.content, m.structure)
-        cost = message_tokens(msg) if m.structure else estimate_tokens(m.content)
-        if cost > budget:
-            break
-        budget -= cost
-        out.append(msg)
-    out.reverse()
-    while out and out[0]["role"] == "tool":
-        out.pop(0)
-    return out
+    rows = ((m.role, m.content, m.status, m.structure)
+            for m in _up_to(message, int(config.get("HISTORY_MAX_MESSAGES", 20))))
+    return chat.history_window(rows, config.get("HISTORY_MAX_TOKENS", 4000))
 
 
 def _new_conversation(bot, model, key, end_user):
