@@ -472,7 +472,7 @@ def import_records(table, *, config, items=None, csv_text=None):
             rejected += [{"line": line, "error": _full(config)} for line, _ in good[room:]]
             good = good[:room]
         now = clock.now()
-        rows = [{"id": new_id(), "table": table.id, "values": json.dumps(values, separators=(",", ":")),
+        rows = [{"id": new_id(), "table": table.id, "values": values,
                  "search_text": _search_text(values, table.spec), "created_at": now, "updated_at": now}
                 for _, values in good]
         for start in range(0, len(rows), BATCH):
