@@ -153,7 +153,7 @@ def test_record_bounds(configured):
     _record(admin, tid, store="b")
     full = admin.post(f"{BASE}/{tid}/records", json={"values": {"store": "c"}})
     assert full.status_code == 400 and "DATABASE_MAX_RECORDS" in full.get_json()["message"]
-    report = admin.post(f"{BASE}/{tid}/records/import", json=[{"store": "d"}]).get_json()
+    report = admin.post(f"{BASE}/{tid}/import", json=[{"store": "d"}]).get_json()
     assert report["created"] == 0 and "DATABASE_MAX_RECORDS" in report["rejected"][0]["error"]
     assert _count(app) == (1, 2)
 
@@ -217,7 +217,7 @@ def test_csv_import_of_10000_lines_with_bad_ones(app, admin):
         else:
             lines.append(f"Store {i},9-18,{i},{'true' if i % 2 else 'false'},2020-01-{1 + i % 28:02d}")
     started = time.perf_counter()
-    resp = admin.post(f"{BASE}/{tid}/records/import", data="\n".join(lines) + "\n",
+    resp = admin.post(f"{BASE}/{tid}/import", data="\n".join(lines) + "\n",
                       headers={"Content-Type": "text/csv"})
     elapsed = time.perf_counter() - started
     assert resp.status_code == 200, resp.get_json()
@@ -232,7 +232,7 @@ def test_csv_import_of_10000_lines_with_bad_ones(app, admin):
     assert found[0]["values"] == {"store": "Store 4242", "opening_hours": "9-18", "size": 4242,
                                   "open_sunday": False, "opened": "2020-01-15"}
     # an unreadable import changes nothing
-    resp = admin.post(f"{BASE}/{tid}/records/import", data="store,price\nLyon,3\n", headers={"Content-Type": "text/csv"})
+    resp = admin.post(f"{BASE}/{tid}/import", data="store,price\nLyon,3\n", headers={"Content-Type": "text/csv"})
     assert resp.status_code == 400 and "price" in resp.get_json()["message"]
     assert _count(app) == (1, 10_000 - len(bad))
 
@@ -240,14 +240,14 @@ def test_csv_import_of_10000_lines_with_bad_ones(app, admin):
 def test_json_import_report_and_bounds(configured):
     app, admin = configured(DATABASE_IMPORT_MAX_LINES=3)
     tid = _table(admin)["id"]
-    url = f"{BASE}/{tid}/records/import"
+    url = f"{BASE}/{tid}/import"
     report = admin.post(url, json=[{"store": "Lyon", "size": 3}, {"values": {"store": "Nice"}}, {"size": "x"}])
     assert report.status_code == 200
     assert report.get_json() == {"created": 2, "rejected": [{"line": 3, "error": "field size must be a number"}]}
     assert admin.post(url, json=[{}] * 4).status_code == 400  # more than DATABASE_IMPORT_MAX_LINES
     assert admin.post(url, json={"store": "Lyon"}).status_code == 400
     assert admin.post(url).status_code == 400
-    assert admin.post(f"{BASE}/nosuch/records/import", json=[]).status_code == 404
+    assert admin.post(f"{BASE}/nosuch/import", json=[]).status_code == 404
     assert _count(app) == (1, 2)
 
 
@@ -348,8 +348,8 @@ def test_openapi_documents_the_database_api(app, client):
     for path in ("/api/v1/databases/tables", "/api/v1/databases/tables/{table_id}",
                  "/api/v1/databases/tables/{table_id}/records",
                  "/api/v1/databases/tables/{table_id}/records/{record_id}",
-                 "/api/v1/databases/tables/{table_id}/records/import"):
+                 "/api/v1/databases/tables/{table_id}/import"):
         assert path in paths, path
-    body = paths["/api/v1/databases/tables/{table_id}/records/import"]["post"]["requestBody"]["content"]
+    body = paths["/api/v1/databases/tables/{table_id}/import"]["post"]["requestBody"]["content"]
     assert {"application/json", "text/csv"} <= set(body)
     assert {"TableOut", "RecordOut", "ImportReport"} <= set(spec["components"]["schemas"])

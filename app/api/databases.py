@@ -222,7 +222,7 @@ _IMPORT_BODY = {"required": True, "content": {
     "text/csv": {"schema": {"type": "string", "description": "Header: field names; empty cell: no value"}}}}
 
 
-@blp.route("/tables/<table_id>/records/import", methods=["POST"])
+@blp.route("/tables/<table_id>/import", methods=["POST"])
 @blp.doc(requestBody=_IMPORT_BODY)
 @blp.response(200, ImportReport)
 def import_records(table_id):
