@@ -403,6 +403,84 @@ def keys_delete(key_id):
     _key_action("delete", key_id)
 
 
+# ---------------------------------------------------------------- databases
+
+
+@main.group("databases")
+def databases_group():
+    """Database API tables (structured records that bots answer from)."""
+
+
+@databases_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@with_appcontext
+def databases_list(as_json):
+    """List tables."""
+    from app.api.databases import TableOut
+    from app.services import databases
+
+    with db.connection_context():
+        rows = list(databases.tables_query().order_by(databases.DataTable.created_at, databases.DataTable.id))
+        lines = [f"{t.id}  {len(t.spec):3} field(s)  {t.name}" for t in rows]
+        _emit(as_json, _dump(TableOut, rows, many=True), "\n".join(lines) or "No tables.")
+
+
+@databases_group.command("create")
+@click.option("--name", required=True, help="The table's name.")
+@click.option("--field", "field_specs", multiple=True, required=True,
+              help="NAME[:TYPE][:searchable], TYPE text|number|boolean|date (default text); repeatable.")
+@click.option("--description", default="", help="What the table holds.")
+@click.option("--bot", "bot_ids", multiple=True, help="A bot id to attach the table to; repeatable.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@with_appcontext
+def databases_create(name, field_specs, description, bot_ids, as_json):
+    """Create a table, e.g. --field store:text:searchable --field opening_hours."""
+    from app.api.databases import TableOut
+    from app.errors import ApiError
+    from app.services import databases
+
+    fields = []
+    for spec in field_specs:
+        parts = spec.split(":")
+        fields.append({"name": parts[0], "type": parts[1] if len(parts) > 1 and parts[1] else "text",
+                       "searchable": "searchable" in parts[2:]})
+    with db.connection_context():
+        try:
+            table = databases.create_table(name=name, description=description, fields=fields,
+                                           bot_ids=list(bot_ids), config=current_app.config)
+        except ApiError as exc:
+            raise click.ClickException(exc.message)
+        _emit(as_json, _dump(TableOut, table), f"Table {table.id} created ({len(table.spec)} field(s)).")
+
+
+@databases_group.command("import")
+@click.argument("table_id")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@with_appcontext
+def databases_import(table_id, file):
+    """Import records into TABLE_ID from FILE (.csv with a header of field names, else a JSON
+    array); prints the report {created, rejected} as JSON."""
+    from app.errors import ApiError
+    from app.services import databases
+
+    with open(file, encoding="utf-8-sig") as handle:
+        text = handle.read()
+    with db.connection_context():
+        try:
+            table = databases.get_table(table_id)
+            if file.lower().endswith(".csv"):
+                report = databases.import_records(table, config=current_app.config, csv_text=text)
+            else:
+                try:
+                    items = json.loads(text)
+                except ValueError as exc:
+                    raise click.ClickException(f"{file} is not JSON: {exc}")
+                report = databases.import_records(table, config=current_app.config, items=items)
+        except ApiError as exc:
+            raise click.ClickException(exc.message)
+    click.echo(json.dumps(report, indent=2))
+
+
 # ---------------------------------------------------------------- bots
 
 

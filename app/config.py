@@ -137,6 +137,16 @@ DEFAULTS = {
     "KNOWLEDGE_URL_ALLOWED_NETWORKS": [],
     # Seconds between checks for sources whose sync interval is due (0: only `chatport knowledge sync-due`).
     "KNOWLEDGE_SYNC_DUE_INTERVAL": 60,
+    # Database API (docs/databases.md): tables per instance, fields per table, records per table,
+    # bytes of one record's values (as JSON), and an import's body (bytes) and lines.
+    "DATABASE_MAX_TABLES": 100,
+    "DATABASE_MAX_FIELDS": 50,
+    "DATABASE_MAX_RECORDS": 100_000,
+    "DATABASE_MAX_RECORD_BYTES": 16_384,
+    "DATABASE_IMPORT_MAX_BYTES": 20 * 1024 * 1024,
+    "DATABASE_IMPORT_MAX_LINES": 100_000,
+    # Records a bot's turn gives the model (those matching the question best), 0: none.
+    "DATABASE_TURN_RECORDS": 3,
     # Model of chatbots created through the chat API's create-chatbot.
     "CHAT_API_MODEL": "extractive/extractive",
     # Mount points of the dialects.
@@ -170,7 +180,9 @@ DEFAULTS = {
 POSITIVE_INTEGERS = ("PAGE_DEFAULT", "PAGE_MAX", "MAX_NAME_LENGTH", "MAX_INSTRUCTIONS_LENGTH",
                      "MAX_MESSAGE_LENGTH", "MAX_MESSAGES", "MAX_PROPERTIES", "MAX_CONTENT_PARTS",
                      "MAX_IMAGE_BYTES", "MAX_TOOLS", "MAX_TOOLS_BYTES", "MAX_CHOICES",
-                     "CONSOLE_IDLE_TIMEOUT", "CONSOLE_SESSION_LIFETIME", "CONSOLE_SIGNIN_PER_MINUTE")
+                     "CONSOLE_IDLE_TIMEOUT", "CONSOLE_SESSION_LIFETIME", "CONSOLE_SIGNIN_PER_MINUTE",
+                     "DATABASE_MAX_TABLES", "DATABASE_MAX_FIELDS", "DATABASE_MAX_RECORDS",
+                     "DATABASE_MAX_RECORD_BYTES", "DATABASE_IMPORT_MAX_BYTES", "DATABASE_IMPORT_MAX_LINES")
 
 
 def check(config):

@@ -171,6 +171,7 @@ def init_api(app):
         channel_api,
         chat_api,
         conversations,
+        databases,
         flows,
         hooks,
         keys,
@@ -184,7 +185,8 @@ def init_api(app):
     from app.api.openai_format import render_error as render_openai_error
 
     prefix = app.config["API_PREFIX"]
-    for module in (bots, keys, users, account, models, conversations, analytics, automations, knowledge):
+    for module in (bots, keys, users, account, models, conversations, analytics, automations, knowledge,
+                   databases):
         api.register_blueprint(module.blp, url_prefix=prefix + module.blp.url_prefix)
     api.register_blueprint(automations.runs_blp, url_prefix=prefix + automations.runs_blp.url_prefix)
     chat_api.register(app, api, prefix)

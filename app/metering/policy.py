@@ -38,6 +38,7 @@ def category_table(config):
     table = [
         (f"{api}/conversations", "chatport", "conversation"),
         (f"{api}/knowledge", "chatport", "knowledge"),
+        (f"{api}/databases", "chatport", "database"),
         (f"{api}/automations", "chatport", "workflow"),
         (f"{api}/runs", "chatport", "workflow"),
         (f"{api}/users", "chatport", "user"),

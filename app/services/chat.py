@@ -25,7 +25,7 @@ from app.services.events import Choice, Delta, Done, Error, Heartbeat, Start
 from app.services.sampling import check_temperature
 from app.storage import prepared
 from app.storage.db import db
-from app.storage.models import Bot, BotSource, Conversation, GenerationStop, Message
+from app.storage.models import Bot, BotSource, BotTable, Conversation, GenerationStop, Message
 from app.storage.pagination import paginate
 
 log = logging.getLogger("chatport.chat")
@@ -73,12 +73,13 @@ def conversation_for_turn(conversation_id, *, bot_ids=None):
     """The conversation (as ``get_conversation``, limited to ``bot_ids``) and its bot, in one
     query, for a turn. Raises NotFound.
 
-    The bot also carries ``has_knowledge``: whether any knowledge source is attached, so the
+    The bot also carries ``has_knowledge``: whether any knowledge source or table is attached, so the
     turn of a bot without knowledge asks the database nothing more before the provider call.
     A conversation with a provider model (``conversation.model``, no bot) comes with None."""
     found = prepared.joined("conversation_for_turn", lambda: (
         Conversation.select(*prepared.columns(Conversation), *prepared.columns(Bot),
-                            fn.EXISTS(BotSource.select(SQL("1")).where(BotSource.bot == Bot.id)))
+                            fn.EXISTS(BotSource.select(SQL("1")).where(BotSource.bot == Bot.id))
+                            | fn.EXISTS(BotTable.select(SQL("1")).where(BotTable.bot == Bot.id)))
         .join(Bot, JOIN.LEFT_OUTER, on=(Conversation.bot == Bot.id))
         .where(Conversation.id == "?")), (Conversation, Bot), conversation_id)
     conv, bot, has_knowledge = found[0] if found else (None, None, None)
@@ -364,7 +365,9 @@ def system_prompt(bot, passages):
     if passages:
         lines = ["Use the following knowledge when it is relevant. Cite it by its ids."]
         for p in passages:
-            lines.append(f"[source {p['source_id']} row {p['row_id']}] {p.get('name') or ''}\n{p['content']}")
+            cited = (f"table {p['table_id']} record {p['record_id']}" if "table_id" in p
+                     else f"source {p['source_id']} row {p['row_id']}")
+            lines.append(f"[{cited}] {p.get('name') or ''}\n{p['content']}")
         parts.append("\n\n".join(lines))
     return "\n\n".join(parts)
 

@@ -26,6 +26,8 @@ History:
      null, ``conversation.model`` names the model), and the Responses API keeps its stored
      responses (``response``: the turn's answer id, its input messages, the request's settings).
   15 console sessions (``console_session``).
+  16 the Database API: tables (``data_table``), their bots (``bot_data_table``) and records
+     (``data_record``, indexed by (table, id)).
 
 On SQLite, steps run with foreign keys off (SQLite's own procedure for table changes: a step
 that rebuilds a table, as dropping a NOT NULL does, would otherwise cascade the drop of the old
@@ -141,7 +143,13 @@ def _v15(migrator):
     db.create_tables([ConsoleSession], safe=True)
 
 
-STEPS = {2: _v2, 4: _v4, 6: _v6, 7: _v7, 8: _v8, 10: _v10, 11: _v11, 12: _v12, 13: _v13, 14: _v14, 15: _v15}
+def _v16(migrator):
+    from app.storage.models import BotTable, DataRecord, DataTable
+
+    db.create_tables([DataTable, BotTable, DataRecord], safe=True)
+
+
+STEPS = {2: _v2, 4: _v4, 6: _v6, 7: _v7, 8: _v8, 10: _v10, 11: _v11, 12: _v12, 13: _v13, 14: _v14, 15: _v15, 16: _v16}
 LATEST = max(STEPS)
 
 

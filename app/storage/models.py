@@ -405,6 +405,51 @@ class ConsoleSession(BaseModel):
     last_seen_at = DateTimeField(default=clock.now, index=True)
 
 
+class DataTable(BaseModel):
+    """A structured table (Database API): typed fields, records, attached to bots.
+
+    ``spec`` (column ``fields``): ``[{"name", "type": text|number|boolean|date, "searchable"}]``.
+    """
+
+    id = IdField()
+    name = CharField(max_length=200)
+    description = TextField(default="")
+    spec = JSONField(default=list, column_name="fields")
+    created_at = DateTimeField(default=clock.now)
+    updated_at = DateTimeField(default=clock.now)
+
+    class Meta:
+        table_name = "data_table"
+
+
+class BotTable(BaseModel):
+    """Which tables a bot answers from."""
+
+    bot = ForeignKeyField(Bot, backref="table_links", on_delete="CASCADE")
+    table = ForeignKeyField(DataTable, backref="bot_links", on_delete="CASCADE")
+
+    class Meta:
+        table_name = "bot_data_table"
+        indexes = ((("bot", "table"), True),)
+
+
+class DataRecord(BaseModel):
+    """One record of a table: ``values`` ({field name: value}) and ``search_text``, the
+    lower-case text of its searchable fields (what a bot's turn matches the question against)."""
+
+    id = IdField()
+    table = ForeignKeyField(DataTable, backref="records", on_delete="CASCADE", index=False)
+    values = JSONField(default=dict)
+    search_text = TextField(default="")
+    created_at = DateTimeField(default=clock.now)
+    updated_at = DateTimeField(default=clock.now)
+
+    class Meta:
+        table_name = "data_record"
+        # lists page by (table, id); ids are time-ordered
+        indexes = ((("table", "id"), True),)
+
+
 ALL_MODELS = [
     SchemaVersion,
     Bot,
@@ -429,4 +474,7 @@ ALL_MODELS = [
     CreditCounter,
     StreamLease,
     ConsoleSession,
+    DataTable,
+    BotTable,
+    DataRecord,
 ]

@@ -15,12 +15,14 @@ from app.console.views.common import flash, key, page
 from app.errors import ApiError, BadRequest
 from app.metering import policy
 from app.providers.llm import registry
-from app.services import bots, chat, knowledge
+from app.services import bots, chat, databases, knowledge
 from app.services.events import Delta, Done, Error, Heartbeat, Start
 
 
 def source_names(citation_lists):
-    """``{source id: name}`` of the sources cited in ``citation_lists`` (deleted since: absent)."""
+    """``{source or table id: name}`` of the sources and tables cited in ``citation_lists``
+    (deleted since: absent)."""
+    citation_lists = [list(cited or []) for cited in citation_lists]
     ids = {c.get("source_id") for cited in citation_lists for c in (cited or []) if c.get("source_id")}
     names = {}
     for source_id in ids:
@@ -28,12 +30,20 @@ def source_names(citation_lists):
             names[source_id] = knowledge.get_source(source_id).name
         except ApiError:
             pass
+    # records of Database API tables are cited by table and record: named "table <name>"
+    for table_id in {c.get("table_id") for cited in citation_lists for c in (cited or []) if c.get("table_id")}:
+        try:
+            names[table_id] = f"table {databases.get_table(table_id).name}"
+        except ApiError:
+            pass
     return names
 
 
 def citation_json(passages, names):
-    return [{"source_id": p.get("source_id"), "source": names.get(p.get("source_id"), "deleted source"),
-             "row_id": p.get("row_id"), "row": p.get("name") or "", "content": p.get("content", "")[:300]}
+    return [{"source_id": p.get("source_id") or p.get("table_id"),
+             "source": names.get(p.get("source_id") or p.get("table_id"), "deleted source"),
+             "row_id": p.get("row_id") or p.get("record_id"), "row": p.get("name") or "",
+             "content": p.get("content", "")[:300]}
             for p in passages]
 
 
