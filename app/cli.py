@@ -171,7 +171,9 @@ def serve_command(host, port, workers, worker_connections, stream_timeout, gunic
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = fresh_metrics_dir(instance_path, port)
     argv = [
         sys.executable, "-m", "gunicorn",
-        "--config", "python:app.observe.gunicorn_hooks",  # a worker's exit drops its live gauges
+        # The hooks by file, not by module name: the master then imports nothing of chatport
+        # (the workers import it, after gevent has patched).
+        "--config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "observe", "gunicorn_hooks.py"),
         "--worker-class", "gevent",
         "--workers", str(workers),
         "--worker-connections", str(worker_connections),

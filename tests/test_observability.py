@@ -322,3 +322,20 @@ def test_one_scrape_counts_the_requests_of_every_worker(tmp_path):
             assert value(scraped, "chatport_open_streams") == 0
         assert requests.get(base + "/metrics", timeout=30).status_code == 401
         assert requests.get(base + "/readyz", timeout=30).json() == {"status": "ready"}
+
+
+def test_a_dead_workers_live_gauges_are_dropped(tmp_path, monkeypatch):
+    """gunicorn's child_exit hook (run by the master from its file) removes the dead worker's
+    live gauge files, and only those."""
+    import runpy
+
+    hooks = runpy.run_path(os.path.join(os.path.dirname(__file__), "..", "app", "observe", "gunicorn_hooks.py"))
+    for name in ("gauge_livesum_111.db", "gauge_livesum_222.db", "counter_111.db"):
+        (tmp_path / name).write_bytes(b"")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+
+    class Worker:
+        pid = 111
+
+    hooks["child_exit"](None, Worker())
+    assert sorted(os.listdir(tmp_path)) == ["counter_111.db", "gauge_livesum_222.db"]

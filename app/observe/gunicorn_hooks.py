@@ -1,4 +1,5 @@
-"""gunicorn server hooks of ``chatport serve`` (``--config python:app.observe.gunicorn_hooks``)."""
+"""gunicorn server hooks of ``chatport serve`` (``--config <this file>``): gunicorn runs this file
+in its master, which imports nothing of chatport itself."""
 
 
 def child_exit(server, worker):
