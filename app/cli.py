@@ -169,11 +169,13 @@ def serve_command(host, port, workers, worker_connections, stream_timeout, gunic
     graceful = serve_grace_seconds(settings)
     # One metrics view across the workers (app.observe.metrics): they inherit the variable.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = fresh_metrics_dir(instance_path, port)
+    # gunicorn's hooks by file, not by module name: the master then imports nothing of chatport
+    # (the workers import it, after gevent has patched). Where there is no source file (a frozen
+    # build), by module name.
+    hooks = os.path.join(os.path.dirname(os.path.abspath(__file__)), "observe", "gunicorn_hooks.py")
     argv = [
         sys.executable, "-m", "gunicorn",
-        # The hooks by file, not by module name: the master then imports nothing of chatport
-        # (the workers import it, after gevent has patched).
-        "--config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "observe", "gunicorn_hooks.py"),
+        "--config", hooks if os.path.exists(hooks) else "python:app.observe.gunicorn_hooks",
         "--worker-class", "gevent",
         "--workers", str(workers),
         "--worker-connections", str(worker_connections),
@@ -215,7 +217,7 @@ def knowledge_sync_due(as_json):
 
 @main.group("db")
 def db_group():
-    """Database schema commands."""
+    """Database commands: the schema, backups and restores, the copy to PostgreSQL."""
 
 
 @db_group.command("upgrade")
@@ -231,6 +233,110 @@ def db_upgrade_command():
         click.echo(f"Created schema at version {after}.")
     else:
         click.echo(f"Upgraded schema from version {before} to {after}.")
+
+
+def _data_op(fn, *args, **kw):
+    """Run a ``dataops`` function; its refusals become the command's error message."""
+    from app.storage.dataops import DataOpError
+
+    try:
+        return fn(*args, **kw)
+    except DataOpError as exc:
+        raise click.ClickException(str(exc))
+
+
+@db_group.command("backup")
+@click.argument("file", type=click.Path(dir_okay=False))
+@with_appcontext
+def db_backup_command(file):
+    """Write a consistent copy of the SQLite database to FILE (a new file), safe while the
+    server serves. On PostgreSQL use pg_dump."""
+    from app.storage import dataops
+
+    version = _data_op(dataops.backup, file)
+    click.echo(f"Backed up {current_app.config['DATABASE_URL']} to {file} (schema version {version}).")
+
+
+@db_group.command("restore")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--yes", is_flag=True, help="Replace a database that has data (bots, keys, conversations...).")
+@with_appcontext
+def db_restore_command(file, yes):
+    """Replace the instance's SQLite database with the backup FILE, upgraded to this version's
+    schema. Stop the server first."""
+    from app.storage import dataops
+
+    version, after = _data_op(dataops.restore, file, replace=yes)
+    upgraded = f", upgraded to {after}" if after != version else ""
+    click.echo(f"Restored {current_app.config['DATABASE_URL']} from {file} (schema version {version}{upgraded}).")
+
+
+@db_group.command("copy")
+@click.option("--to", "to_url", required=True, metavar="postgresql://...",
+              help="The PostgreSQL database to copy this SQLite instance into.")
+@click.option("--replace", is_flag=True, help="Drop the chatport data the target already has.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows copied per table as JSON.")
+@with_appcontext
+def db_copy_command(to_url, replace, as_json):
+    """Copy this SQLite instance (every table, ids kept) into PostgreSQL, in one transaction.
+    Then point DATABASE_URL at the target."""
+    from app.storage import dataops
+
+    counts = _data_op(dataops.copy_to, to_url, replace=replace)
+    _emit(as_json, counts,
+          f"Copied {sum(counts.values())} rows in {len(counts)} tables; search index rebuilt.\n"
+          "Set DATABASE_URL (or CHATPORT_DATABASE_URL) to the target and restart chatport.")
+
+
+# ---------------------------------------------------------------- export / import
+
+
+@main.command("export")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+@with_appcontext
+def export_command(file):
+    """Write the instance's bots, knowledge sources (with their rows) and automations to FILE
+    as JSON (`-` for standard output). Keys, channels and conversations are not included."""
+    from app.services import transfer
+
+    with db.connection_context():
+        doc = transfer.export()
+    text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    if file == "-":
+        click.echo(text, nl=False)
+        return
+    partial = file + ".partial"
+    with open(partial, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(partial, file)
+    click.echo(f"Exported {len(doc['bots'])} bot(s), {len(doc['knowledge_sources'])} knowledge source(s), "
+               f"{len(doc['automations'])} automation(s) to {file}.")
+
+
+@main.command("import")
+@click.argument("file", type=click.File("r", encoding="utf-8"))
+@click.option("--replace", is_flag=True, help="Overwrite bots, sources and automations of the same name.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was created and replaced as JSON.")
+@with_appcontext
+def import_command(file, replace, as_json):
+    """Create the bots, knowledge sources and automations of an export FILE (`chatport export`),
+    all or nothing."""
+    from app.errors import ApiError
+    from app.providers.llm import registry
+    from app.services import transfer
+
+    try:
+        doc = json.load(file)
+    except ValueError as exc:
+        raise click.ClickException(f"{file.name} is not JSON: {exc}")
+    with db.connection_context():
+        try:
+            report = transfer.import_document(doc, registry=registry(), replace=replace)
+        except ApiError as exc:
+            raise click.ClickException(f"nothing imported: {exc.message}")
+    lines = [f"{verb.capitalize()} {kind.replace('_', ' ')}: {', '.join(names)}"
+             for verb in ("created", "replaced") for kind, names in report[verb].items() if names]
+    _emit(as_json, report, "\n".join(lines) or "The export was empty: nothing imported.")
 
 
 # ---------------------------------------------------------------- keys

@@ -2,7 +2,8 @@
 ``chromium-driver``) driven by selenium against a live ``chatport serve`` on 127.0.0.1.
 
 One server and one browser session for the module; the tests run in order and build on each
-other (sign in, then a knowledge source and a bot, then the playground, keys, usage), as a new
+other (sign in, then a knowledge source and a bot, then the playground, keys, usage,
+automations), as a new
 operator would go through the console. Screenshots of every page are saved under the pytest
 tmp folder (``console-screenshots*``), and also into ``CHATPORT_TEST_SCREENSHOTS`` when that
 names a folder (``docs/console.png`` is the playground's).
@@ -277,6 +278,74 @@ def test_the_usage_chart_counts_the_turns(server, browser, shots):
     shots(browser, "overview")
 
 
+def _step_text(browser, position):
+    return browser.find_element(By.CSS_SELECTOR, f"#step-out-{position} .text").text
+
+
+def test_create_an_automation_run_it_and_watch_each_step_stream(server, browser, shots):
+    base, _ = server
+    browser.get(base + "/console/")
+    browser.find_element(By.LINK_TEXT, "Automations").click()
+    browser.find_element(By.LINK_TEXT, "New automation").click()
+    labelled(browser)
+    fill(browser, "f-name", "Owl notes")
+    fill(browser, "f-inputs.0.name", "topic")
+    Select(browser.find_element(By.ID, "f-steps.0.model")).select_by_value("echo/echo")
+    fill(browser, "f-steps.0.prompt", "[echo delay=0.15] Notes on {{ topic }")  # a bad template first
+    browser.find_element(By.XPATH, "//button[text()='Create automation']").click()
+    error = wait(browser, EC.presence_of_element_located((By.ID, "steps.0.prompt-error")))
+    assert "template error on line 1" in error.text
+    assert browser.find_element(By.ID, "f-inputs.0.name").get_attribute("value") == "topic"  # kept
+    fill(browser, "f-steps.0.prompt", "[echo delay=0.15] Notes on {{ topic }}")
+    browser.find_element(By.XPATH, "//button[text()='Create automation']").click()
+    wait(browser, EC.text_to_be_present_in_element((By.CLASS_NAME, "flash"), "Automation Owl notes created."))
+    # the saved form offers a blank second step: it uses the first's output
+    Select(browser.find_element(By.ID, "f-steps.1.model")).select_by_value("echo/echo")
+    fill(browser, "f-steps.1.prompt", "[echo delay=0.15] Sum up {{ step1 }}")
+    browser.find_element(By.XPATH, "//button[text()='Save']").click()
+    wait(browser, EC.text_to_be_present_in_element((By.CLASS_NAME, "flash"), "Automation Owl notes saved."))
+    labelled(browser)
+    shots(browser, "automation")
+    browser.find_element(By.LINK_TEXT, "Run it").click()
+    wait(browser, EC.presence_of_element_located((By.CSS_SELECTOR, "#runner[data-live=true]")))
+    labelled(browser)
+    fill(browser, "f-inputs.topic", "owls")
+    browser.find_element(By.ID, "run").click()
+    seen = {1: [], 2: []}  # each step's text while the run streams: it grows a token at a time
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for position in seen:
+            seen[position].append(_step_text(browser, position))
+        if browser.find_element(By.ID, "run-status").text in ("Done.", "The run failed."):
+            break
+        time.sleep(0.05)
+    first = "Echo: [echo delay=0.15] Notes on owls"
+    second = f"Echo: [echo delay=0.15] Sum up {first}"
+    assert browser.find_element(By.ID, "run-status").text == "Done."
+    for position, final in ((1, first), (2, second)):
+        partial = [t for t in seen[position] if t and t != final]
+        assert partial and all(final.startswith(t) for t in partial), seen[position]
+        assert _step_text(browser, position) == final
+    assert seen[2][seen[1].index(first)] == ""  # step 2 starts once step 1 is done
+    assert [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#steps .state")] == ["done", "done"]
+    shots(browser, "automation-run")
+    browser.find_element(By.LINK_TEXT, "the run's log").click()
+    wait(browser, EC.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Run of Owl notes"))
+    assert browser.find_element(By.ID, "run-state").text == "succeeded"
+    logged = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#run-steps .text")]
+    assert logged == [first, second]
+    Select(browser.find_element(By.ID, "f-rating")).select_by_value("5")
+    fill(browser, "f-comment", "clear notes")
+    browser.find_element(By.XPATH, "//button[text()='Rate']").click()
+    wait(browser, EC.text_to_be_present_in_element((By.ID, "current-rating"), "(5 of 5): clear notes"))
+    labelled(browser)
+    shots(browser, "automation-run-log")
+    browser.find_element(By.LINK_TEXT, "Run logs").click()
+    assert "Owl notes" in browser.find_element(By.ID, "runs").text and "★★★★★" in browser.find_element(By.ID, "runs").text
+    labelled(browser)
+    shots(browser, "automation-runs")
+
+
 def test_every_page_is_usable_at_375_pixels(server, browser, shots):
     base, _ = server
     browser.set_window_size(*PHONE)
@@ -284,6 +353,8 @@ def test_every_page_is_usable_at_375_pixels(server, browser, shots):
         for name, path in (("overview", "/console/"), ("bots", "/console/bots"), ("bot-new", "/console/bots/new"),
                            ("playground", "/console/playground"), ("knowledge", "/console/knowledge"),
                            ("conversations", "/console/conversations"), ("keys", "/console/keys"),
+                           ("automations", "/console/automations"), ("automation-new", "/console/automations/new"),
+                           ("runs", "/console/runs"),
                            ("usage", "/console/usage")):
             browser.get(base + path)
             labelled(browser)

@@ -58,8 +58,9 @@ def test_wrong_method_is_405_in_dialect_shape_on_every_route(sqlite_app):
      {"model": "echo/echo", "messages": [{"role": "user", "content": "a"}] * 3}, 400),
     ("MAX_MESSAGE_LENGTH", 10, "/v1/chat/completions",
      {"model": "echo/echo", "messages": [{"role": "user", "content": "x" * 11}]}, 400),
-    ("MAX_CONTENT_LENGTH", 200, "/v1/chat/completions",
+    ("MODEL_MAX_CONTENT_LENGTH", 200, "/v1/chat/completions",
      {"model": "echo/echo", "messages": [{"role": "user", "content": "x" * 300}]}, 413),
+    ("MAX_CONTENT_LENGTH", 200, "/v1/flows/f/generate", {"inputs": {"x": "y" * 300}}, 413),
 ])
 def test_request_limits_are_configurable(sqlite_app, setting, value, path, body, status):
     from app.storage.db import db
@@ -68,7 +69,9 @@ def test_request_limits_are_configurable(sqlite_app, setting, value, path, body,
     sqlite_app.config[setting] = value
     client = Api(sqlite_app.test_client(), create_key(sqlite_app, kind="admin"))
     resp = client.post(path, json=body)
-    assert resp.status_code == status and resp.get_json()["error"]["message"]
+    error = resp.get_json()
+    assert resp.status_code == status and (error["error"]["message"] if isinstance(error["error"], dict)
+                                           else error["message"])
     with sqlite_app.app_context(), db.connection_context():
         assert Usage.select().where(Usage.model.is_null(False)).count() == 0  # no model was called
 

@@ -28,8 +28,8 @@ from app.storage import prepared
 log = logging.getLogger("chatport.usage")
 
 UNMETERED = ("/healthz", "/readyz", "/metrics", "/api/docs", "/api/openapi.json", "/static/", "/console")
-# The console's pages are not API calls; what it asks of a bot (playground turns) is, metered
-# like the API's under the signed-in admin key.
+# The console's pages are not API calls; what it asks of a model (playground turns, automation
+# runs) is, metered like the API's under the signed-in admin key.
 METERED_CONSOLE = "/console/api/"
 
 
@@ -64,6 +64,7 @@ def category_table(config):
         (f"{oa}", "openai", "conversation"),
         (hooks or "/", "hooks", "workflow"),
         (METERED_CONSOLE.rstrip("/"), "console", "conversation"),
+        (f"{METERED_CONSOLE}automations", "console", "workflow"),  # the console's automation runs
     ]
     return sorted(table, key=lambda row: -len(row[0]))
 

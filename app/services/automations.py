@@ -291,9 +291,12 @@ def prepare(automation, inputs, *, max_inputs=50, step_contexts=None, key=None):
 
 
 def execute(automation, inputs, *, registry, config, key=None, end_user=None, dialect="api",
-            step_contexts=None, stream_last=False, on_finish=None):
+            step_contexts=None, stream_last=False, stream_steps=False, on_finish=None):
     """Run the automation, yielding ("step_start"|"delta"|"step_finish", ...) and finally
     ("done", RunResult). Raises the step's ApiError after logging the run as failed.
+    Deltas are yielded for the last step with ``stream_last``, for every step with
+    ``stream_steps`` (the console shows each step's output as it comes); a delta belongs to
+    the step of the ``step_start`` before it.
     ``on_finish(usage_totals, token_credits)`` runs at the end, success or not."""
     steps, variables, overrides = prepare(automation, inputs, max_inputs=config.get("MAX_AUTOMATION_INPUTS", 50),
                                           step_contexts=step_contexts, key=key)
@@ -330,10 +333,10 @@ def execute(automation, inputs, *, registry, config, key=None, end_user=None, di
             prompt_length += len(prompt)
             model = registry.get(step.model)
             opts = step.options or {}
+            live = stream_steps or (stream_last and index == len(steps) - 1)
             request = ChatRequest(messages=[{"role": "user", "content": prompt}], temperature=opts.get("temperature"),
                                   max_tokens=int(opts["max_tokens"]) if opts.get("max_tokens") else None,
-                                  user=end_user,
-                                  extra={"passages": passages}, stream=stream_last and index == len(steps) - 1)
+                                  user=end_user, extra={"passages": passages}, stream=live)
             parts, usage = [], None
             source = model.stream(request)
             try:
@@ -342,7 +345,7 @@ def execute(automation, inputs, *, registry, config, key=None, end_user=None, di
                         usage = delta
                     else:
                         parts.append(delta)
-                        if stream_last and index == len(steps) - 1:
+                        if live:
                             yield ("delta", delta)
             finally:
                 source.close()
@@ -427,3 +430,14 @@ def runs_query(key=None, automation_id=None):
 def list_runs(key=None, automation_id=None, *, limit=None, cursor=None):
     """One page of runs, oldest first, scoped as ``runs_query``: ``(items, {"total", "last"})``."""
     return paginate(runs_query(key, automation_id), AutomationRun, limit=limit, cursor=cursor)
+
+
+def recent_runs(key=None, automation_id=None, *, status=None, page=1, size=20):
+    """One page of runs, newest first, scoped as ``runs_query`` (``status``: succeeded or
+    failed): ``(items, total)`` (the console's run log)."""
+    query = runs_query(key, automation_id)
+    if status:
+        query = query.where(AutomationRun.status == status)
+    total = query.count()
+    items = list(query.order_by(AutomationRun.created_at.desc(), AutomationRun.id.desc()).paginate(page, size))
+    return items, total

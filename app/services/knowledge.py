@@ -406,6 +406,19 @@ def _index_row(row_id, source_id):
     KnowledgeRow.update(status="synced", error=None, last_sync=clock.now()).where(KnowledgeRow.id == row.id).execute()
 
 
+def index_now(source):
+    """Chunk and index every row of ``source`` inside the caller's transaction and mark it synced
+    (an import: its rows are searchable when it commits, or it is not there at all). A URL
+    source with an interval is due at once, so its next sync fetches the page again."""
+    row_ids = [r.id for r in KnowledgeRow.select(KnowledgeRow.id).where(KnowledgeRow.source == source)]
+    for row_id in row_ids:
+        _index_row(row_id, source.id)
+    now = clock.now()
+    KnowledgeSource.update(status="synced", error=None, last_sync=now, sync_started_at=None,
+                           next_sync_at=now if source.sync_interval else None).where(
+        KnowledgeSource.id == source.id).execute()
+
+
 def claim_sync(source_id):
     """Mark the source ``syncing`` if no sync holds it (atomic, across workers).
 

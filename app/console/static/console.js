@@ -2,6 +2,8 @@
 // - [data-copy=ID] buttons copy the text of element ID (new secrets, curl lines).
 // - The playground (#playground) streams answers from the console's turn endpoint over
 //   fetch + ReadableStream, reading chatport's server-sent events (start, delta, done, error).
+// - An automation's run page (#runner) streams each step's output the same way (step_start,
+//   delta, step_finish, done, error).
 "use strict";
 
 document.addEventListener("click", async (event) => {
@@ -192,4 +194,101 @@ function watchSync(box) {
 document.addEventListener("DOMContentLoaded", () => {
   const box = document.getElementById("sync");
   if (box) watchSync(box);
+});
+
+// ---------------------------------------------------------------- automations: a run, live
+
+function startRunner(box) {
+  const form = document.getElementById("run-form");
+  const run = document.getElementById("run");
+  const status = document.getElementById("run-status");
+  const csrf = form.querySelector("input[name=csrf_token]").value;
+  box.dataset.live = "true";  // from here on runs stream (without this script the form posts)
+
+  function showFieldErrors(fields) {
+    for (const old of form.querySelectorAll("p.error[data-live]")) old.remove();
+    for (const control of form.querySelectorAll("[aria-invalid]")) control.removeAttribute("aria-invalid");
+    for (const [name, message] of Object.entries(fields || {})) {
+      const control = document.getElementById("f-inputs." + name);
+      if (!control) continue;
+      control.setAttribute("aria-invalid", "true");
+      control.after(el("p", { class: "error", "data-live": "true" },
+                       message === "missing" ? "Required: this input has no default." : message));
+    }
+  }
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const body = new URLSearchParams(new FormData(form));
+    body.set("stream", "on");
+    const outs = {};
+    for (const item of box.querySelectorAll(".step-out")) {
+      outs[item.dataset.step] = item;
+      item.className = "step-out";
+      item.querySelector(".state").textContent = "waiting";
+      item.querySelector(".text").textContent = "";
+    }
+    for (const old of box.querySelectorAll(".run-done")) old.remove();
+    run.disabled = true;
+    status.textContent = "Running…";
+    showFieldErrors({});
+    try {
+      const response = await fetch(form.action, {
+        method: "POST", body, credentials: "same-origin",
+        headers: { "X-CSRF-Token": csrf, Accept: "text/event-stream" },
+      });
+      if (!response.ok) {
+        let message = `HTTP ${response.status}`;
+        try {
+          const error = (await response.json()).error;
+          message = error.message;
+          showFieldErrors(error.fields);
+        } catch (_) { /* not JSON */ }
+        throw new Error(message);
+      }
+      await readEvents(response, (type, data) => {
+        const item = outs[data.step];
+        if (type === "step_start" && item) {
+          item.classList.add("running");
+          item.setAttribute("aria-busy", "true");
+          item.querySelector(".state").textContent = "running";
+        } else if (type === "delta" && item) {
+          item.querySelector(".text").textContent += data.text;
+        } else if (type === "step_finish" && item) {
+          item.classList.remove("running");
+          item.removeAttribute("aria-busy");
+          item.querySelector(".state").textContent = "done";
+          // the step's value as the next steps see it (a list step's items, parsed)
+          item.querySelector(".text").textContent =
+            typeof data.output === "string" ? data.output : JSON.stringify(data.output);
+        } else if (type === "done") {
+          const link = el("a", { href: data.url }, "the run's log");
+          const done = el("p", { class: "run-done" }, `Done: ${data.credits} credit(s). See `);
+          done.append(link, ".");
+          box.append(done);
+          status.textContent = "Done.";
+        } else if (type === "error") {
+          if (item) {
+            item.classList.remove("running");
+            item.classList.add("error");
+            item.removeAttribute("aria-busy");
+            item.querySelector(".state").textContent = "failed";
+          }
+          const failed = el("p", { class: "error run-done" }, data.error.message + " ");
+          failed.append(el("a", { href: box.dataset.log }, "Run logs"));
+          box.append(failed);
+          status.textContent = "The run failed.";
+        }
+      });
+    } catch (error) {
+      status.textContent = "Not run: " + error.message;
+    } finally {
+      run.disabled = false;
+    }
+  });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const box = document.getElementById("runner");
+  if (box) startRunner(box);
 });
