@@ -56,6 +56,9 @@ def create_app(test_config=None):
 
     _keys.clear_cache()  # lookups cached from another database must not answer for this one
     errors.init_app(app)
+    from app import observe
+
+    observe.init_app(app)  # logging first: what follows may log
 
     from app.api import init_api
 

@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import shutil
 import sys
 
 import click
@@ -114,17 +115,32 @@ def _create_demo_bot():
     return bot
 
 
-def serve_grace_seconds():
-    """Seconds gunicorn gives a worker's streams to finish on a reload or stop: the served
-    app's ``STREAM_TIMEOUT``, read through the same configuration layers as the workers."""
+def serve_settings():
+    """The served app's configuration (the same layers as the workers read) and instance folder."""
     from app import config, configured_flask
 
-    settings = configured_flask().config
+    flask_app = configured_flask()
     try:
-        config.check(settings)
+        config.check(flask_app.config)
     except ValueError as exc:  # said once here, not by every worker failing to boot
         raise click.ClickException(str(exc))
+    return flask_app.config, flask_app.instance_path
+
+
+def serve_grace_seconds(settings):
+    """Seconds gunicorn gives a worker's streams to finish on a reload or stop: the served
+    app's ``STREAM_TIMEOUT``."""
     return max(1, math.ceil(float(settings["STREAM_TIMEOUT"])))
+
+
+def fresh_metrics_dir(instance_path, port):
+    """An empty ``<instance>/metrics/<port>`` for this server's workers' metric files
+    (``PROMETHEUS_MULTIPROC_DIR``): a restart starts from zero, as Prometheus expects of a
+    restarted target, and two servers of one instance on two ports keep theirs apart."""
+    path = os.path.join(instance_path, "metrics", str(port))
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path)
+    return path
 
 
 @main.command("serve")
@@ -149,9 +165,17 @@ def serve_command(host, port, workers, worker_connections, stream_timeout, gunic
         # The workers read their configuration from scratch: the flag reaches them as the
         # environment variable, which outranks instance/config.py.
         os.environ["CHATPORT_STREAM_TIMEOUT"] = str(stream_timeout)
-    graceful = serve_grace_seconds()
+    settings, instance_path = serve_settings()
+    graceful = serve_grace_seconds(settings)
+    # One metrics view across the workers (app.observe.metrics): they inherit the variable.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = fresh_metrics_dir(instance_path, port)
+    # gunicorn's hooks by file, not by module name: the master then imports nothing of chatport
+    # (the workers import it, after gevent has patched). Where there is no source file (a frozen
+    # build), by module name.
+    hooks = os.path.join(os.path.dirname(os.path.abspath(__file__)), "observe", "gunicorn_hooks.py")
     argv = [
         sys.executable, "-m", "gunicorn",
+        "--config", hooks if os.path.exists(hooks) else "python:app.observe.gunicorn_hooks",
         "--worker-class", "gevent",
         "--workers", str(workers),
         "--worker-connections", str(worker_connections),

@@ -174,6 +174,13 @@ DEFAULTS = {
     # The session cookie's Secure flag: None sets it when the request came over HTTPS (gunicorn
     # honours X-Forwarded-Proto from FORWARDED_ALLOW_IPS, by default 127.0.0.1); True always.
     "CONSOLE_COOKIE_SECURE": None,
+    # Log lines on stderr: "text" (time, level, logger, [request id], message) or "json" (one
+    # object a line); see docs/operating.md.
+    "LOG_FORMAT": "text",
+    # One access line per request (when its response closes): None writes it with LOG_FORMAT=json.
+    "ACCESS_LOG": None,
+    # A bearer token that may read GET /metrics besides admin keys (None: admin keys only).
+    "METRICS_TOKEN": None,
 }
 
 

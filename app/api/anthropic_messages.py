@@ -17,7 +17,7 @@ import binascii
 import json
 import logging
 
-from flask import current_app, g
+from flask import current_app
 from marshmallow import EXCLUDE, INCLUDE, Schema, fields, validate
 
 from app import metering
@@ -26,6 +26,7 @@ from app.api.errors import register_dialect
 from app.api.sse import SSE_EVENT_SCHEMA, sse, stream_response
 from app.errors import BadRequest, NotFound, Unauthorized
 from app.ids import new_id
+from app.observe import logs
 from app.providers.llm import estimate_tokens, message_tokens, registry
 from app.services import bots, chat
 from app.services import messages as canonical
@@ -58,10 +59,9 @@ def _authenticate():
 
 
 def request_id():
-    """This request's id (``req_...``): the ``request-id`` header and the error body's."""
-    if "anthropic_request_id" not in g:
-        g.anthropic_request_id = "req_" + new_id().replace("-", "")
-    return g.anthropic_request_id
+    """This request's id (``req_...`` unless the client sent a sane ``X-Request-Id``): the
+    ``request-id`` header and the error body's, the same as ``X-Request-Id`` and the logs'."""
+    return logs.request_id()
 
 
 @blp.after_request

@@ -10,6 +10,7 @@ from flask import current_app, request
 from werkzeug.exceptions import HTTPException
 
 from app.errors import ApiError
+from app.observe import metrics
 
 log = logging.getLogger("chatport.errors")
 
@@ -116,6 +117,8 @@ def handle_any(exc):
     else:
         log.exception("unhandled error on %s %s", request.method, request.path)
         err = ApiError("Internal server error", status=500, code="internal_error")
+    if err.status == 429:
+        metrics.refused(err)  # rate-limit and quota refusals (a provider's 429 has its own code)
     return _renderer_for(request.path)(err)
 
 

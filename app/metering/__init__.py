@@ -106,6 +106,8 @@ def start_turn(turn):
     from app.providers.llm import message_tokens
 
     meter, config = current(), current_app.config
+    if turn.request.stream:
+        _open_stream(turn, meter)
     if meter.key_id is None:
         return meter
     try:
@@ -127,6 +129,20 @@ def start_turn(turn):
         _discard(turn)
         raise
     return meter
+
+
+def _open_stream(turn, meter):
+    """A streamed turn of a metered request: its time to first token counts from the request's
+    arrival, and it is an open stream (``chatport_open_streams``) until its response closes."""
+    started = g.get("request_started")
+    if started is None:  # not metered: nothing would close the stream's count
+        return
+    turn.ttft_start = started
+    if not meter.details.get("stream"):
+        meter.details["stream"] = True
+        from app.observe import metrics
+
+        metrics.OPEN_STREAMS.inc()
 
 
 def _discard(turn):

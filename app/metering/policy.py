@@ -10,7 +10,8 @@
 - An ``after_request`` hook adds ``RateLimit-*`` headers and, when the
   response is closed (after a stream's last byte, or when the client went
   away), releases the call's stream lease and writes its usage row, which
-  settles the credit counter.
+  settles the credit counter; then it counts the call in the Prometheus
+  metrics and writes its access line (``app.observe``).
 """
 import logging
 import time
@@ -21,11 +22,12 @@ from app import metering
 from app.errors import QuotaExceeded
 from app.metering import limits, usage
 from app.metering.credits import CALL_CREDITS
+from app.observe import logs, metrics
 from app.storage import prepared
 
 log = logging.getLogger("chatport.usage")
 
-UNMETERED = ("/healthz", "/api/docs", "/api/openapi.json", "/static/", "/console")
+UNMETERED = ("/healthz", "/readyz", "/metrics", "/api/docs", "/api/openapi.json", "/static/", "/console")
 # The console's pages are not API calls; what it asks of a model (playground turns, automation
 # runs) is, metered like the API's under the signed-in admin key.
 METERED_CONSOLE = "/console/api/"
@@ -110,7 +112,10 @@ def _start():
     g.request_started = time.perf_counter()
     meter = metering.current()
     meter.dialect, meter.category = classify(request.path)
-    meter.details["endpoint"] = f"{request.method} {request.url_rule.rule if request.url_rule else request.path}"
+    rule = request.url_rule
+    # The metrics' and access log's route: the URL rule, never the raw path (one series per route).
+    g.route = rule.rule if rule else "<unmatched>"
+    meter.details["endpoint"] = f"{request.method} {rule.rule if rule else request.path}"
 
 
 def _finish(response):
@@ -122,6 +127,8 @@ def _finish(response):
             response.headers.setdefault(name, value)
     meter, started = metering.current(), g.request_started
     prices, status = current_app.config["MODEL_PRICES"], response.status_code
+    route, method, rid = g.route, request.method, logs.request_id()
+    access = current_app.extensions.get("chatport_access_log")
 
     def record_once():  # a response may be closed more than once
         if not meter.details.pop("pending", False):
@@ -132,7 +139,15 @@ def _finish(response):
                     limits.release_stream(meter.stream_lease)
             except Exception:  # noqa: BLE001 - the lease expires by itself
                 log.exception("could not release stream lease %s", meter.stream_lease)
-        usage.record(meter, status=status, latency_ms=(time.perf_counter() - started) * 1000, prices=prices)
+        seconds = time.perf_counter() - started
+        credits = usage.record(meter, status=status, latency_ms=seconds * 1000, prices=prices)
+        final = meter.status or status  # a stream's error, or the response's status
+        if meter.details.get("stream"):
+            metrics.OPEN_STREAMS.dec()
+        metrics.request_done(meter.dialect, route, final, seconds)
+        metrics.model_usage(meter.model, meter.prompt_tokens, meter.completion_tokens, credits)
+        if access:
+            logs.write_access(rid, method, meter.dialect, route, final, seconds * 1000, meter)
 
     meter.details["pending"] = True
     response.call_on_close(record_once)

@@ -33,7 +33,9 @@ def credits_of(meter, prices):
 
 def record(meter, *, status, latency_ms, prices):
     """Write the usage row of one call and settle its subject's credit counter (the real cost
-    against what the call reserved), in one transaction; never raises (a failed write is logged)."""
+    against what the call reserved), in one transaction; return the call's credits. Never raises
+    (a failed write is logged)."""
+    credits = 0
     try:
         credits = credits_of(meter, prices)
         now = clock.now()
@@ -48,12 +50,13 @@ def record(meter, *, status, latency_ms, prices):
         with prepared.session():
             if not settle:
                 prepared.insert_values(Usage, values)  # runs on every call: SQL built once
-                return
+                return credits
             with prepared.atomic():  # one commit for both
                 prepared.insert_values(Usage, values)
                 limits.add_credits(meter.key_id, meter.month or limits.month_key(now), settle)
     except Exception:  # noqa: BLE001 - usage must never fail the call
         log.exception("could not record usage")
+    return credits
 
 
 def _bucket(interval):

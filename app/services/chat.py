@@ -15,8 +15,9 @@ from datetime import timedelta
 from peewee import JOIN, SQL, fn
 
 from app import clock
-from app.errors import ApiError, BadRequest, NotFound
+from app.errors import ApiError, BadRequest, NotFound, ProviderError
 from app.ids import new_id
+from app.observe import metrics
 from app.providers.llm import ChatRequest, Chunk, Usage, content_text, estimate_tokens, message_tokens
 from app.providers.streaming import HEARTBEAT, with_heartbeats
 from app.services import messages as canonical
@@ -500,6 +501,9 @@ class Turn:
         self.stop_poll = stop_poll
         self.created = time.time()
         self.saved = None  # the assistant message's column values once saved
+        # perf_counter() of the request of a streamed, metered turn (app.metering): the model's
+        # first token is then timed from it (the time-to-first-token metric).
+        self.ttft_start = None
 
     def _stop_requested(self):
         with prepared.session():
@@ -519,12 +523,15 @@ class Turn:
         next_stop_check = time.monotonic() + self.stop_poll
         source = self.model.stream(self.request)
         stream = with_heartbeats(source, heartbeat)
+        first = self.ttft_start is not None  # a first token still to time: one test per item
         try:
             try:
                 for item in stream:
                     now = time.monotonic()
                     if type(item) is str:  # the first choice's text: nearly every item
                         if item:
+                            if first:
+                                first = self._first_token()
                             parts.append(item)
                             yield Delta(item)
                     elif item is HEARTBEAT:
@@ -533,6 +540,8 @@ class Turn:
                         usage = item
                     elif isinstance(item, Chunk):
                         if choices is None:
+                            if first:
+                                first = self._first_token()
                             choices = {0: _Answer(parts)}
                         answer = choices.get(item.index)
                         if answer is None:
@@ -562,6 +571,8 @@ class Turn:
                         pass
         except ApiError as exc:
             status, error = "error", exc
+            if isinstance(exc, ProviderError):
+                metrics.provider_error(exc)
         except GeneratorExit:
             status = "incomplete"
             raise
@@ -569,6 +580,7 @@ class Turn:
             log.exception("provider %s failed", self.model.name)
             status, error = "error", ApiError(f"Provider {self.model.name} failed: {type(exc).__name__}",
                                               status=502, code="provider_error")
+            metrics.provider_error(error)
         finally:
             content = "".join(parts)
             tool_calls = choices[0].calls() if choices else None
@@ -591,6 +603,11 @@ class Turn:
         yield Done(self.message_id, content, usage, answers[0].finish_reason,
                    "complete" if status == "complete" else "incomplete", self.passages,
                    tool_calls, answers)
+
+    def _first_token(self):
+        """Time the model's first token (once; returns False for the caller's flag)."""
+        metrics.first_token(self.model.name, time.perf_counter() - self.ttft_start)
+        return False
 
     def _finish(self, reported, stopped, usage, tool_calls):
         """Why a choice ended: stopped (by request or time limit), else what the provider said,

@@ -7,6 +7,7 @@ at most ``MAX_INPUTS`` inputs, each at most ``MAX_MESSAGE_LENGTH`` characters (o
 import logging
 
 from app.errors import ApiError, BadRequest, ProviderError, ProviderUnavailable
+from app.observe import metrics
 from app.providers.llm import EmbeddingRequest, Embeddings, Usage, estimate_tokens
 
 log = logging.getLogger("chatport.embeddings")
@@ -88,15 +89,20 @@ def embed(registry, model_name, inputs, dimensions=None, user=None):
     dimensions = check_dimensions(dimensions, model)
     try:
         result = model.embed(EmbeddingRequest(inputs=inputs, dimensions=dimensions, user=user))
-    except ApiError:
+    except ApiError as exc:
+        if isinstance(exc, ProviderError):
+            metrics.provider_error(exc)
         raise
     except Exception as exc:  # noqa: BLE001 - a plugin bug is the provider's failure, not a 500
         log.exception("embedding model %s failed", model.name)
+        metrics.provider_error(exc)
         raise ProviderError(f"Provider {model.name} failed: {type(exc).__name__}") from None
     vectors = getattr(result, "vectors", None)
     if not isinstance(vectors, list) or len(vectors) != len(inputs) or not all(
             isinstance(v, list) and v for v in vectors):
-        raise ProviderUnavailable(f"Provider {model.name} did not answer one vector per input")
+        error = ProviderUnavailable(f"Provider {model.name} did not answer one vector per input")
+        metrics.provider_error(error)
+        raise error
     usage = result.usage
     if usage is None or not usage.prompt_tokens:
         usage = Usage(sum(estimate_tokens(i) if isinstance(i, str) else len(i) for i in inputs), 0, estimated=True)

@@ -149,6 +149,14 @@ def list_sources(bot_id=None, *, limit=None, cursor=None):
     return paginate(sources_query(bot_id), KnowledgeSource, limit=limit, cursor=cursor)
 
 
+def sources_by_status():
+    """``{status: number of sources}`` of every knowledge source (the metrics' sync-state gauge)."""
+    with db.connection_context():
+        rows = KnowledgeSource.select(KnowledgeSource.status, fn.COUNT(KnowledgeSource.id)).group_by(
+            KnowledgeSource.status).tuples()
+        return {status: count for status, count in rows}
+
+
 def get_source(source_id, bot_id=None):
     """Raises NotFound (also when the source is not attached to ``bot_id``)."""
     source = sources_query(bot_id).where(KnowledgeSource.id == source_id).first()
