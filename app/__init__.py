@@ -2,8 +2,6 @@
 import os
 import sys
 
-from flask import Flask
-
 __version__ = "0.1.0"
 
 
@@ -19,6 +17,10 @@ def configured_flask(test_config=None):
     folder) unless ``CHATPORT_INSTANCE_PATH`` names another. ``PLUGINS_DIR`` is resolved here
     to an absolute path (default ``plugins/`` in the instance folder).
     """
+    # Imported here, not at the top: `python -m app _gunicorn` (the gunicorn master of
+    # `chatport serve`) imports this package and should load no more than gunicorn does.
+    from flask import Flask
+
     instance_path = os.environ.get("CHATPORT_INSTANCE_PATH")
     if test_config and test_config.get("INSTANCE_PATH"):
         instance_path = test_config["INSTANCE_PATH"]

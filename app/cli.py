@@ -2,7 +2,6 @@
 import json
 import math
 import os
-import sys
 
 import click
 from flask import current_app
@@ -150,19 +149,16 @@ def serve_command(host, port, workers, worker_connections, stream_timeout, gunic
         # environment variable, which outranks instance/config.py.
         os.environ["CHATPORT_STREAM_TIMEOUT"] = str(stream_timeout)
     graceful = serve_grace_seconds()
-    argv = [
-        sys.executable, "-m", "gunicorn",
-        "--worker-class", "gevent",
-        "--workers", str(workers),
-        "--worker-connections", str(worker_connections),
-        "--bind", f"{host}:{port}",
-        "--timeout", "60",
-        "--graceful-timeout", str(graceful),
-        *gunicorn_args,
-        "wsgi:app",
-    ]
+    from app import serve
+
+    args = serve.gunicorn_args(host=host, port=port, workers=workers,
+                               worker_connections=worker_connections,
+                               graceful_timeout=graceful, extra=gunicorn_args)
     click.echo(f"chatport serving on http://{host}:{port} ({workers} gevent worker(s))", err=True)
-    os.execv(sys.executable, argv)
+    # A fresh process of this program runs gunicorn's master in-process (app/serve.py); the
+    # same pid, so a service manager's or a test's pid is the master's.
+    command = serve.self_command()
+    os.execv(command[0], [*command, serve.COMMAND, *args])
 
 
 # ---------------------------------------------------------------- knowledge
