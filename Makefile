@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 1
 
-.PHONY: run test soak fuzz install install-test init clean bench
+.PHONY: run test soak fuzz install install-test init clean bench dist dist-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,5 +50,26 @@ BENCH_ARGS ?= --duration 3 --rounds 3 --streams 1000
 bench: install
 	$(BIN)/python -m bench.run_gateway $(BENCH_ARGS)
 
+# The one-file binary dist/chatport (PyInstaller, chatport.spec), built in a venv of its own
+# with the postgres and dist extras; `make dist-test` runs it with an empty environment.
+DIST_VENV ?= .venv-dist
+DIST_SOURCES := chatport.spec wsgi.py deploy/chatport_binary.py setup.cfg \
+	$(shell find app plugins -type f -not -path '*/__pycache__/*' -not -name '*.pyc')
+
+$(DIST_VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(DIST_VENV)
+	$(DIST_VENV)/bin/python -m pip install -q --upgrade pip
+	$(DIST_VENV)/bin/python -m pip install -q -e '.[postgres,dist]'
+	touch $@
+
+dist/chatport: $(DIST_VENV)/.installed $(DIST_SOURCES)
+	$(DIST_VENV)/bin/pyinstaller --noconfirm --clean --log-level WARN \
+		--distpath dist --workpath build/pyinstaller chatport.spec
+
+dist: dist/chatport
+
+dist-test: dist install-test
+	$(BIN)/python -m pytest -m dist -s $(PYTEST_ARGS) tests/test_dist.py
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(DIST_VENV) build dist *.egg-info

@@ -1,7 +1,6 @@
 """chatport: a self-hosted API server for LLM chatbots and prompt automations."""
 import os
-
-from flask import Flask
+import sys
 
 __version__ = "0.1.0"
 
@@ -14,11 +13,19 @@ def configured_flask(test_config=None):
     Configuration layers, later wins: ``app.config.DEFAULTS``, the instance
     folder's ``config.py`` (optional), ``CHATPORT_*`` environment variables,
     then ``test_config``. The instance folder is ``./instance`` beside the
-    package unless ``CHATPORT_INSTANCE_PATH`` names another.
+    package (in the current folder for the one-file binary, whose package lives in a temporary
+    folder) unless ``CHATPORT_INSTANCE_PATH`` names another. ``PLUGINS_DIR`` is resolved here
+    to an absolute path (default ``plugins/`` in the instance folder).
     """
+    # Imported here, not at the top: `python -m app _gunicorn` (the gunicorn master of
+    # `chatport serve`) imports this package and should load no more than gunicorn does.
+    from flask import Flask
+
     instance_path = os.environ.get("CHATPORT_INSTANCE_PATH")
     if test_config and test_config.get("INSTANCE_PATH"):
         instance_path = test_config["INSTANCE_PATH"]
+    if not instance_path and getattr(sys, "frozen", False):
+        instance_path = "instance"
     app = Flask(
         __name__,
         instance_path=os.path.abspath(instance_path) if instance_path else None,
@@ -34,6 +41,7 @@ def configured_flask(test_config=None):
     app.config.from_prefixed_env("CHATPORT")
     if test_config:
         app.config.from_mapping(test_config)
+    app.config["PLUGINS_DIR"] = os.path.join(app.instance_path, app.config.get("PLUGINS_DIR") or "plugins")
     return app
 
 

@@ -3,7 +3,6 @@ import json
 import math
 import os
 import shutil
-import sys
 
 import click
 from flask import current_app
@@ -173,20 +172,17 @@ def serve_command(host, port, workers, worker_connections, stream_timeout, gunic
     # (the workers import it, after gevent has patched). Where there is no source file (a frozen
     # build), by module name.
     hooks = os.path.join(os.path.dirname(os.path.abspath(__file__)), "observe", "gunicorn_hooks.py")
-    argv = [
-        sys.executable, "-m", "gunicorn",
-        "--config", hooks if os.path.exists(hooks) else "python:app.observe.gunicorn_hooks",
-        "--worker-class", "gevent",
-        "--workers", str(workers),
-        "--worker-connections", str(worker_connections),
-        "--bind", f"{host}:{port}",
-        "--timeout", "60",
-        "--graceful-timeout", str(graceful),
-        *gunicorn_args,
-        "wsgi:app",
-    ]
+    from app import serve
+
+    args = serve.gunicorn_args(host=host, port=port, workers=workers,
+                               worker_connections=worker_connections, graceful_timeout=graceful,
+                               extra=("--config", hooks if os.path.exists(hooks) else "python:app.observe.gunicorn_hooks",
+                                      *gunicorn_args))
     click.echo(f"chatport serving on http://{host}:{port} ({workers} gevent worker(s))", err=True)
-    os.execv(sys.executable, argv)
+    # A fresh process of this program runs gunicorn's master in-process (app/serve.py); the
+    # same pid, so a service manager's or a test's pid is the master's.
+    command = serve.self_command()
+    os.execv(command[0], [*command, serve.COMMAND, *args])
 
 
 # ---------------------------------------------------------------- knowledge

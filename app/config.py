@@ -9,6 +9,10 @@ DEFAULTS = {
     "INSTANCE_NAME": "chatport",
     # None means a SQLite file ``chatport.db`` in the instance folder.
     "DATABASE_URL": None,
+    # A folder of plain ``*.py`` provider plugins, loaded besides the entry points (each module
+    # a plugin named by its file stem). None means ``plugins/`` in the instance folder; a
+    # relative path is relative to the instance folder.
+    "PLUGINS_DIR": None,
     # Checked before any work is done: a larger body is a 413.
     "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
     # The model-facing faces (/v1/chat/completions, /v1/responses, /v1/messages...) take

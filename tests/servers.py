@@ -105,7 +105,7 @@ def chatport_server(instance_path, *, workers=1, env=None, extra_args=(), log_pa
         env=environ, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     with open(os.path.join(str(instance_path), "server.pid"), "w") as fh:
-        fh.write(str(proc.pid))  # the gunicorn master (``serve`` execs it)
+        fh.write(str(proc.pid))  # the gunicorn master (``serve`` execs it: app/serve.py)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_http(base + "/healthz", proc=proc)

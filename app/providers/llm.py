@@ -270,7 +270,7 @@ class ModelRegistry:
         self.models = {}
         self.embedding_models = {}
         self.plugins = {}
-        pm = get_plugin_manager()
+        pm = get_plugin_manager(config)
         self._call(pm.hook.register_models, self.models)
         self._call(pm.hook.register_embedding_models, self.embedding_models)
         self.aliases = dict(config.get("MODEL_ALIASES") or {})
