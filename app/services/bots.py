@@ -54,6 +54,16 @@ def get_bot(bot_id, key=None):
     return bot
 
 
+def existing_ids(bot_ids):
+    """``bot_ids`` without repeats, in order, when every one names a bot; else BadRequest."""
+    bot_ids = list(dict.fromkeys(bot_ids or []))
+    found = {b.id for b in Bot.select(Bot.id).where(Bot.id.in_(bot_ids))} if bot_ids else set()
+    missing = [b for b in bot_ids if b not in found]
+    if missing:
+        raise BadRequest(f"unknown bot(s): {', '.join(missing)}", fields={"bot_ids": "unknown"})
+    return bot_ids
+
+
 def model_or_bot(name, key):
     """``(bot, None)`` for a request's model ``bot/<id or name>`` (one of ``key``'s bots),
     ``(None, name)`` for a provider model. Raises NotFound, and Forbidden when a key scoped to

@@ -27,9 +27,10 @@ from peewee import JOIN, Case, Expression, fn
 from app import clock
 from app.errors import BadRequest, NotFound
 from app.ids import new_id
+from app.services import bots
 from app.storage import prepared
 from app.storage.db import db, is_sqlite
-from app.storage.models import Bot, BotTable, DataRecord, DataTable
+from app.storage.models import BotTable, DataRecord, DataTable
 from app.storage.pagination import page_size, paginate
 
 TYPES = ("text", "number", "boolean", "date")
@@ -160,11 +161,7 @@ def _check_fields(fields, config):
 
 
 def _attach(table, bot_ids):
-    bot_ids = list(dict.fromkeys(bot_ids or []))
-    found = {b.id for b in Bot.select(Bot.id).where(Bot.id.in_(bot_ids))} if bot_ids else set()
-    missing = [b for b in bot_ids if b not in found]
-    if missing:
-        raise BadRequest(f"unknown bot(s): {', '.join(missing)}", fields={"bot_ids": "unknown"})
+    bot_ids = bots.existing_ids(bot_ids)
     BotTable.delete().where(BotTable.table == table).execute()
     for bot_id in bot_ids:
         BotTable.insert(bot=bot_id, table=table).on_conflict_ignore().execute()

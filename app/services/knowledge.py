@@ -114,14 +114,9 @@ def create_source(*, name, type="MANUAL", url=None, sync_interval=None, bot_ids=
 
 def attach(source, bot_ids):
     """Attach the source to these bots (unknown bots: BadRequest)."""
-    from app.storage.models import Bot
+    from app.services import bots
 
-    bot_ids = list(dict.fromkeys(bot_ids or []))
-    found = {b.id for b in Bot.select(Bot.id).where(Bot.id.in_(bot_ids))} if bot_ids else set()
-    missing = [b for b in bot_ids if b not in found]
-    if missing:
-        raise BadRequest(f"unknown bot(s): {', '.join(missing)}", fields={"bot_ids": "unknown"})
-    for bot_id in bot_ids:
+    for bot_id in bots.existing_ids(bot_ids):
         BotSource.insert(bot=bot_id, source=source).on_conflict_ignore().execute()
 
 
