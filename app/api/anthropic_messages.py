@@ -21,14 +21,22 @@ from flask import current_app
 from marshmallow import EXCLUDE, INCLUDE, Schema, fields, validate
 
 from app import metering
-from app.api.common import Blueprint, Temperature, current_key, model_body_limit, user_label_field, x_api_key
+from app.api.common import (
+    Blueprint,
+    Temperature,
+    current_key,
+    model_body_limit,
+    model_or_bot,
+    user_label_field,
+    x_api_key,
+)
 from app.api.errors import register_dialect
 from app.api.sse import SSE_EVENT_SCHEMA, sse, stream_response
 from app.errors import BadRequest, NotFound, Unauthorized
 from app.ids import new_id
 from app.observe import logs
 from app.providers.llm import estimate_tokens, message_tokens, registry
-from app.services import bots, chat
+from app.services import chat
 from app.services import messages as canonical
 from app.services.events import Delta, Done, Error, Heartbeat, Start
 
@@ -578,13 +586,6 @@ def message_stream(events, model, prompt, rid, *, on_finish=None):
 # ---------------------------------------------------------------- endpoints
 
 
-def _model(name, key):
-    """``(bot or None, provider model name or None)`` of a request's ``model``; the meter names
-    the bot."""
-    bot, model_name = bots.model_or_bot(name, key)
-    metering.for_bot(bot)
-    return bot, model_name
-
 
 @blp.route("/messages", methods=["POST"])
 @blp.arguments(MessagesRequest)
@@ -593,8 +594,7 @@ def _model(name, key):
                   content_type="text/event-stream", success=True, schema=SSE_EVENT_SCHEMA)
 def create_message(data):
     """Create a message (Anthropic Messages API; streaming with its typed events)"""
-    key = current_key()
-    bot, model_name = _model(data["model"], key)
+    bot, model_name = model_or_bot(data["model"])
     if data["messages"][-1]["role"] == "assistant":
         raise _bad("the last message must be a user message (continuing an assistant message is not supported)",
                    "messages", "last message is not a user message")
@@ -617,9 +617,8 @@ def create_message(data):
 @blp.response(200)
 def count_tokens(data):
     """Count a request's input tokens (an estimate: about 4 characters a token; no model is called)"""
-    key = current_key()
     config = current_app.config
-    bot, model_name = _model(data["model"], key)
+    bot, model_name = model_or_bot(data["model"])
     if bot is not None and not bot.enabled:
         raise NotFound(f"Bot {bot.id} is disabled")
     registry().get(model_name or bot.model)

@@ -9,10 +9,10 @@ from marshmallow import Schema, ValidationError, fields, validate
 from webargs import core
 from webargs.flaskparser import FlaskParser
 
-from app import clock, ids
+from app import clock, ids, metering
 from app.errors import ApiError, BadRequest
 from app.metering import policy
-from app.services import keys, sampling
+from app.services import bots, keys, sampling
 
 # ---------------------------------------------------------------- JSON bodies
 #
@@ -203,6 +203,14 @@ def model_body_limit():
     """``before_request`` hook (first) of the model-facing blueprints: their bodies may carry
     inline images and files, up to ``MODEL_MAX_CONTENT_LENGTH`` bytes."""
     request.max_content_length = current_app.config["MODEL_MAX_CONTENT_LENGTH"]
+
+
+def model_or_bot(name):
+    """``(bot or None, provider model name or None)`` of a model face's ``model`` for the
+    current key (``bots.model_or_bot``); the meter names the bot."""
+    bot, model_name = bots.model_or_bot(name, current_key())
+    metering.for_bot(bot)
+    return bot, model_name
 
 
 def any_key():

@@ -24,6 +24,7 @@ from app.api.common import (
     any_key,
     current_key,
     model_body_limit,
+    model_or_bot,
     read_json,
     user_label_field,
 )
@@ -153,13 +154,6 @@ def _options(data, names, schema):
     return options
 
 
-def _model(key, name):
-    """``(bot or None, provider model name or None)`` of a request's ``model``; the meter names
-    the bot."""
-    bot, model_name = bots.model_or_bot(name, key)
-    metering.for_bot(bot)
-    return bot, model_name
-
 
 _chat_schema = loaded_fast(ChatCompletionRequest)
 
@@ -171,8 +165,7 @@ _chat_schema = loaded_fast(ChatCompletionRequest)
                   content_type="text/event-stream", success=True, schema=SSE_EVENT_SCHEMA)
 def chat_completions(data):
     """Create a chat completion (OpenAI wire format; streaming with SSE chunks)"""
-    key = current_key()
-    bot, model_name = _model(key, data["model"])
+    bot, model_name = model_or_bot(data["model"])
     options = _options(data, CHAT_OPTIONS, _chat_schema)
     turn = chat.prepare_turn(registry=registry(), config=current_app.config, bot=bot, model=model_name,
                              messages=data["messages"], options=options, persist=False)
@@ -240,8 +233,7 @@ def _prompt(value):
                   content_type="text/event-stream", success=True, schema=SSE_EVENT_SCHEMA)
 def completions(data):
     """Create a text completion (OpenAI's legacy completions: the prompt is one user message)"""
-    key = current_key()
-    bot, model_name = _model(key, data["model"])
+    bot, model_name = model_or_bot(data["model"])
     prompt = _prompt(data["prompt"])
     options = _options(data, COMPLETION_OPTIONS, _completion_schema)
     if data.get("logprobs") is not None:

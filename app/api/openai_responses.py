@@ -11,11 +11,19 @@ from marshmallow import INCLUDE, Schema, fields, validate
 
 from app import metering
 from app.api import responses_format as wire
-from app.api.common import Blueprint, Temperature, any_key, current_key, model_body_limit, user_label_field
+from app.api.common import (
+    Blueprint,
+    Temperature,
+    any_key,
+    current_key,
+    model_body_limit,
+    model_or_bot,
+    user_label_field,
+)
 from app.api.sse import SSE_EVENT_SCHEMA, stream_response
 from app.errors import BadRequest
 from app.providers.llm import registry
-from app.services import bots, responses
+from app.services import responses
 
 blp = Blueprint("openai_responses", __name__, url_prefix="/v1", description="OpenAI Responses API")
 blp.before_request(model_body_limit)
@@ -72,8 +80,8 @@ class InputItemsArgs(Schema):
 def create_response(data):
     """Create a model response (OpenAI Responses API; typed SSE events when stream is true)"""
     key = current_key()
-    bot, model_name = bots.model_or_bot(data["model"], key)
-    meter = metering.for_bot(bot)
+    bot, model_name = model_or_bot(data["model"])
+    meter = metering.current()
     request = wire.parse_request(data, for_bot=bot is not None,
                                  lookup=lambda ids: responses.messages_by_id(ids, key))
     try:
