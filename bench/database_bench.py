@@ -5,10 +5,14 @@
 Imports a reproducible table of stores (seeded; store name, city, opening hours, size, a date)
 through ``databases.import_records`` (the import route's call), then times, each over random
 records: a lookup by id (``get_record``, the GET route's call), an equality filter on a field
-(``list_records`` with ``filter=store:<name>``, one page), and the records a bot's turn is given
-for a question naming a store (``passages_for``, what ``retrieval.passages_for_turn`` calls).
+(``list_records`` with ``filter=store:<name>``, one page), a range filter (``size:gte:<n>``
+matching about 0.2% of the records), a ``contains`` filter (no index: a scan of the table's
+records), and the records a bot's turn is given for a question naming a store (``passages_for``,
+what ``retrieval.passages_for_turn`` calls). On PostgreSQL the tables are analysed after the
+import (the statistics autovacuum keeps); ``db_mb`` is the database's size after the import.
 """
 import argparse
+import os
 import random
 import statistics
 import tempfile
@@ -59,6 +63,8 @@ def run(database_url, records, lookups):
         report = databases.import_records(table, config=config, items=list(rows(records)))
         load_s = time.perf_counter() - t0
         assert report["created"] == records, report["rejected"][:3]
+        if not databases.is_sqlite():
+            db.execute_sql("ANALYZE")
         ids = [r.id for r in databases.DataRecord.select(databases.DataRecord.id)
                .where(databases.DataRecord.table == table)]
         rnd = random.Random(1)
@@ -69,8 +75,26 @@ def run(database_url, records, lookups):
                            sample[:200])
         turn = _timed(lambda i: databases.passages_for([table.id], f"opening hours of the {names[i]} store?", 3),
                       sample[:200])
+        by_range = _timed(lambda i: databases.list_records(table, filters=[f"size:gte:{4990 - i % 10}"], limit=10),
+                          sample[:200])
+        by_contains = _timed(lambda i: databases.list_records(table, filters=[f"store:contains:{i}"], limit=10),
+                             sample[:50])
+        size = _size(database_url)
     return {"records": records, "import_s": round(load_s, 2), "import_per_s": round(records / load_s),
-            "get_by_id": _summary(by_id), "filter_eq": _summary(by_filter), "turn_records": _summary(turn)}
+            "db_mb": size, "get_by_id": _summary(by_id), "filter_eq": _summary(by_filter),
+            "filter_range": _summary(by_range), "filter_contains": _summary(by_contains),
+            "turn_records": _summary(turn)}
+
+
+def _size(database_url):
+    from app.storage.db import db, is_sqlite
+
+    if is_sqlite():
+        db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        return round(os.path.getsize(database_url[len("sqlite:///"):]) / 1e6, 1)
+    return round(int(db.execute_sql("SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace n "
+                                "ON n.oid = c.relnamespace WHERE n.nspname = current_schema() "
+                                "AND c.relkind = 'r'").fetchone()[0]) / 1e6, 1)
 
 
 def main():

@@ -20,15 +20,14 @@ import json
 import math
 import re
 from datetime import date, datetime, timezone
-from functools import reduce
 
-from peewee import JOIN, Case, Expression, fn
+from peewee import Expression, fn
 
 from app import clock
 from app.errors import BadRequest, NotFound
 from app.ids import new_id
 from app.services import bots
-from app.storage import prepared
+from app.storage import prepared, record_index
 from app.storage.db import db, is_sqlite
 from app.storage.models import BotTable, DataRecord, DataTable
 from app.storage.pagination import page_size, paginate
@@ -211,7 +210,7 @@ def _value_expr(name, type_):
         return fn.json_extract(DataRecord.values, f'$."{name}"')
     text = Expression(DataRecord.values.cast("jsonb"), "->>", name)
     if type_ == "number":
-        return text.cast("double precision")
+        return text.cast("numeric")  # exact: integers beyond 2**53 stay distinct
     if type_ == "boolean":
         return text.cast("boolean")
     return text
@@ -244,9 +243,9 @@ def _change_fields(table, new_spec):
     old = {f["name"]: f for f in table.spec}
     new = {f["name"]: f for f in new_spec}
     records = DataRecord.select().where(DataRecord.table == table)
-    for name, f in old.items():
+    for name in old:
         if name not in new:
-            held = records.where(_value_expr(name, f["type"]).is_null(False)).count()
+            held = record_index.held(table.id, name)
             if held:
                 raise BadRequest(f"field {name} holds values in {held} record(s): removing it would lose them",
                                  fields={name: "in use"})
@@ -268,18 +267,33 @@ def _change_fields(table, new_spec):
                                  f"{json.dumps(values[name])}, which {exc}", fields={name: "incompatible type"})
         record.values, record.search_text = values, _search_text(values, new_spec)
         changed.append(record)
+    types = {f["name"]: f["type"] for f in new_spec}
     for start in range(0, len(changed), BATCH):
-        DataRecord.bulk_update(changed[start:start + BATCH], fields=[DataRecord.values, DataRecord.search_text])
+        part = changed[start:start + BATCH]
+        record_index.remove([r.id for r in part])
+        DataRecord.bulk_update(part, fields=[DataRecord.values, DataRecord.search_text])
+        record_index.add([_row(r) for r in part], types)
 
 
 def delete_table(table):
     """Delete a table with its records and bot links."""
     with db.atomic():
+        record_index.remove_table(table.id)
         DataRecord.delete().where(DataRecord.table == table).execute()
         table.delete_instance()  # bot links cascade
 
 
 # ---------------------------------------------------------------- records
+
+
+def _types(table):
+    return {f["name"]: f["type"] for f in table.spec}
+
+
+def _row(record):
+    """A record as the row dict ``record_index.add`` takes."""
+    return {"id": record.id, "table": record.table_id, "values": record.values,
+            "search_text": record.search_text, "seq": record.seq}
 
 
 def _search_text(values, spec):
@@ -336,7 +350,11 @@ def create_record(table, values, config):
     with db.atomic():
         if _room(table, config) <= 0:
             raise BadRequest(_full(config), fields={"values": "table full"})
-        return DataRecord.create(table=table, values=values, search_text=_search_text(values, table.spec))
+        row = {"id": new_id(), "table": table.id, "values": values, "search_text": _search_text(values, table.spec)}
+        record_index.number([row])
+        record = DataRecord.create(**row)
+        record_index.add([row], _types(table))
+    return record
 
 
 def get_record(table, record_id):
@@ -353,12 +371,17 @@ def update_record(table, record, values, config, *, replace=False):
     merged = dict(values) if replace else {**record.values, **values}
     merged = _checked(table, merged, config)
     record.values, record.search_text, record.updated_at = merged, _search_text(merged, table.spec), clock.now()
-    record.save()
+    with db.atomic():
+        record_index.remove([record.id])
+        record.save()
+        record_index.add([_row(record)], _types(table))
     return record
 
 
 def delete_record(record):
-    record.delete_instance()
+    with db.atomic():
+        record_index.remove([record.id])
+        record.delete_instance()
 
 
 def _parse_filter(table, text):
@@ -385,12 +408,18 @@ def _parse_filter(table, text):
         value = parse_text(raw, type_)
     except _Invalid as exc:
         raise BadRequest(f"filter {text!r}: the value {exc}", fields={"filter": "invalid value"}) from None
-    if value is None:
-        return expr.is_null() if op == "eq" else expr.is_null(False)
+    if value is None:  # no value: held or not
+        held = record_index.candidates(table.id, name, type_, "eq", None)
+        return DataRecord.id.not_in(held) if op == "eq" else DataRecord.id.in_(held)
+    exact = value
     if type_ == "boolean" and is_sqlite():
-        value = int(value)  # json_extract reads JSON true as 1
-    return {"eq": expr == value, "ne": (expr != value) | expr.is_null(), "gt": expr > value,
-            "gte": expr >= value, "lt": expr < value, "lte": expr <= value}[op]
+        exact = int(value)  # json_extract reads JSON true as 1
+    exact = {"eq": expr == exact, "ne": (expr != exact) | expr.is_null(), "gt": expr > exact,
+             "gte": expr >= exact, "lt": expr < exact, "lte": expr <= exact}[op]
+    if op == "ne":  # most records: a scan is as good as an index
+        return exact
+    # the value index finds a superset of the matches; the record's own value decides
+    return DataRecord.id.in_(record_index.candidates(table.id, name, type_, op, value)) & exact
 
 
 def records_query(table, filters=()):
@@ -472,8 +501,10 @@ def import_records(table, *, config, items=None, csv_text=None):
         rows = [{"id": new_id(), "table": table.id, "values": values,
                  "search_text": _search_text(values, table.spec), "created_at": now, "updated_at": now}
                 for _, values in good]
+        record_index.number(rows)
         for start in range(0, len(rows), BATCH):
             DataRecord.insert_many(rows[start:start + BATCH]).execute()
+        record_index.add(rows, _types(table))
         created = len(rows)
     rejected.sort(key=lambda r: r["line"])
     return {"created": created, "rejected": rejected}
@@ -547,17 +578,17 @@ def query_words(query):
 
 
 def passages_for(table_ids, query, top_k):
-    """The records of ``table_ids`` whose searchable text holds the most words of ``query``, as
-    passages: ``[{"table_id", "record_id", "name" (the table's), "content", "score"}]``."""
+    """The records of ``table_ids`` whose searchable fields best match the words of ``query``
+    (the full-text index: BM25 on SQLite, ``ts_rank`` on PostgreSQL), as passages:
+    ``[{"table_id", "record_id", "name" (the table's), "content", "score"}]``, best first."""
     words = query_words(query)
     if not table_ids or not words or top_k <= 0:
         return []
-    find = fn.instr if is_sqlite() else fn.strpos
-    hits = [find(DataRecord.search_text, w) > 0 for w in words]
-    score = reduce(lambda a, b: a + b, [Case(None, [(hit, 1)], 0) for hit in hits]).alias("score")
-    rows = (DataRecord.select(DataRecord, DataTable, score)
-            .join(DataTable, JOIN.INNER, on=(DataRecord.table == DataTable.id))
-            .where(DataRecord.table.in_(list(table_ids)) & reduce(lambda a, b: a | b, hits))
-            .order_by(score.desc(), DataRecord.id).limit(int(top_k)))
-    return [{"table_id": r.table_id, "record_id": r.id, "name": r.table.name,
-             "content": record_text(r, r.table), "score": float(r.score)} for r in rows]
+    hits = record_index.search(list(table_ids), words, int(top_k))
+    if not hits:
+        return []
+    records = {r.id: r for r in DataRecord.select().where(DataRecord.id.in_([h[0] for h in hits]))}
+    tables = {t.id: t for t in DataTable.select().where(DataTable.id.in_({r.table_id for r in records.values()}))}
+    return [{"table_id": r.table_id, "record_id": r.id, "name": tables[r.table_id].name,
+             "content": record_text(r, tables[r.table_id]), "score": score}
+            for r, score in ((records.get(i), score) for i, score in hits) if r is not None]

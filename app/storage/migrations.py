@@ -28,6 +28,9 @@ History:
   15 console sessions (``console_session``).
   16 the Database API: tables (``data_table``), their bots (``bot_data_table``) and records
      (``data_record``, indexed by (table, id)).
+  17 the Database API's record indexes (``app.storage.record_index``): record values for filters
+     (``data_value``), and the words of searchable fields in the full-text machinery
+     (``data_record.seq`` keys SQLite's FTS5 table; a ``tsvector`` column on PostgreSQL).
 
 On SQLite, steps run with foreign keys off (SQLite's own procedure for table changes: a step
 that rebuilds a table, as dropping a NOT NULL does, would otherwise cascade the drop of the old
@@ -59,7 +62,13 @@ def _create_search_index():
     create_schema()
 
 
-AFTER_CREATE = [_create_search_index]
+def _create_record_index():
+    from app.storage import record_index
+
+    record_index.create_schema()
+
+
+AFTER_CREATE = [_create_search_index, _create_record_index]
 
 def _v4(migrator):
     from app.storage.search_index import create_schema
@@ -149,7 +158,20 @@ def _v16(migrator):
     db.create_tables([DataTable, BotTable, DataRecord], safe=True)
 
 
-STEPS = {2: _v2, 4: _v4, 6: _v6, 7: _v7, 8: _v8, 10: _v10, 11: _v11, 12: _v12, 13: _v13, 14: _v14, 15: _v15, 16: _v16}
+def _v17(migrator):
+    from app.storage import record_index
+    from app.storage.models import DataValue
+
+    if "seq" not in _columns("data_record"):
+        migrate(migrator.add_column("data_record", "seq", IntegerField(null=True)))
+    db.execute_sql('CREATE UNIQUE INDEX IF NOT EXISTS "data_record_seq" ON "data_record" ("seq")')
+    db.create_tables([DataValue], safe=True)
+    record_index.create_schema()
+    record_index.rebuild()
+
+
+STEPS = {2: _v2, 4: _v4, 6: _v6, 7: _v7, 8: _v8, 10: _v10, 11: _v11, 12: _v12, 13: _v13, 14: _v14, 15: _v15,
+         16: _v16, 17: _v17}
 LATEST = max(STEPS)
 
 

@@ -441,6 +441,8 @@ class DataRecord(BaseModel):
     table = ForeignKeyField(DataTable, backref="records", on_delete="CASCADE", index=False)
     values = JSONField(default=dict)
     search_text = TextField(default="")
+    # the key of the record's entry in SQLite's word index (app.storage.record_index)
+    seq = IntegerField(null=True, unique=True)
     created_at = DateTimeField(default=clock.now)
     updated_at = DateTimeField(default=clock.now)
 
@@ -448,6 +450,21 @@ class DataRecord(BaseModel):
         table_name = "data_record"
         # lists page by (table, id); ids are time-ordered
         indexes = ((("table", "id"), True),)
+
+
+class DataValue(BaseModel):
+    """One value of a record, as filters find it (``app.storage.record_index``): a number or
+    boolean in ``num``, text or a date (its first ``PREFIX`` characters) in ``txt``."""
+
+    record = ForeignKeyField(DataRecord, on_delete="CASCADE", index=False)
+    table_id = CharField(max_length=36)
+    field = CharField(max_length=64)
+    num = DoubleField(null=True)
+    txt = TextField(null=True)
+
+    class Meta:
+        table_name = "data_value"
+        indexes = ((("table_id", "field", "num", "txt"), False), (("record",), False))
 
 
 ALL_MODELS = [
@@ -477,4 +494,5 @@ ALL_MODELS = [
     DataTable,
     BotTable,
     DataRecord,
+    DataValue,
 ]
