@@ -151,6 +151,10 @@ DEFAULTS = {
     "DATABASE_IMPORT_MAX_LINES": 100_000,
     # Records a bot's turn gives the model (those matching the question best), 0: none.
     "DATABASE_TURN_RECORDS": 3,
+    # The lookup tool (a bot's knowledge.tables_tool): the most rounds of tool calls in one turn
+    # before the model must answer, and the most records one call returns.
+    "DATABASE_TOOL_ROUNDS": 3,
+    "DATABASE_TOOL_RECORDS": 10,
     # Model of chatbots created through the chat API's create-chatbot.
     "CHAT_API_MODEL": "extractive/extractive",
     # Mount points of the dialects.
@@ -193,7 +197,8 @@ POSITIVE_INTEGERS = ("PAGE_DEFAULT", "PAGE_MAX", "MAX_NAME_LENGTH", "MAX_INSTRUC
                      "MAX_IMAGE_BYTES", "MAX_TOOLS", "MAX_TOOLS_BYTES", "MAX_CHOICES",
                      "CONSOLE_IDLE_TIMEOUT", "CONSOLE_SESSION_LIFETIME", "CONSOLE_SIGNIN_PER_MINUTE",
                      "DATABASE_MAX_TABLES", "DATABASE_MAX_FIELDS", "DATABASE_MAX_RECORDS",
-                     "DATABASE_MAX_RECORD_BYTES", "DATABASE_IMPORT_MAX_BYTES", "DATABASE_IMPORT_MAX_LINES")
+                     "DATABASE_MAX_RECORD_BYTES", "DATABASE_IMPORT_MAX_BYTES", "DATABASE_IMPORT_MAX_LINES",
+                     "DATABASE_TOOL_ROUNDS", "DATABASE_TOOL_RECORDS")
 
 
 def check(config):

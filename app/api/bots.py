@@ -25,6 +25,8 @@ class KnowledgeSettings(Schema):
     top_k = fields.Int(validate=validate.Range(0, 50))
     max_chars = fields.Int(validate=validate.Range(0, 100000))
     context_messages = fields.Int(validate=validate.Range(0, 20))
+    records = fields.Int(validate=validate.Range(0, 50))
+    tables_tool = fields.Bool()
 
 
 class BotFields(Schema):
