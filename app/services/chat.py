@@ -20,8 +20,8 @@ from app.ids import new_id
 from app.observe import metrics
 from app.providers.llm import ChatRequest, Chunk, Usage, content_text, estimate_tokens, message_tokens
 from app.providers.streaming import HEARTBEAT, with_heartbeats
+from app.services import lookup_tool, retrieval
 from app.services import messages as canonical
-from app.services import retrieval
 from app.services.events import Choice, Delta, Done, Error, Heartbeat, Start
 from app.services.sampling import check_temperature
 from app.storage import prepared
@@ -445,6 +445,8 @@ def prepare_turn(*, registry, config, bot=None, model=None, content=None, messag
         request.logprobs = bool(options.get("logprobs"))
         request.passthrough = dict(options.get("passthrough") or {})
     provider_model.check(request)  # before anything is saved
+    # a bot's tables as a tool the model may call (chatport answers the calls), when offered
+    turn_model = lookup_tool.tool_for(bot, provider_model, request, config) or provider_model
     user_message_id, message_id, saved_ids = None, new_id(), []
     stream_timeout = float(config.get("STREAM_TIMEOUT", 600))
     if persist and conversation is not None:
@@ -464,7 +466,7 @@ def prepare_turn(*, registry, config, bot=None, model=None, content=None, messag
                                                     "stop_requested": False, "created_at": now})
             if time.monotonic() >= _next_purge:  # at most once per STREAM_TIMEOUT per process
                 purge_stale_stops(stream_timeout)
-    return Turn(model=provider_model, request=request,
+    return Turn(model=turn_model, request=request,
                 conversation_id=conversation.id if (persist and conversation is not None) else None,
                 user_message_id=user_message_id, message_id=message_id, passages=passages,
                 stream_timeout=stream_timeout, saved_message_ids=saved_ids,
