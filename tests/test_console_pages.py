@@ -56,15 +56,18 @@ def test_bots_are_created_listed_edited_and_attached_to_knowledge(app, console):
     resp = console.post("/console/bots/new", {
         "name": "Support", "instructions": "Answer briefly.", "model": "extractive/extractive",
         "temperature": "0.3", "max_tokens": "", "greeting": "Hi!", "allowed_models": ["echo/echo"],
-        "source_ids": [source_id], "top_k": "3", "max_chars": "", "context_messages": ""})
+        "source_ids": [source_id], "top_k": "3", "max_chars": "", "context_messages": "", "records": "2",
+        "tables_tool": "on"})
     assert resp.status_code == 302
     (bot,) = rows(app, Bot)
     assert (bot.name, bot.model, bot.temperature, bot.greeting) == ("Support", "extractive/extractive", 0.3, "Hi!")
-    assert bot.allowed_models == ["echo/echo"] and bot.knowledge == {"top_k": 3} and bot.max_tokens is None
+    assert bot.allowed_models == ["echo/echo"] and bot.max_tokens is None
+    assert bot.knowledge == {"top_k": 3, "records": 2, "tables_tool": True}
     assert [link.source_id for link in rows(app, BotSource)] == [source_id]
     assert resp.headers["Location"] == f"/console/bots/{bot.id}"
     page = console.get(resp.headers["Location"])
     assert "Bot Support created." in text_of(page)
+    assert 'name="tables_tool" value="on" checked' in page.get_data(as_text=True)
     assert "Bot Support created." not in text_of(console.get(resp.headers["Location"]))  # shown once
     assert "Support" in text_of(console.get("/console/bots"))
 
@@ -85,6 +88,7 @@ def test_bots_are_created_listed_edited_and_attached_to_knowledge(app, console):
     ("max_tokens", "0", "1"),
     ("model", "nobody/nothing", "Pick one of this server's models"),
     ("top_k", "99", "0"),
+    ("records", "51", "0"),
     ("allowed_models", "nobody/nothing", "not a model of this server"),
     ("source_ids", "no-such-source", "unknown"),
 ])

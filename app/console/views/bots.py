@@ -1,5 +1,5 @@
 """Bots: list, create, edit (instructions, model, temperature, greeting, allowed models,
-knowledge sources, retrieval settings), enable/disable, delete."""
+knowledge sources, retrieval settings, the tables' lookup tool), enable/disable, delete."""
 from flask import current_app, redirect, request, url_for
 
 from app.api.bots import BotCreate, BotUpdate
@@ -9,7 +9,7 @@ from app.errors import ApiError
 from app.services import bots, channels, knowledge, models
 
 FORM = "console/bot_form.html"
-RETRIEVAL = ("top_k", "max_chars", "context_messages")
+RETRIEVAL = ("top_k", "max_chars", "context_messages", "records")
 
 
 def model_choices(current=None):
@@ -28,16 +28,16 @@ def _values(bot=None, from_form=None):
         values = {name: forms.text(name) for name in
                   ("name", "instructions", "model", "temperature", "max_tokens", "greeting") + RETRIEVAL}
         values.update(allowed_models=forms.many("allowed_models"), source_ids=forms.many("source_ids"),
-                      enabled=forms.checked("enabled"))
+                      enabled=forms.checked("enabled"), tables_tool=forms.checked("tables_tool"))
         return values
     if bot is None:
         return {"model": current_app.config["DEFAULT_MODEL"], "enabled": True, "allowed_models": [],
-                "source_ids": []}
+                "source_ids": [], "tables_tool": False}
     settings = bot.knowledge or {}
     return {"name": bot.name, "instructions": bot.instructions, "model": bot.model,
             "temperature": "" if bot.temperature is None else f"{bot.temperature:g}",
             "max_tokens": bot.max_tokens or "", "greeting": bot.greeting,
-            **{k: settings.get(k, "") for k in RETRIEVAL},
+            **{k: settings.get(k, "") for k in RETRIEVAL}, "tables_tool": bool(settings.get("tables_tool")),
             "allowed_models": list(bot.allowed_models or []), "source_ids": knowledge.source_ids_of_bot(bot),
             "enabled": bot.enabled}
 
@@ -48,6 +48,8 @@ def _fields(values, schema, choices, editing):
     data["temperature"] = values["temperature"].strip() or None
     data["max_tokens"] = values["max_tokens"].strip() or None
     retrieval = {k: values[k].strip() for k in RETRIEVAL if values[k].strip()}
+    if values["tables_tool"]:
+        retrieval["tables_tool"] = True
     if retrieval or editing:
         data["knowledge"] = retrieval
     data["allowed_models"] = values["allowed_models"]
