@@ -4,6 +4,7 @@ import json
 import logging
 import os
 import threading
+import time
 
 import pytest
 import requests
@@ -291,7 +292,10 @@ def test_readyz_is_503_when_the_database_does_not_answer(client, monkeypatch):
 def test_one_scrape_counts_the_requests_of_every_worker(tmp_path):
     admin_key = "cp_observe_tests_admin_key_0000000000000000000"
     instance = tmp_path / "inst"
-    with servers.chatport_server(instance, workers=2, env={"CHATPORT_ADMIN_KEY": admin_key}) as base:
+    # Two connections a worker: with twelve slow streams at once, a worker whose pool is full
+    # stops accepting, so the other one answers some (one worker may otherwise take them all).
+    with servers.chatport_server(instance, workers=2, env={"CHATPORT_ADMIN_KEY": admin_key},
+                                 serve_args=("--worker-connections", "2")) as base:
         auth = {"Authorization": f"Bearer {admin_key}"}
         folder = os.path.join(str(instance), "metrics", base.rsplit(":", 1)[1])
         pids = servers.worker_pids(int((instance / "server.pid").read_text()))
@@ -300,7 +304,7 @@ def test_one_scrape_counts_the_requests_of_every_worker(tmp_path):
         def call():  # a connection of its own each time: either worker may take it
             r = requests.post(base + CHAT, headers=auth, timeout=30, json={
                 "model": "echo/echo", "stream": True,
-                "messages": [{"role": "user", "content": "[echo tokens=3 delay=0.02]"}]})
+                "messages": [{"role": "user", "content": "[echo tokens=4 delay=0.05]"}]})
             assert r.status_code == 200
 
         sent = 0
@@ -314,6 +318,13 @@ def test_one_scrape_counts_the_requests_of_every_worker(tmp_path):
             if all(os.path.exists(os.path.join(folder, f"counter_{pid}.db")) for pid in pids):
                 break
         assert all(os.path.exists(os.path.join(folder, f"counter_{pid}.db")) for pid in pids), os.listdir(folder)
+        # a request is counted when its response closes, a moment after the client read its end
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            text = requests.get(base + "/metrics", headers=auth, timeout=30).text
+            if value(samples(text), "chatport_requests_total", dialect="openai", route=CHAT, status="200") == sent:
+                break
+            time.sleep(0.1)
         for _ in range(4):  # every scrape, whichever worker answers it, sees all of them
             text = requests.get(base + "/metrics", headers=auth, timeout=30).text
             scraped = samples(text)
