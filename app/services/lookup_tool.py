@@ -12,12 +12,14 @@ the tokens of every round in its usage, the records the calls returned in its ci
 the turn's own). The calls and their results are not part of the conversation's history.
 """
 import json
+from contextlib import nullcontext
 from dataclasses import replace
 
 from app.errors import BadRequest
 from app.providers.llm import Chunk, Usage, estimate_tokens, message_tokens
 from app.services import databases
-from app.storage import prepared, record_index
+from app.storage import record_index
+from app.storage.db import db
 from app.storage.models import DataRecord, DataTable
 
 NAME = "lookup_records"
@@ -169,7 +171,9 @@ class ToolLoop:
         if not isinstance(args, dict):
             return {"error": "the arguments must be a JSON object"}
         try:
-            with prepared.session():
+            # a connection of the greenlet's own for the call, back to the pool after it: the
+            # call may run in a heartbeat relay's producer greenlet, and between model calls
+            with nullcontext() if db.in_transaction() else db.connection_context():
                 return self._lookup(args)
         except BadRequest as exc:
             return {"error": exc.message}
