@@ -21,7 +21,7 @@ Callers (``app.services.databases``) write inside their own transaction: ``numbe
 the records, then ``add``; ``remove`` before deleting or rewriting records.
 """
 from app.storage.db import db, is_sqlite
-from app.storage.search_index import terms
+from app.storage.search_index import any_of, terms
 
 PREFIX = 200
 BATCH = 500
@@ -130,9 +130,9 @@ def candidates(table_id, field, type_, op, value):
                         "lt": column <= key, "lte": column <= key}[op])
 
 
-def search(table_ids, query, top_k):
+def search(table_ids, words, top_k):
     """``[(record_id, score)]`` best first (higher is better): records of ``table_ids`` whose
-    searchable text holds words of ``query`` (a list of words or a text).
+    searchable text holds some of ``words`` (a list, as ``databases.query_words`` gives them).
 
     Ranking every record that holds any word of the question costs in proportion to them (a
     city named by a tenth of 100,000 stores: 40 ms), so the rare words are tried first: words
@@ -141,7 +141,7 @@ def search(table_ids, query, top_k):
     they find are the ones the question is about: the common words are added only when the rare
     ones find nothing (a record that holds only "Lyon" is no answer to a question about the
     store "Lyon 12")."""
-    words = terms(query if isinstance(query, str) else " ".join(query))
+    words = terms(" ".join(words))  # the index's own word boundaries and bound
     if not words or not table_ids or top_k <= 0:
         return []
     held = sorted((_held(w), i, w) for i, w in enumerate(words))
@@ -166,24 +166,20 @@ def _held(word):
     """How many records hold ``word`` (any table), counted up to ``RARE + 1``."""
     if is_sqlite():
         sql = ("SELECT count(*) FROM (SELECT rowid FROM data_record_fts WHERE data_record_fts MATCH ? LIMIT ?)")
-        params = ['"%s"' % word.replace('"', '""'), RARE + 1]
     else:
         sql = ("SELECT count(*) FROM (SELECT 1 FROM data_record WHERE tsv @@ to_tsquery('english', %s) LIMIT %s) s")
-        params = [word, RARE + 1]
-    return db.execute_sql(sql, params).fetchone()[0]
+    return db.execute_sql(sql, [any_of([word]), RARE + 1]).fetchone()[0]
 
 
 def _match(words, table_ids, top_k):
     if is_sqlite():
-        match = " OR ".join('"%s"' % w.replace('"', '""') for w in words)
         sql = ("SELECT record_id, -bm25(data_record_fts) FROM data_record_fts WHERE data_record_fts MATCH ? "
                "AND table_id IN (%s) ORDER BY bm25(data_record_fts) LIMIT ?" % ",".join("?" * len(table_ids)))
     else:
-        match = " | ".join(words)
         sql = ("SELECT id, ts_rank(tsv, q) AS score FROM data_record, to_tsquery('english', %%s) q "
                "WHERE tsv @@ q AND table_id IN (%s) ORDER BY score DESC, id LIMIT %%s"
                % ",".join(["%s"] * len(table_ids)))
-    params = [match, *table_ids, int(top_k)]
+    params = [any_of(words), *table_ids, int(top_k)]
     return [(r[0], float(r[1])) for r in db.execute_sql(sql, params).fetchall()]
 
 

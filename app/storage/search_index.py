@@ -41,6 +41,14 @@ def terms(query):
     return seen
 
 
+def any_of(words):
+    """The full-text query matching any of ``words`` (from ``terms``): an FTS5 ``MATCH`` of quoted
+    words joined by OR on SQLite, a ``to_tsquery`` text joined by | on PostgreSQL."""
+    if is_sqlite():
+        return " OR ".join('"%s"' % w.replace('"', '""') for w in words)
+    return " | ".join(words)
+
+
 def number_chunks(chunks):
     """Give new ``KnowledgeChunk`` objects (not yet inserted) their full-text key ``seq``.
 
@@ -110,14 +118,12 @@ def search(query, *, source_ids=None, tag_ids=None, top_k=5):
         return []
     if is_sqlite():
         mark = "?"
-        match = " OR ".join('"%s"' % w.replace('"', '""') for w in words)
         sql = "SELECT chunk_id, -bm25(knowledge_chunk_fts) AS score FROM knowledge_chunk_fts WHERE knowledge_chunk_fts MATCH ?"
-        params = [match]
     else:
         mark = "%s"
         sql = ("SELECT id, ts_rank(tsv, q) AS score FROM knowledge_chunk, to_tsquery('english', %s) q "
                "WHERE tsv @@ q")
-        params = [" | ".join(words)]
+    params = [any_of(words)]
     if source_ids is not None:
         sql += " AND source_id IN (%s)" % ",".join([mark] * len(source_ids))
         params += list(source_ids)
