@@ -307,7 +307,7 @@ def _check_values(table, values, config, *, from_text=False):
         raise _Invalid(str(values))
     if not isinstance(values, dict):
         raise _Invalid("values must be an object of field names")
-    types = {f["name"]: f["type"] for f in table.spec}
+    types = _types(table)
     unknown = [k for k in values if k not in types]
     if unknown:
         raise _Invalid(f"unknown field(s): {', '.join(map(str, unknown[:5]))}")
@@ -386,7 +386,7 @@ def delete_record(record):
 
 def _parse_filter(table, text):
     """``field:op:value`` as a peewee condition. Raises BadRequest naming the filter."""
-    types = {f["name"]: f["type"] for f in table.spec}
+    types = _types(table)
     name, _, rest = text.partition(":")
     op, _, raw = rest.partition(":")
     if not rest:  # field:value means equality
@@ -447,7 +447,7 @@ def list_records(table, *, filters=(), sort=None, limit=None, cursor=None):
             raise BadRequest("cursor is not an item of this list", fields={"cursor": "unknown"})
     if sort:
         descending, name = sort.startswith("-"), sort.lstrip("-")
-        types = {f["name"]: f["type"] for f in table.spec}
+        types = _types(table)
         if name not in types:
             raise BadRequest(f"sort: unknown field {name}", fields={"sort": "unknown field"})
         expr = _value_expr(name, types[name])
