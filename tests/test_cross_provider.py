@@ -11,6 +11,8 @@ test sees both ends of a translation: what the client gets, and what the provide
   ``previous_response_id`` (the history is the server's, rebuilt for the provider).
 - ``bot/<name>`` through each of the three faces: the bot's instructions as the system prompt,
   the client's tools passed on.
+- A bot's tables as the lookup tool, called by either provider and answered by chatport, through
+  either SDK.
 """
 import base64
 import json
@@ -570,3 +572,67 @@ def test_bot_through_responses(oai, claude, upstream, bots):
     assert upstream.last.body["messages"][0] == {"role": "system", "content": "You are Gepetto, a weather bot."}
     assert upstream.last.body["tools"] == [OPENAI_TOOL]
 
+
+
+# ---------------------------------------------------------------- a bot's tables as the lookup tool
+
+STORES = [{"name": "store", "type": "text", "searchable": True}, {"name": "opening_hours", "type": "text"}]
+
+
+def test_a_bots_tables_as_the_lookup_tool_on_either_provider(server, ant, oai, claude, upstream):
+    """A bot with ``knowledge.tables_tool``: each provider is offered ``lookup_records`` over the
+    wire, calls it, and is asked again with the records; the client (either SDK) sees only the
+    answer, its usage summed over the two calls (docs/databases.md, "The lookup tool")."""
+    bot = requests.post(server + "/api/v1/bots", headers=H, timeout=10, json={
+        "name": f"stores-{uuid.uuid4().hex[:8]}", "model": CLAUDE, "knowledge": {"tables_tool": True}}).json()["id"]
+    table = requests.post(server + "/api/v1/databases/tables", headers=H, timeout=10, json={
+        "name": "stores", "fields": STORES, "bot_ids": [bot]}).json()["id"]
+    lyon = requests.post(f"{server}/api/v1/databases/tables/{table}/records", headers=H, timeout=10, json={
+        "values": {"store": "Lyon", "opening_hours": "9-18"}}).json()["id"]
+    call = {"table": "stores", "filters": ["store:Lyon"]}
+
+    # the anthropic SDK, the bot on the Anthropic provider
+    claude.script_once(tool_calls=[{"id": "toolu_look", "name": "lookup_records", "arguments": call}],
+                       prompt_tokens=20, completion_tokens=5)
+    claude.script_once(text="Lyon opens 9-18.", prompt_tokens=40, completion_tokens=4)
+    message = ant.messages.create(model=f"bot/{bot}", max_tokens=100,
+                                  messages=[{"role": "user", "content": "When does it open?"}])
+    assert [b.type for b in message.content] == ["text"] and message.content[0].text == "Lyon opens 9-18."
+    assert message.stop_reason == "end_turn"
+    assert (message.usage.input_tokens, message.usage.output_tokens) == (60, 9)
+    first, second = [r.body for r in claude.requests]
+    assert [t["name"] for t in first["tools"]] == ["lookup_records"]
+    assert first["tools"][0]["input_schema"]["properties"]["table"]["enum"] == ["stores"]
+    (result,) = claude.blocks("tool_result", rec=claude.requests[1])
+    assert result["tool_use_id"] == "toolu_look"
+    text = result["content"] if isinstance(result["content"], str) else result["content"][0]["text"]
+    assert [(r["record_id"], r["values"]) for r in json.loads(text)["records"]] == [
+        (lyon, {"store": "Lyon", "opening_hours": "9-18"})]
+    assert second["messages"][1]["content"][0] == {"type": "tool_use", "id": "toolu_look",
+                                                    "name": "lookup_records", "input": call}
+
+    # the openai SDK, streaming and not, the bot on the OpenAI provider
+    assert requests.patch(f"{server}/api/v1/bots/{bot}", headers=H, timeout=10, json={"model": GPT}).ok
+    for stream in (False, True):
+        upstream.reset()
+        upstream.script_once(tool_calls=[{"name": "lookup_records", "id": "call_1", "arguments": call}],
+                             prompt_tokens=20, completion_tokens=5)
+        upstream.script_once(text="Lyon opens 9-18.", prompt_tokens=40, completion_tokens=4)
+        asked = dict(model=f"bot/{bot}", messages=[{"role": "user", "content": "When does it open?"}])
+        if stream:
+            pieces = list(oai.chat.completions.create(stream=True, stream_options={"include_usage": True}, **asked))
+            text, calls, finish = _streamed_chat(pieces)
+            usage = pieces[-1].usage
+        else:
+            reply = oai.chat.completions.create(**asked)
+            text, calls, finish = reply.choices[0].message.content, reply.choices[0].message.tool_calls or [], \
+                reply.choices[0].finish_reason
+            usage = reply.usage
+        assert (text, calls, finish) == ("Lyon opens 9-18.", [], "stop")
+        assert (usage.prompt_tokens, usage.completion_tokens) == (60, 9)
+        first, second = [r.body for r in upstream.requests if r.path.endswith("/chat/completions")]
+        assert first["tools"][0]["function"]["name"] == "lookup_records" and first["tool_choice"] == "auto"
+        assert second["messages"][-2]["tool_calls"][0]["function"]["name"] == "lookup_records"
+        tool_message = second["messages"][-1]
+        assert tool_message["role"] == "tool" and tool_message["tool_call_id"] == "call_1"
+        assert [r["record_id"] for r in json.loads(tool_message["content"])["records"]] == [lyon]

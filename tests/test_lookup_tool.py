@@ -1,17 +1,12 @@
 """The lookup tool (docs/databases.md, "The lookup tool"): a bot's tables offered to a
 tool-capable model as ``lookup_records``, the calls answered by chatport, bounded rounds, usage
-summed, the records cited, nothing of the exchange saved. SQLite and PostgreSQL (``app``), and
-the real openai SDK against ``chatport serve`` on the OpenAI provider plugin."""
+summed, the records cited, nothing of the exchange saved. SQLite and PostgreSQL (``app``). The
+real SDKs against ``chatport serve`` with both provider plugins: tests/test_cross_provider.py."""
 import json
-
-import openai
-import pytest
-import requests
 
 from app.providers.llm import Chunk, Usage
 
 from .scripted import scripted
-from .servers import chatport_server, upstream_env
 
 BASE = "/api/v1/databases/tables"
 STORES = [{"name": "store", "type": "text", "searchable": True},
@@ -222,49 +217,3 @@ def test_a_client_gone_mid_turn_closes_the_model_and_keeps_the_turn(configured):
     assert model.closed
     saved = admin.get(f"/api/v1/conversations/{conv}/messages").get_json()["data"]
     assert [m["role"] for m in saved] == ["user", "assistant"] and saved[1]["status"] == "incomplete"
-
-
-ADMIN = "cp_test_admin_key_for_the_lookup_tool_000000"
-H = {"Authorization": f"Bearer {ADMIN}"}
-
-
-@pytest.mark.server
-def test_openai_sdk_against_chatport_serve_with_the_openai_provider(tmp_path, upstream):
-    """The real openai SDK talks to a running ``chatport serve``; the bot's model is the OpenAI
-    provider plugin on the fake upstream, which calls the tool over the wire."""
-    with chatport_server(tmp_path / "inst", env=upstream_env(upstream, ADMIN)) as base:
-        bot = requests.post(base + "/api/v1/bots", headers=H, timeout=30, json={
-            "name": "stores", "model": "openai/gpt-test", "knowledge": {"tables_tool": True}}).json()["id"]
-        table = requests.post(base + BASE, headers=H, timeout=30, json={
-            "name": "stores", "fields": STORES, "bot_ids": [bot]}).json()["id"]
-        lyon = requests.post(f"{base}{BASE}/{table}/records", headers=H, timeout=30, json={
-            "values": {"store": "Lyon", "opening_hours": "9-18", "size": 3}}).json()["id"]
-        client = openai.OpenAI(base_url=base + "/v1", api_key=ADMIN, max_retries=0)
-        for stream in (False, True):
-            upstream.reset()
-            upstream.script_once(tool_calls=[{"name": "lookup_records", "id": "call_1",
-                                              "arguments": {"table": "stores", "filters": ["store:Lyon"]}}],
-                                 prompt_tokens=20, completion_tokens=5)
-            upstream.script_once(text="Lyon opens 9-18.", prompt_tokens=40, completion_tokens=4)
-            asked = dict(model=f"bot/{bot}", messages=[{"role": "user", "content": "When does it open?"}])
-            if stream:
-                pieces = list(client.chat.completions.create(stream=True, stream_options={"include_usage": True},
-                                                             **asked))
-                text = "".join(p.choices[0].delta.content or "" for p in pieces if p.choices)
-                usage = pieces[-1].usage
-                assert not any(p.choices[0].delta.tool_calls for p in pieces if p.choices)
-            else:
-                reply = client.chat.completions.create(**asked)
-                text, usage = reply.choices[0].message.content, reply.usage
-                assert reply.choices[0].message.tool_calls is None
-                assert reply.choices[0].finish_reason == "stop"
-            assert text == "Lyon opens 9-18."
-            assert (usage.prompt_tokens, usage.completion_tokens) == (60, 9)
-            sent = [r.json for r in upstream.requests if r.path.endswith("/chat/completions")]
-            assert len(sent) == 2
-            assert sent[0]["tools"][0]["function"]["name"] == "lookup_records" and sent[0]["tool_choice"] == "auto"
-            tool_message = sent[1]["messages"][-1]
-            assert tool_message["role"] == "tool" and tool_message["tool_call_id"] == "call_1"
-            found = json.loads(tool_message["content"])["records"]
-            assert [(r["record_id"], r["values"]["opening_hours"]) for r in found] == [(lyon, "9-18")]
-            assert sent[1]["messages"][-2]["tool_calls"][0]["function"]["name"] == "lookup_records"
