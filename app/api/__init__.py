@@ -126,9 +126,45 @@ def _document_dialects(app, api):
 
 
 class ChatportApi(Api):
-    """flask-smorest Api whose error handling is chatport's (see app.errors)."""
+    """flask-smorest Api whose error handling is chatport's (see app.errors), and whose OpenAPI
+    document is written when it is first read (``GET /api/openapi.json``, ``/api/docs``), not
+    when the app is created: documenting the views was half of what creating the app cost, which
+    every worker start, CLI command and test pays, most of them never reading the document."""
 
     ERROR_SCHEMA = ErrorSchema
+
+    def __init__(self, *args, **kwargs):
+        self._pending_docs = []  # what writes the document, in registration order
+        super().__init__(*args, **kwargs)
+
+    @property
+    def spec(self):
+        """The apispec document, every registered blueprint's views in it."""
+        if self._pending_docs:
+            pending, self._pending_docs = self._pending_docs, []
+            for write in pending:
+                write()
+        return self._spec
+
+    @spec.setter
+    def spec(self, value):
+        self._spec = value
+
+    def register_blueprint(self, blp, *, parameters=None, **options):
+        """flask-smorest's, with the views documented later (``document_later``)."""
+        name = options.get("name", blp.name)
+        self._app.extensions["flask-smorest"]["blp_name_to_api"][name] = self
+        self._app.register_blueprint(blp, **options)
+        app = self._app
+
+        def write():
+            blp.register_views_in_doc(self, app, self._spec, name=name, parameters=parameters)
+            self._spec.tag({"name": name, "description": blp.description})
+        self.document_later(write)
+
+    def document_later(self, write):
+        """Run ``write()`` (which changes ``self.spec``) when the document is first read."""
+        self._pending_docs.append(write)
 
     def _register_error_handlers(self):
         pass  # app.api.errors.init_app installs the one handler for every dialect
@@ -197,7 +233,7 @@ def init_api(app):
     anthropic_messages.register(app, api)
     flows.register(app, api)
     hooks.register(app, api)  # last: with an empty prefix its /<endpoint> must not shadow others
-    _document_dialects(app, api)
+    api.document_later(lambda: _document_dialects(app, api))
 
     @app.get("/healthz")
     def healthz():
