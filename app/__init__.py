@@ -34,6 +34,9 @@ def configured_flask(test_config=None):
     # JSON bodies keep the order the code builds them in, as the documented examples of each API
     # show them; sorting every response's keys would cost CPU for nothing.
     app.json.sort_keys = False
+    from app.routing import LazyBuildRule
+
+    app.url_rule_class = LazyBuildRule
     from app.config import DEFAULTS
 
     app.config.from_mapping(DEFAULTS)
