@@ -72,6 +72,60 @@ def database_url(backend, tmp_path):
         conn.close()
 
 
+def _pg_url_of(name):
+    """``CHATPORT_TEST_POSTGRES_URL`` naming the database ``name`` instead."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    return urlunsplit(urlsplit(PG_URL)._replace(path="/" + name))
+
+
+def _pg_admin():
+    import psycopg2
+
+    conn = psycopg2.connect(PG_URL)
+    conn.autocommit = True
+    return conn
+
+
+@pytest.fixture(scope="session")
+def pg_template(tmp_path_factory):
+    """A PostgreSQL database migrated once per test process, which each test's database is
+    copied from (``CREATE DATABASE ... TEMPLATE``: 0.06 s, where migrating a new schema took 0.4 s).
+    It takes no connections (autovacuum's included), which a copy needs; dropped at the end."""
+    name = f"chatport_tpl_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    conn = _pg_admin()
+    conn.cursor().execute(f"CREATE DATABASE {name}")
+    try:
+        make_app(_pg_url_of(name), tmp_path_factory.mktemp("pg-template"))
+        db.obj.close_all()
+        conn.cursor().execute(f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS false")
+        yield name
+    finally:
+        conn.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.close()
+
+
+@pytest.fixture
+def app_database_url(backend, tmp_path, request):
+    """A database at the current schema for the ``app`` and ``configured`` fixtures: a new
+    SQLite file (migrated by the app, which costs little there), or on PostgreSQL a copy of
+    ``pg_template``, dropped afterwards. ``database_url`` gives an empty one."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path}/chatport.db"
+        return
+    template = request.getfixturevalue("pg_template")
+    name = "t_" + uuid.uuid4().hex[:12]
+    conn = _pg_admin()
+    conn.cursor().execute(f"CREATE DATABASE {name} TEMPLATE {template}")
+    try:
+        yield _pg_url_of(name)
+    finally:
+        if db.obj is not None and hasattr(db.obj, "close_all"):
+            db.obj.close_all()
+        conn.cursor().execute(f"DROP DATABASE {name} WITH (FORCE)")
+        conn.close()
+
+
 def make_app(database_url, tmp_path, **config):
     return create_app({
         "TESTING": True,
@@ -83,8 +137,8 @@ def make_app(database_url, tmp_path, **config):
 
 
 @pytest.fixture
-def app(database_url, tmp_path):
-    application = make_app(database_url, tmp_path)
+def app(app_database_url, tmp_path):
+    application = make_app(app_database_url, tmp_path)
     yield application
     if not db.is_closed():
         db.close()
@@ -179,10 +233,10 @@ def run_cli(app, *args):
 
 
 @pytest.fixture
-def configured(database_url, tmp_path):
+def configured(app_database_url, tmp_path):
     """``configured(**settings)``: an app with those settings and an admin ``Api`` on it."""
     def build(**settings):
-        application = make_app(database_url, tmp_path, **settings)
+        application = make_app(app_database_url, tmp_path, **settings)
         return application, Api(application.test_client(), create_key(application, kind="admin"))
 
     yield build
