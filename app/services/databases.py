@@ -278,9 +278,30 @@ def _change_fields(table, new_spec):
 def delete_table(table):
     """Delete a table with its records and bot links."""
     with db.atomic():
+        clear_records(table)
+        table.delete_instance()  # bot links cascade
+
+
+def clear_records(table):
+    """Delete every record of a table and their index entries (the table and its bot links stay)."""
+    with db.atomic():
         record_index.remove_table(table.id)
         DataRecord.delete().where(DataRecord.table == table).execute()
-        table.delete_instance()  # bot links cascade
+
+
+def set_tables_of_bot(bot_id, table_ids):
+    """Make ``bot_id`` answer from exactly these tables (one transaction). Raises BadRequest
+    naming unknown table ids (nothing changed)."""
+    table_ids = list(dict.fromkeys(table_ids or []))
+    with db.atomic():
+        found = ({t.id for t in DataTable.select(DataTable.id).where(DataTable.id.in_(table_ids))}
+                 if table_ids else set())
+        missing = [t for t in table_ids if t not in found]
+        if missing:
+            raise BadRequest(f"unknown table(s): {', '.join(missing)}", fields={"table_ids": "unknown"})
+        BotTable.delete().where((BotTable.bot == bot_id) & BotTable.table.not_in(table_ids)).execute()
+        for table_id in table_ids:
+            BotTable.insert(bot=bot_id, table=table_id).on_conflict_ignore().execute()
 
 
 # ---------------------------------------------------------------- records
