@@ -291,8 +291,9 @@ def db_copy_command(to_url, replace, as_json):
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
 @with_appcontext
 def export_command(file):
-    """Write the instance's bots, knowledge sources (with their rows) and automations to FILE
-    as JSON (`-` for standard output). Keys, channels and conversations are not included."""
+    """Write the instance's bots, knowledge sources (with their rows), tables (with their records)
+    and automations to FILE as JSON (`-` for standard output). Keys, channels and conversations
+    are not included."""
     from app.services import transfer
 
     with db.connection_context():
@@ -306,17 +307,19 @@ def export_command(file):
         fh.write(text)
     os.replace(partial, file)
     click.echo(f"Exported {len(doc['bots'])} bot(s), {len(doc['knowledge_sources'])} knowledge source(s), "
+               f"{len(doc['tables'])} table(s) ({sum(len(t['records']) for t in doc['tables'])} record(s)), "
                f"{len(doc['automations'])} automation(s) to {file}.")
 
 
 @main.command("import")
 @click.argument("file", type=click.File("r", encoding="utf-8"))
-@click.option("--replace", is_flag=True, help="Overwrite bots, sources and automations of the same name.")
+@click.option("--replace", is_flag=True,
+              help="Overwrite bots, sources, tables and automations of the same name.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was created and replaced as JSON.")
 @with_appcontext
 def import_command(file, replace, as_json):
-    """Create the bots, knowledge sources and automations of an export FILE (`chatport export`),
-    all or nothing."""
+    """Create the bots, knowledge sources, tables (with their records) and automations of an
+    export FILE (`chatport export`), all or nothing."""
     from app.errors import ApiError
     from app.providers.llm import registry
     from app.services import transfer
@@ -327,7 +330,8 @@ def import_command(file, replace, as_json):
         raise click.ClickException(f"{file.name} is not JSON: {exc}")
     with db.connection_context():
         try:
-            report = transfer.import_document(doc, registry=registry(), replace=replace)
+            report = transfer.import_document(doc, registry=registry(), config=current_app.config,
+                                              replace=replace)
         except ApiError as exc:
             raise click.ClickException(f"nothing imported: {exc.message}")
     lines = [f"{verb.capitalize()} {kind.replace('_', ' ')}: {', '.join(names)}"
