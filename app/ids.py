@@ -12,6 +12,11 @@ _last_ms = 0
 _seq = 0
 
 
+def tool_call_id():
+    """An id for a tool call whose provider gave none (``call_`` and 24 hex digits, as OpenAI's)."""
+    return f"call_{new_id().replace('-', '')[:24]}"
+
+
 def new_id():
     """Return a new UUIDv7 string (48-bit ms timestamp, then random bits)."""
     global _last_ms, _seq

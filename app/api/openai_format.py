@@ -10,7 +10,7 @@ import struct
 import time
 
 from app.api.sse import HEARTBEAT_FRAME, sse
-from app.ids import new_id
+from app.ids import tool_call_id
 from app.services.events import Delta, Done, Error, Heartbeat, Start
 
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
@@ -164,7 +164,7 @@ def _call_fragment(index, fragment, begun):
     out = {"index": call}
     if (index, call) not in begun:
         begun.add((index, call))
-        out["id"] = fragment.get("id") or f"call_{new_id().replace('-', '')[:24]}"
+        out["id"] = fragment.get("id") or tool_call_id()
         out["type"] = "function"
         out["function"] = {"name": fragment.get("name") or "", "arguments": fragment.get("arguments") or ""}
         return out

@@ -239,6 +239,32 @@ def estimate_tokens(text):
     return max(1, (len(text) + 3) // 4) if text else 0
 
 
+def add_tool_fragment(calls, fragment):
+    """Join one streamed tool-call fragment (an item of ``Chunk.tool_calls``) into ``calls``:
+    ``{index: {"id", "name", "arguments": [pieces]}}``. Returns the call it belongs to."""
+    index = fragment.get("index", len(calls))
+    call = calls.get(index)
+    if call is None:
+        call = calls[index] = {"id": None, "name": None, "arguments": []}
+    if fragment.get("id"):
+        call["id"] = fragment["id"]
+    if fragment.get("name"):
+        call["name"] = fragment["name"]
+    if fragment.get("arguments"):
+        call["arguments"].append(fragment["arguments"])
+    return call
+
+
+def joined_tool_calls(calls):
+    """``calls`` (as ``add_tool_fragment`` joins them) in the canonical shape, by index:
+    ``[{"id", "type": "function", "function": {"name", "arguments"}}]``, or None."""
+    if not calls:
+        return None
+    return [{"id": call["id"], "type": "function",
+             "function": {"name": call["name"] or "", "arguments": "".join(call["arguments"])}}
+            for _, call in sorted(calls.items())]
+
+
 def collect(deltas):
     """Drain a delta iterator into ``(text of the first choice, usage)``."""
     parts, usage = [], None

@@ -16,9 +16,18 @@ from peewee import JOIN, SQL, fn
 
 from app import clock
 from app.errors import ApiError, BadRequest, NotFound, ProviderError
-from app.ids import new_id
+from app.ids import new_id, tool_call_id
 from app.observe import metrics
-from app.providers.llm import ChatRequest, Chunk, Usage, content_text, estimate_tokens, message_tokens
+from app.providers.llm import (
+    ChatRequest,
+    Chunk,
+    Usage,
+    add_tool_fragment,
+    content_text,
+    estimate_tokens,
+    joined_tool_calls,
+    message_tokens,
+)
 from app.providers.streaming import HEARTBEAT, with_heartbeats
 from app.services import lookup_tool, retrieval
 from app.services import messages as canonical
@@ -666,19 +675,11 @@ class _Answer:
         if chunk.text:
             self.parts.append(chunk.text)
         for fragment in chunk.tool_calls or ():
-            index = fragment.get("index", len(self.tool_calls))
-            call = self.tool_calls.get(index)
-            if call is None:  # a call's first fragment: it gets an id if the provider gave none,
-                # so the client's stream and the saved answer name the call alike
-                if not fragment.get("id"):
-                    fragment["id"] = f"call_{new_id().replace('-', '')[:24]}"
-                call = self.tool_calls[index] = {"id": None, "name": None, "arguments": []}
-            if fragment.get("id"):
-                call["id"] = fragment["id"]
-            if fragment.get("name"):
-                call["name"] = fragment["name"]
-            if fragment.get("arguments"):
-                call["arguments"].append(fragment["arguments"])
+            # a call's first fragment gets an id if the provider gave none, so the client's
+            # stream and the saved answer name the call alike
+            if fragment.get("index", len(self.tool_calls)) not in self.tool_calls and not fragment.get("id"):
+                fragment["id"] = tool_call_id()
+            add_tool_fragment(self.tool_calls, fragment)
         if chunk.logprobs:
             self.logprobs = (self.logprobs or []) + list(chunk.logprobs)
         if chunk.finish_reason:
@@ -686,8 +687,4 @@ class _Answer:
 
     def calls(self):
         """The tool calls in the canonical shape, or None."""
-        if not self.tool_calls:
-            return None
-        return [{"id": call["id"], "type": "function",
-                 "function": {"name": call["name"] or "", "arguments": "".join(call["arguments"])}}
-                for _, call in sorted(self.tool_calls.items())]
+        return joined_tool_calls(self.tool_calls)

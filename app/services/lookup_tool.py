@@ -16,7 +16,8 @@ from contextlib import nullcontext
 from dataclasses import replace
 
 from app.errors import BadRequest
-from app.providers.llm import Chunk, Usage, estimate_tokens, message_tokens
+from app.ids import tool_call_id
+from app.providers.llm import Chunk, Usage, add_tool_fragment, estimate_tokens, joined_tool_calls, message_tokens
 from app.services import databases
 from app.storage import record_index
 from app.storage.db import db
@@ -128,7 +129,7 @@ class ToolLoop:
                             text.append(item.text)
                             yield item.text
                         for fragment in item.tool_calls or ():
-                            _add_fragment(calls, fragment)
+                            add_tool_fragment(calls, fragment)
                         if item.finish_reason:
                             finish = item.finish_reason
             finally:
@@ -149,9 +150,9 @@ class ToolLoop:
                 if finish and finish != "tool_calls":
                     yield Chunk(finish_reason=finish)
                 break
-            made = [{"id": c["id"] or f"call_{round_}_{i}", "type": "function",
-                     "function": {"name": c["name"] or "", "arguments": "".join(c["arguments"])}}
-                    for i, (_, c) in enumerate(sorted(calls.items()))]
+            for call in calls.values():
+                call["id"] = call["id"] or tool_call_id()  # the result must name its call
+            made = joined_tool_calls(calls)
             messages = messages + [{"role": "assistant", "content": "".join(text) or None, "tool_calls": made}]
             for call in made:
                 result = self.call(call["function"]["name"], call["function"]["arguments"])
@@ -229,15 +230,4 @@ class ToolLoop:
                                        "content": databases.record_text(r, by_id[r.table_id]), "score": scores.get(r.id)})
         return {"records": [{"table": by_id[r.table_id].name, "table_id": r.table_id, "record_id": r.id,
                              "values": r.values} for r in records], "more": more}
-
-
-def _add_fragment(calls, fragment):
-    index = fragment.get("index", len(calls))
-    call = calls.setdefault(index, {"id": None, "name": None, "arguments": []})
-    if fragment.get("id"):
-        call["id"] = fragment["id"]
-    if fragment.get("name"):
-        call["name"] = fragment["name"]
-    if fragment.get("arguments"):
-        call["arguments"].append(fragment["arguments"])
 
