@@ -4,6 +4,7 @@ starts a real ``chatport serve`` (gunicorn + gevent) process.
 """
 import os
 import uuid
+from contextlib import contextmanager
 
 import pytest
 
@@ -57,18 +58,23 @@ def database_url(backend, tmp_path):
     if backend == "sqlite":
         yield f"sqlite:///{tmp_path}/chatport.db"
         return
-    import psycopg2
-
     schema = "t_" + uuid.uuid4().hex[:12]
-    conn = psycopg2.connect(PG_URL)
-    conn.autocommit = True
-    conn.cursor().execute(f"CREATE SCHEMA {schema}")
+    with _pg_space(f"CREATE SCHEMA {schema}", f"DROP SCHEMA {schema} CASCADE", pg_schema_url(schema)) as url:
+        yield url
+
+
+@contextmanager
+def _pg_space(create, drop, url):
+    """Run the statement ``create``, yield ``url``; then close the app's connections and run
+    ``drop``."""
+    conn = _pg_admin()
+    conn.cursor().execute(create)
     try:
-        yield pg_schema_url(schema)
+        yield url
     finally:
         if db.obj is not None and hasattr(db.obj, "close_all"):
             db.obj.close_all()
-        conn.cursor().execute(f"DROP SCHEMA {schema} CASCADE")
+        conn.cursor().execute(drop)
         conn.close()
 
 
@@ -115,15 +121,9 @@ def app_database_url(backend, tmp_path, request):
         return
     template = request.getfixturevalue("pg_template")
     name = "t_" + uuid.uuid4().hex[:12]
-    conn = _pg_admin()
-    conn.cursor().execute(f"CREATE DATABASE {name} TEMPLATE {template}")
-    try:
-        yield _pg_url_of(name)
-    finally:
-        if db.obj is not None and hasattr(db.obj, "close_all"):
-            db.obj.close_all()
-        conn.cursor().execute(f"DROP DATABASE {name} WITH (FORCE)")
-        conn.close()
+    with _pg_space(f"CREATE DATABASE {name} TEMPLATE {template}", f"DROP DATABASE {name} WITH (FORCE)",
+                   _pg_url_of(name)) as url:
+        yield url
 
 
 def make_app(database_url, tmp_path, **config):
