@@ -282,6 +282,12 @@ def _step_text(browser, position):
     return browser.find_element(By.CSS_SELECTOR, f"#step-out-{position} .text").text
 
 
+def _step_texts(browser):
+    """Both steps' texts at one instant: one script, so the page cannot change between them."""
+    return browser.execute_script(
+        "return [1, 2].map(p => document.querySelector('#step-out-' + p + ' .text').innerText.trim())")
+
+
 def test_create_an_automation_run_it_and_watch_each_step_stream(server, browser, shots):
     base, _ = server
     browser.get(base + "/console/")
@@ -314,8 +320,8 @@ def test_create_an_automation_run_it_and_watch_each_step_stream(server, browser,
     seen = {1: [], 2: []}  # each step's text while the run streams: it grows a token at a time
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        for position in seen:
-            seen[position].append(_step_text(browser, position))
+        for position, text in zip(seen, _step_texts(browser)):
+            seen[position].append(text)
         if browser.find_element(By.ID, "run-status").text in ("Done.", "The run failed."):
             break
         time.sleep(0.05)
