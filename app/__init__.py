@@ -58,6 +58,11 @@ def create_app(test_config=None):
     app = configured_flask(test_config)
     config.check(app.config)
     os.makedirs(app.instance_path, exist_ok=True)
+    if app.config["PROXY_HOPS"]:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        hops = app.config["PROXY_HOPS"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
 
     from app.api import errors
     from app.storage import db

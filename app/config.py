@@ -182,6 +182,10 @@ DEFAULTS = {
     # The session cookie's Secure flag: None sets it when the request came over HTTPS (gunicorn
     # honours X-Forwarded-Proto from FORWARDED_ALLOW_IPS, by default 127.0.0.1); True always.
     "CONSOLE_COOKIE_SECURE": None,
+    # Reverse proxies in front of chatport that append to X-Forwarded-For (and set
+    # X-Forwarded-Proto): with N, the client address is the Nth from the right of that header
+    # (Werkzeug's ProxyFix). 0 trusts no header: the address is the connection's.
+    "PROXY_HOPS": 0,
     # Log lines on stderr: "text" (time, level, logger, [request id], message) or "json" (one
     # object a line); see docs/operating.md.
     "LOG_FORMAT": "text",
@@ -210,6 +214,9 @@ def check(config):
         value = config.get(name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, not {value!r}")
+    hops = config.get("PROXY_HOPS")
+    if isinstance(hops, bool) or not isinstance(hops, int) or hops < 0:
+        raise ValueError(f"PROXY_HOPS must be an integer of 0 or more, not {hops!r}")
     if config["PAGE_DEFAULT"] > config["PAGE_MAX"]:
         raise ValueError(f"PAGE_DEFAULT ({config['PAGE_DEFAULT']}) must not exceed PAGE_MAX ({config['PAGE_MAX']})")
     from app.storage.models import ApiKey, Automation, Bot, Channel, KnowledgeSource

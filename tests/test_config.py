@@ -135,6 +135,8 @@ def test_max_name_length(configured):
     ({"PAGE_DEFAULT": 20, "PAGE_MAX": 10}, "PAGE_DEFAULT (20) must not exceed PAGE_MAX (10)"),
     ({"PAGE_MAX": 0}, "PAGE_MAX must be a positive integer"),
     ({"MAX_PROPERTIES": "many"}, "MAX_PROPERTIES must be a positive integer"),
+    ({"PROXY_HOPS": -1}, "PROXY_HOPS must be an integer of 0 or more, not -1"),
+    ({"PROXY_HOPS": "1"}, "PROXY_HOPS must be an integer of 0 or more, not '1'"),
 ])
 def test_a_bound_the_server_cannot_honour_stops_it_starting(tmp_path, settings, complaint):
     with pytest.raises(ValueError, match=re.escape(complaint)):

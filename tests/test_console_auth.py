@@ -220,6 +220,28 @@ def test_sign_in_attempts_are_rate_limited_per_address(database_url, tmp_path):
     assert resp.status_code == 302
 
 
+def test_behind_a_proxy_the_limit_counts_the_forwarded_address(database_url, tmp_path):
+    def attempt(console, forwarded, key="cp_wrong"):
+        return console.post("/console/sign-in", {"key": key}, environ_overrides={"REMOTE_ADDR": "127.0.0.1"},
+                            headers={"X-Forwarded-For": forwarded})
+
+    app = make_app(database_url, tmp_path, CONSOLE_SIGNIN_PER_MINUTE=2, PROXY_HOPS=1)
+    key = create_key(app, kind="admin")
+    console = Console(app.test_client())
+    console.get("/console/sign-in")
+    for _ in range(2):  # the client claims a new address each time; only the proxy's last hop counts
+        assert attempt(console, f"198.51.100.{_}, 203.0.113.7").status_code == 401
+    assert attempt(console, "198.51.100.9, 203.0.113.7", key).status_code == 429
+    assert attempt(console, "203.0.113.8", key).status_code == 302  # another client behind the proxy
+
+    app = make_app(database_url, tmp_path, CONSOLE_SIGNIN_PER_MINUTE=2)  # PROXY_HOPS 0: the header is ignored
+    console = Console(app.test_client())
+    console.get("/console/sign-in")
+    for n in range(2):
+        assert attempt(console, f"203.0.113.{20 + n}").status_code == 401
+    assert attempt(console, "203.0.113.30", key).status_code == 429
+
+
 def test_next_is_kept_and_never_leaves_the_console(app, console, admin_key):
     console.get("/console/sign-in?next=/console/keys")
     resp = console.post("/console/sign-in", {"key": admin_key, "next": "/console/keys"})
