@@ -4,7 +4,7 @@ from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
 
 from app.storage import migrations
 from app.storage.db import db, is_sqlite
-from app.storage.models import Bot, EndUser, Message, SchemaVersion
+from app.storage.models import Bot, EndUser, KnowledgeChunk, KnowledgeRow, KnowledgeSource, Message, SchemaVersion
 
 from .conftest import make_app, run_cli
 
@@ -136,3 +136,34 @@ def test_v12_gives_stop_switches_their_conversation(database_url, tmp_path):
         assert migrations.current_version() == migrations.LATEST
         assert {"conversation_id", "stop_requested"} <= _columns("generation_stop")
         assert db.execute_sql("SELECT COUNT(*) FROM generation_stop").fetchone()[0] == 0
+
+
+def _gin_options(index):
+    row = db.execute_sql("SELECT c.reloptions FROM pg_class c WHERE c.oid = %s::regclass", (index,)).fetchone()
+    return row[0] or []
+
+
+def test_v18_turns_off_the_knowledge_index_pending_list(database_url, tmp_path):
+    app = make_app(database_url, tmp_path)
+    with app.app_context(), db.connection_context():
+        if not is_sqlite():
+            assert "fastupdate=off" in _gin_options("knowledge_chunk_tsv")
+            # The index as version 17 created it: with a pending list, and chunks waiting in it.
+            db.execute_sql("DROP INDEX knowledge_chunk_tsv")
+            db.execute_sql("CREATE INDEX knowledge_chunk_tsv ON knowledge_chunk USING GIN (tsv)")
+            assert "fastupdate=off" not in _gin_options("knowledge_chunk_tsv")
+            source = KnowledgeSource.create(name="docs")
+            row = KnowledgeRow.create(source=source, name="a.md", content="x")
+            KnowledgeChunk.insert_many(
+                [{"row": row, "source": source, "position": i, "content": f"opening hours {i} lyon"}
+                 for i in range(200)]).execute()
+        SchemaVersion.update(version=17).execute()
+    app2 = make_app(database_url, tmp_path)
+    with app2.app_context(), db.connection_context():
+        assert migrations.current_version() == migrations.LATEST
+        if not is_sqlite():
+            assert "fastupdate=off" in _gin_options("knowledge_chunk_tsv")
+            # Nothing left in the list: the migration merged it into the index.
+            pending = db.execute_sql(
+                "SELECT gin_clean_pending_list('knowledge_chunk_tsv'::regclass)").fetchone()[0]
+            assert pending == 0

@@ -170,8 +170,14 @@ def _v17(migrator):
     record_index.rebuild()
 
 
+def _v18(migrator):
+    from app.storage import search_index
+
+    search_index.tune_schema()
+
+
 STEPS = {2: _v2, 4: _v4, 6: _v6, 7: _v7, 8: _v8, 10: _v10, 11: _v11, 12: _v12, 13: _v13, 14: _v14, 15: _v15,
-         16: _v16, 17: _v17}
+         16: _v16, 17: _v17, 18: _v18}
 LATEST = max(STEPS)
 
 
