@@ -200,8 +200,10 @@ def test_the_playground_streams_the_answer_with_its_citation(server, browser, sh
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         answer = _answers(browser)[-1]
+        # Whether it is done is read before the text: a text read after "done" is the final one.
+        done = answer.get_attribute("aria-busy") != "true" and answer.find_elements(By.CLASS_NAME, "rate")
         seen.append(answer.find_element(By.CLASS_NAME, "text").text)
-        if answer.get_attribute("aria-busy") != "true" and answer.find_elements(By.CLASS_NAME, "rate"):
+        if done:
             break
         time.sleep(0.05)
     final = f"Echo: [echo delay=0.15] {question}"
