@@ -203,6 +203,7 @@ POSITIVE_INTEGERS = ("PAGE_DEFAULT", "PAGE_MAX", "MAX_NAME_LENGTH", "MAX_INSTRUC
                      "DATABASE_MAX_TABLES", "DATABASE_MAX_FIELDS", "DATABASE_MAX_RECORDS",
                      "DATABASE_MAX_RECORD_BYTES", "DATABASE_IMPORT_MAX_BYTES", "DATABASE_IMPORT_MAX_LINES",
                      "DATABASE_TOOL_ROUNDS", "DATABASE_TOOL_RECORDS")
+COUNTS = ("PROXY_HOPS",)
 
 
 def check(config):
@@ -210,13 +211,12 @@ def check(config):
 
     ``MAX_NAME_LENGTH`` may not exceed the width of the database's name columns (200).
     """
-    for name in POSITIVE_INTEGERS:
-        value = config.get(name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, not {value!r}")
-    hops = config.get("PROXY_HOPS")
-    if isinstance(hops, bool) or not isinstance(hops, int) or hops < 0:
-        raise ValueError(f"PROXY_HOPS must be an integer of 0 or more, not {hops!r}")
+    for names, least, kind in ((POSITIVE_INTEGERS, 1, "a positive integer"),
+                               (COUNTS, 0, "an integer of 0 or more")):
+        for name in names:
+            value = config.get(name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{name} must be {kind}, not {value!r}")
     if config["PAGE_DEFAULT"] > config["PAGE_MAX"]:
         raise ValueError(f"PAGE_DEFAULT ({config['PAGE_DEFAULT']}) must not exceed PAGE_MAX ({config['PAGE_MAX']})")
     from app.storage.models import ApiKey, Automation, Bot, Channel, KnowledgeSource
